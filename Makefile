@@ -1,0 +1,62 @@
+# llmfleet developer entry points. `make` alone prints this help.
+# Everything installs itself: a fresh machine needs only python3, go and make.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CRD := crds/llmfleet.io_llmdeployments.yaml
+CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
+
+.PHONY: help setup crds verify lint test test-fast test-e2e run cluster-up cluster-down bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[operator,gateway,sim,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv with every extra installed (editable)
+
+crds: $(STAMP) ## Regenerate the CRD YAML (crds/ and the chart) from the API models
+	$(BIN)/llmfleet crds --output $(CRD) --chart-output $(CHART_CRD)
+
+verify: crds ## Regenerate everything generated and fail on any diff
+	git diff --exit-code -- crds charts
+	@test -z "$$(git status --porcelain -- crds charts)" || { git status --porcelain -- crds charts; echo "untracked generated files"; exit 1; }
+
+lint: $(STAMP) ## ruff, mypy --strict and the import-linter contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test-fast: $(STAMP) ## Fast tier: tests/ (no cluster)
+	$(BIN)/pytest tests
+
+test-e2e: $(STAMP) ## e2e tier: a real control plane built from Go modules
+	$(BIN)/pytest e2e
+
+test: lint verify test-fast test-e2e ## Set up everything, then lint, verify and run every test tier
+
+run: $(STAMP) ## Set up everything and run the main job
+	$(BIN)/llmfleet validate -f examples/
+	$(MAKE) --no-print-directory verify
+
+cluster-up: $(STAMP) ## Build (cached) and start the local control plane; prints export KUBECONFIG=...
+	bash e2e/cluster.sh up
+
+cluster-down: ## Stop every control-plane process started by cluster-up
+	bash e2e/cluster.sh down
+
+bench: $(STAMP) ## Run the benchmarks; results go to bench/results/
+	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
+
+clean: ## Remove the venv and local caches of this checkout (not ~/.cache/llmfleet)
+	rm -rf $(VENV) .llmfleet .pytest_cache .mypy_cache .ruff_cache .hypothesis

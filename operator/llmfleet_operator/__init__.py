@@ -1,0 +1,1 @@
+"""llmfleet operator: the LLMDeployment API, its CRD generator and the kopf operator."""

@@ -1,0 +1,1 @@
+"""llmfleet runtime: the engine launcher, the engine simulator and the gateway."""
