@@ -1,0 +1,80 @@
+"""``llmfleet`` as a GitOps pipeline runs it.
+
+Cases: ``validate`` passes the examples (exit 0) and fails a folder with one bad spec
+(exit 1) printing the object, field path and rule like the API server; other kinds
+and ``List`` items are handled; unreadable input is an error, never a silent pass;
+``crds`` prints the committed CRD; unknown commands exit 2 with the usage.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmfleet_operator.cli import main
+from tests.corpus import EXAMPLES, INVALID, ROOT
+
+
+def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "-f", str(ROOT / "examples")]) == 0
+    assert f"{len(EXAMPLES)} LLMDeployment(s) checked, 0 invalid" in capsys.readouterr().out
+
+
+def test_validate_reports_like_the_api_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(EXAMPLES[0], tmp_path)
+    shutil.copy(ROOT / "tests/corpus/invalid/min-above-max.yaml", tmp_path)
+    assert main(["validate", "-f", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert 'min-above-max.yaml: The LLMDeployment "bad" is invalid:' in captured.err
+    assert (
+        '  * spec.autoscaling.minReplicas: Invalid value: "object":'
+        " minReplicas must be less than or equal to maxReplicas" in captured.err
+    )
+    assert "2 LLMDeployment(s) checked, 1 invalid" in captured.out
+
+
+def test_validate_every_invalid_case_fails() -> None:
+    for path in INVALID:
+        assert main(["validate", "-f", str(path)]) == 1, path.name
+
+
+def test_validate_skips_other_kinds_and_reads_lists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = yaml.safe_load((ROOT / "tests/corpus/invalid/tp-zero.yaml").read_text())
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    listed = {"apiVersion": "v1", "kind": "List", "items": [bad]}
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump_all([other, "a scalar", listed]))
+    assert main(["validate", "-f", str(tmp_path / "all.yaml")]) == 1
+    captured = capsys.readouterr()
+    assert "all.yaml[2].items[0]: The LLMDeployment" in captured.err
+    assert "1 LLMDeployment(s) checked, 1 invalid" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "no such file or directory"), (": : not yaml [", "not valid YAML")],
+)
+def test_validate_unreadable_input_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
+) -> None:
+    path = tmp_path / "x.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["validate", "-f", str(path)]) == 1
+    assert expected in capsys.readouterr().err
+
+
+def test_crds_prints_the_committed_crd(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crds"]) == 0
+    assert capsys.readouterr().out == (ROOT / "crds/llmfleet.io_llmdeployments.yaml").read_text()
+
+
+def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "usage: llmfleet" in capsys.readouterr().err
