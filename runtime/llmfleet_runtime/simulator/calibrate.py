@@ -12,13 +12,14 @@ in a pod: the CSV is an input of the build, not of the runtime.
 
 The fit is deliberately simple and auditable:
 
-* prefill time is a function of the tokens prefilled in one step (``prompt_size *
-  batch_size``): the measured means become knots of a monotone piecewise-linear curve;
-* decode time per step is a function of the batch size (knots from the rows with the
-  most common prompt size);
-* a measurement that would make either curve decrease (more work, less time) is kept
-  out of the knots and reported as an outlier, so the caller can show it rather than
-  silently bend the model around it.
+* prefill time of one prompt is a function of its tokens: the measured means become
+  knots of a monotone piecewise-linear curve;
+* a batch of B prompts costs the single-prompt time of all its tokens times a multiplier
+  that depends on B (measured at the most common prompt size);
+* decode time per step is a function of the batch size;
+* a measurement that would bend a curve the wrong way (more work, much less time) is
+  kept out of the knots and reported as an outlier, so the caller can show it rather
+  than silently fit the model around it.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Fit:
     """Knots fitted for one (model, hardware, tensor parallel) group, and what was left out."""
 
     prefill_knots: Knots
+    batch_knots: Knots
     decode_knots: Knots
     outliers: tuple[Measurement, ...]
 
@@ -101,33 +103,55 @@ def _monotone(points: dict[float, list[float]]) -> tuple[Knots, set[float]]:
     return tuple(knots), dropped
 
 
+# A batch multiplier below this is a broken measurement (e.g. a batch that did not fit).
+MIN_BATCH_MULTIPLIER = 0.5
+
+
 def fit(cells: list[Measurement]) -> Fit:
-    """Fit prefill knots (ms by tokens per step) and decode knots (ms by batch size)."""
+    """Fit the three knot tables of a profile from one group's measurements.
+
+    * ``prefill_knots``: ms to prefill one prompt of N tokens (batch-1 rows);
+    * ``batch_knots``: by how much a batch of B prompts of the most common prompt size
+      costs more (or less) than one prompt of the same total tokens;
+    * ``decode_knots``: ms of one decode step by batch size (all prompt and output
+      lengths measured at that batch size averaged: context length is not modelled).
+    """
     if not cells:
         raise ValueError("no measurements to fit")
-    prefill: dict[float, list[float]] = defaultdict(list)
+    single: dict[float, list[float]] = defaultdict(list)
     for m in cells:
-        prefill[float(m.prompt_size * m.batch_size)].append(m.prompt_ms)
-    prefill_knots, prefill_dropped = _monotone(prefill)
+        if m.batch_size == 1:
+            single[float(m.prompt_size)].append(m.prompt_ms)
+    prefill_knots, prefill_dropped = _monotone(single)
 
-    # Decode depends on the batch; use the prompt/output sizes measured at every batch size.
-    counts: dict[tuple[int, int], set[int]] = defaultdict(set)
+    sizes: dict[int, set[int]] = defaultdict(set)
     for m in cells:
-        counts[(m.prompt_size, m.token_size)].add(m.batch_size)
-    base = max(counts, key=lambda k: (len(counts[k]), -k[1]))
+        sizes[m.prompt_size].add(m.batch_size)
+    base = max(sizes, key=lambda p: (len(sizes[p]), -p))
+    multipliers: dict[float, list[float]] = defaultdict(list)
     decode: dict[float, list[float]] = defaultdict(list)
+    batch_dropped: set[float] = set()
     for m in cells:
-        if (m.prompt_size, m.token_size) == base:
-            decode[float(m.batch_size)].append(m.token_ms)
+        decode[float(m.batch_size)].append(m.token_ms)
+        if m.prompt_size != base or m.batch_size == 1:
+            continue
+        multiplier = m.prompt_ms / interpolate(prefill_knots, float(base * m.batch_size))
+        if multiplier < MIN_BATCH_MULTIPLIER:
+            batch_dropped.add(float(m.batch_size))
+        else:
+            multipliers[float(m.batch_size)].append(multiplier)
+    measured = [(b, round(fmean(v), 4)) for b, v in sorted(multipliers.items())]
+    batch_knots: Knots = ((1.0, 1.0), *measured)
     decode_knots, decode_dropped = _monotone(decode)
 
     outliers = tuple(
         m
         for m in cells
-        if float(m.prompt_size * m.batch_size) in prefill_dropped
-        or ((m.prompt_size, m.token_size) == base and float(m.batch_size) in decode_dropped)
+        if (m.batch_size == 1 and float(m.prompt_size) in prefill_dropped)
+        or (m.prompt_size == base and float(m.batch_size) in batch_dropped)
+        or float(m.batch_size) in decode_dropped
     )
-    return Fit(prefill_knots, decode_knots, outliers)
+    return Fit(prefill_knots, batch_knots, decode_knots, outliers)
 
 
 def interpolate(knots: Knots, x: float) -> float:

@@ -87,6 +87,7 @@ class EngineDriver:
         self.engine.add(request, self.engine_now())
         stream = Stream(request)
         self._streams[request.request_id] = stream
+        self._advance()
         self._wake.set()
         return stream
 

@@ -89,7 +89,11 @@ class Engine:
     # -- inputs ---------------------------------------------------------------
 
     def add(self, request: Request, now: float) -> None:
-        """Queue ``request`` at time ``now``; an idle engine starts a step at once."""
+        """Queue ``request`` at time ``now``.
+
+        An idle engine starts its next step on the next :meth:`advance` call, so requests
+        added at the same instant are batched together; call ``advance(now)`` after adding.
+        """
         if request.request_id in self._by_id:
             raise ValueError(f"duplicate request id {request.request_id!r}")
         total = request.prompt_tokens + request.max_tokens
@@ -103,8 +107,6 @@ class Engine:
         seq = _Seq(request=request, arrival=now, num_tokens=request.prompt_tokens)
         self._by_id[request.request_id] = seq
         self.waiting.append(seq)
-        if self._step_end is None:
-            self._start_step(now)
 
     def abort(self, request_id: str, now: float) -> FinishedRequest | None:
         """Drop a request (client went away); its blocks are freed now."""
@@ -124,12 +126,14 @@ class Engine:
         return self._step_end
 
     def advance(self, now: float) -> list[StepResult]:
-        """Complete every step that ends at or before ``now``, in order."""
+        """Complete every step that ends at or before ``now``, in order; start the next."""
         results: list[StepResult] = []
         while self._step_end is not None and self._step_end <= now:
             end = self._step_end
             results.append(self._complete_step(end))
             self._start_step(end)
+        if self._step_end is None and self.waiting:
+            self._start_step(now)
         return results
 
     # -- views ----------------------------------------------------------------

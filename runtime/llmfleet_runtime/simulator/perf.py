@@ -7,7 +7,8 @@ One engine step (vLLM V1 style) runs a single forward pass over every scheduled 
 the decode token of each running sequence plus the prompt tokens (or prompt chunks)
 being prefilled. The measured table gives two pure cases:
 
-* prefill of N tokens with no decode: ``prefill_ms(N)`` (compute-bound, grows with N);
+* prefill of B prompts of N tokens in all, no decode: ``prefill_ms(N, B)`` (compute-bound,
+  grows with N; batching prompts changes the cost by a measured multiplier);
 * decode of a batch of B sequences: ``decode_ms(B)`` (memory-bound, nearly flat in B).
 
 A mixed step costs the larger of the two views of the same pass: as a prefill of all its
@@ -21,9 +22,10 @@ from .calibrate import interpolate
 from .profiles import Profile
 
 
-def prefill_ms(profile: Profile, tokens: int) -> float:
-    """Milliseconds to prefill ``tokens`` prompt tokens in one step."""
-    return interpolate(profile.prefill_knots, float(tokens))
+def prefill_ms(profile: Profile, tokens: int, seqs: int = 1) -> float:
+    """Milliseconds to prefill ``tokens`` prompt tokens of ``seqs`` prompts in one step."""
+    batch = interpolate(profile.prefill_batch_knots, float(max(seqs, 1)))
+    return interpolate(profile.prefill_knots, float(tokens)) * batch
 
 
 def decode_ms(profile: Profile, batch_size: int) -> float:
@@ -43,7 +45,7 @@ def step_seconds(
         return 0.0
     if prefill_tokens <= 0:
         return decode_ms(profile, decode_seqs) / 1000.0
-    as_prefill = prefill_ms(profile, prefill_tokens + decode_seqs)
+    as_prefill = prefill_ms(profile, prefill_tokens + decode_seqs, prefill_seqs)
     if decode_seqs <= 0:
         return as_prefill / 1000.0
     as_decode = decode_ms(profile, decode_seqs + prefill_seqs)

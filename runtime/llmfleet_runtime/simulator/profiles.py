@@ -5,7 +5,8 @@ and issue 6's fleet simulator.
 
 The ``llama2-70b`` profiles carry knots fitted by :func:`.calibrate.fit` from
 splitwise-sim's measured latency table (llama2-70b on A100-80GB / H100-80GB at tensor
-parallel 2, 4 and 8; prefill ms by tokens per step, decode ms per step by batch size).
+parallel 2, 4 and 8): prefill ms of one prompt by its tokens, a prefill multiplier by the
+number of prompts batched together, decode ms per step by batch size.
 Regenerate them with ``python -m bench.simulator.calibration --print-knots``; the
 calibration test fails when they stop reproducing the CSV within 10%.
 
@@ -38,7 +39,9 @@ class Profile:
     name: str
     description: str
     prefill_knots: Knots
-    """Milliseconds to prefill N tokens in one step (N = all prompts of the step)."""
+    """Milliseconds to prefill one prompt of N tokens."""
+    prefill_batch_knots: Knots
+    """Multiplier on the prefill time by the number of prompts prefilled together."""
     decode_knots: Knots
     """Milliseconds of one decode step by the number of sequences in the batch."""
     num_gpu_blocks: int
@@ -71,7 +74,7 @@ def kv_blocks(
     return int(free // (kv_bytes_per_token * block_size))
 
 
-def _llama2_70b(hardware: str, tp: int, prefill: Knots, decode: Knots) -> Profile:
+def _llama2_70b(hardware: str, tp: int, prefill: Knots, batch: Knots, decode: Knots) -> Profile:
     blocks = kv_blocks(
         gpus=tp,
         hbm_bytes=HBM_80GB,
@@ -83,6 +86,7 @@ def _llama2_70b(hardware: str, tp: int, prefill: Knots, decode: Knots) -> Profil
         name=f"{hardware}-llama2-70b-tp{tp}",
         description=f"llama2-70b on {tp}x {hardware.upper()}-80GB (splitwise-sim measurements)",
         prefill_knots=prefill,
+        prefill_batch_knots=batch,
         decode_knots=decode,
         num_gpu_blocks=blocks,
         tensor_parallel_size=tp,
@@ -90,41 +94,51 @@ def _llama2_70b(hardware: str, tp: int, prefill: Knots, decode: Knots) -> Profil
 
 
 # fmt: off
-_MEASURED: dict[tuple[str, int], tuple[Knots, Knots]] = {
-    ("a100", 2): (
-        ((128.0, 81.099), (256.0, 112.854), (512.0, 195.33), (1024.0, 396.86), (2048.0, 766.307),
-         (4096.0, 1538.738), (8192.0, 3112.236), (16384.0, 6606.576)),
-        ((1.0, 54.842), (2.0, 59.936), (4.0, 60.534), (8.0, 61.647), (16.0, 65.601),
+_MEASURED: dict[tuple[str, int], tuple[Knots, Knots, Knots]] = {
+    ('a100', 2): (
+        ((128.0, 81.099), (256.0, 112.854), (512.0, 195.33), (1024.0, 377.275), (2048.0, 687.261),
+         (4096.0, 1481.434), (8192.0, 2990.307)),
+        ((1.0, 1.0), (2.0, 1.1038), (4.0, 1.23), (8.0, 1.0774), (16.0, 1.0815), (32.0, 1.0996)),
+        ((1.0, 57.522), (2.0, 59.936), (4.0, 60.534), (8.0, 61.647), (16.0, 65.601),
          (32.0, 72.207), (64.0, 72.207)),
     ),
-    ("a100", 4): (
-        ((128.0, 66.559), (256.0, 78.535), (512.0, 127.561), (1024.0, 241.993), (2048.0, 467.512),
-         (4096.0, 1091.609), (8192.0, 2609.457), (16384.0, 5165.826), (32768.0, 10808.837)),
-        ((1.0, 44.959), (2.0, 45.006), (4.0, 45.17), (8.0, 45.873), (16.0, 48.664),
-         (32.0, 52.426), (64.0, 72.757)),
+    ('a100', 4): (
+        ((128.0, 66.559), (256.0, 78.535), (512.0, 127.561), (1024.0, 230.136), (2048.0, 403.3),
+         (4096.0, 969.668), (8192.0, 2333.37)),
+        ((1.0, 1.0), (2.0, 1.103), (4.0, 1.3184), (8.0, 1.2515), (16.0, 1.2366), (32.0, 1.0208),
+         (64.0, 1.0279)),
+        ((1.0, 44.445), (2.0, 45.006), (4.0, 45.17), (8.0, 45.873), (16.0, 48.664), (32.0, 52.426),
+         (64.0, 72.757)),
     ),
-    ("a100", 8): (
-        ((128.0, 65.097), (256.0, 67.054), (512.0, 93.516), (1024.0, 160.643), (2048.0, 283.157),
-         (4096.0, 707.92), (8192.0, 1803.948), (16384.0, 3529.485), (32768.0, 7635.267)),
-        ((1.0, 44.914), (2.0, 44.914), (4.0, 45.78), (8.0, 46.503), (16.0, 50.44),
-         (32.0, 53.161), (64.0, 71.261)),
+    ('a100', 8): (
+        ((128.0, 65.097), (256.0, 67.054), (512.0, 93.516), (1024.0, 154.621), (2048.0, 274.16),
+         (4096.0, 651.328), (8192.0, 1544.365)),
+        ((1.0, 1.0), (2.0, 1.0779), (4.0, 1.0656), (8.0, 1.1738), (16.0, 1.3362), (32.0, 1.0598),
+         (64.0, 1.1061)),
+        ((1.0, 45.132), (2.0, 45.132), (4.0, 45.78), (8.0, 46.503), (16.0, 50.44), (32.0, 53.161),
+         (64.0, 71.261)),
     ),
-    ("h100", 2): (
-        ((128.0, 49.204), (256.0, 51.82), (512.0, 84.57), (1024.0, 157.363), (2048.0, 303.91),
-         (4096.0, 623.867), (8192.0, 1265.369), (16384.0, 2394.439)),
-        ((1.0, 36.999), (2.0, 37.382), (4.0, 39.954), (8.0, 40.383), (16.0, 41.969),
+    ('h100', 2): (
+        ((128.0, 49.204), (256.0, 51.82), (512.0, 84.57), (1024.0, 157.803), (2048.0, 308.218),
+         (4096.0, 642.012), (8192.0, 1339.156)),
+        ((1.0, 1.0), (2.0, 0.9944), (4.0, 0.972), (8.0, 0.9435), (16.0, 0.8898), (32.0, 0.876)),
+        ((1.0, 37.339), (2.0, 37.382), (4.0, 39.954), (8.0, 40.383), (16.0, 41.969),
          (32.0, 52.263)),
     ),
-    ("h100", 4): (
-        ((128.0, 48.889), (256.0, 54.311), (512.0, 61.461), (1024.0, 104.98), (2048.0, 199.045),
-         (4096.0, 454.23), (8192.0, 912.75), (16384.0, 1727.875), (32768.0, 3532.321)),
-        ((1.0, 29.606), (2.0, 29.992), (4.0, 29.992), (8.0, 31.414), (16.0, 32.836),
+    ('h100', 4): (
+        ((128.0, 48.889), (256.0, 54.311), (512.0, 61.461), (1024.0, 106.314), (2048.0, 200.929),
+         (4096.0, 466.397), (8192.0, 943.277)),
+        ((1.0, 1.0), (2.0, 0.9749), (4.0, 0.9813), (8.0, 0.9478), (16.0, 0.9353), (32.0, 0.9108),
+         (64.0, 0.9284)),
+        ((1.0, 29.375), (2.0, 29.992), (4.0, 29.992), (8.0, 31.414), (16.0, 32.836),
          (32.0, 36.918), (64.0, 51.987)),
     ),
-    ("h100", 8): (
-        ((128.0, 55.298), (256.0, 55.298), (512.0, 55.298), (1024.0, 77.804), (2048.0, 134.593),
-         (4096.0, 378.131), (8192.0, 826.872), (16384.0, 1549.804), (32768.0, 2941.71)),
-        ((1.0, 29.698), (2.0, 30.13), (4.0, 31.796), (8.0, 32.426), (16.0, 34.167),
+    ('h100', 8): (
+        ((128.0, 55.298), (256.0, 55.298), (512.0, 55.298), (1024.0, 78.306), (2048.0, 136.576),
+         (4096.0, 378.648), (8192.0, 848.382)),
+        ((1.0, 1.0), (2.0, 0.9872), (4.0, 0.971), (8.0, 0.9973), (16.0, 0.9493), (32.0, 0.8669),
+         (64.0, 0.8023)),
+        ((1.0, 30.495), (2.0, 30.495), (4.0, 31.796), (8.0, 32.426), (16.0, 34.167),
          (32.0, 38.859), (64.0, 49.987)),
     ),
 }
@@ -134,6 +148,7 @@ FAST = Profile(
     name="fast",
     description="a tiny engine for tests: ~1 ms prefill, 2-6 ms decode steps, 512 KV blocks",
     prefill_knots=((1.0, 1.0), (1024.0, 4.0), (8192.0, 24.0)),
+    prefill_batch_knots=((1.0, 1.0),),
     decode_knots=((1.0, 2.0), (256.0, 6.0)),
     num_gpu_blocks=512,
     block_size=16,
@@ -145,7 +160,8 @@ FAST = Profile(
 CALIBRATED: dict[str, Profile] = {
     p.name: p
     for p in (
-        _llama2_70b(hw, tp, prefill, decode) for (hw, tp), (prefill, decode) in _MEASURED.items()
+        _llama2_70b(hw, tp, prefill, batch, decode)
+        for (hw, tp), (prefill, batch, decode) in _MEASURED.items()
     )
 }
 """Profiles fitted from the measured table, by name (e.g. ``h100-llama2-70b-tp4``)."""
