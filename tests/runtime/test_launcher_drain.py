@@ -1,0 +1,116 @@
+"""The launcher as a real process: SIGTERM mid-stream drains, bad setups exit early.
+
+Cases: the launcher runs the simulator (through the ``engineCommand`` seam) and receives
+SIGTERM while a stream is half done: the stream completes with all its tokens and
+``[DONE]``, a new request is refused, and the launcher exits 0 well before the deadline;
+a pod that sees no GPUs exits 3 with the reason; a bad config exits 2; ``--print`` shows
+the command.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.runtime.conftest import free_port
+
+SIM = [sys.executable, "-m", "llmfleet_runtime.simulator"]
+LAUNCH = [sys.executable, "-m", "llmfleet_runtime.launcher"]
+
+
+def launcher_env(config: dict[str, object]) -> dict[str, str]:
+    return {**os.environ, "LLMFLEET_ENGINE_CONFIG": json.dumps(config)}
+
+
+def wait_healthy(port: int, deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    raise AssertionError("engine did not become healthy")
+
+
+def test_sigterm_mid_stream_lets_the_stream_finish() -> None:
+    port = free_port()
+    config = {
+        "model": "tiny",
+        "host": "127.0.0.1",
+        "port": port,
+        "gpuCheck": False,
+        "drainTimeoutSeconds": 30,
+        "engineCommand": SIM,
+        "extraArgs": ["--profile", "fast", "--fault-slowdown", "25"],
+    }
+    proc = subprocess.Popen(LAUNCH, env=launcher_env(config))
+    try:
+        wait_healthy(port)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = {"model": "tiny", "prompt": "drain me", "max_tokens": 40, "stream": True}
+        conn.request(
+            "POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        response = conn.getresponse()
+        assert response.status == 200
+        events: list[bytes] = []
+        while len(events) < 5:
+            line = response.fp.readline()
+            if line.startswith(b"data: "):
+                events.append(line)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        refused = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        refused.request("POST", "/v1/completions", json.dumps({**body, "stream": False}))
+        assert refused.getresponse().status == 503
+        refused.close()
+        while True:
+            line = response.fp.readline()
+            if not line:
+                break
+            if line.startswith(b"data: "):
+                events.append(line)
+        conn.close()
+        assert events[-1] == b"data: [DONE]\n"
+        chunks = [json.loads(e[6:]) for e in events[:-1]]
+        assert len(chunks) == 40
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_no_visible_gpus_exits_3_with_the_reason() -> None:
+    config = {"model": "m", "tensorParallelSize": 2, "engineCommand": ["true"]}
+    env = {**launcher_env(config), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(LAUNCH, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert "sees 0 GPU(s) but its serving group needs 2 per node" in done.stderr
+
+
+def test_bad_config_exits_2() -> None:
+    env = launcher_env({"model": "m", "extraArgs": ["--port", "1"]})
+    done = subprocess.run(LAUNCH, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "may not set --port" in done.stderr
+
+
+def test_print_shows_the_command() -> None:
+    env = launcher_env({"model": "m", "tensorParallelSize": 2})
+    done = subprocess.run([*LAUNCH, "--print"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.startswith("vllm serve --model m --served-model-name m")
