@@ -15,6 +15,7 @@ from pydantic import Field
 
 from llmfleet_operator.api.base import ApiModel, DnsLabel, ListByName, Quantity, SetOf
 from llmfleet_operator.api.cel import CelRule
+from llmfleet_runtime.launcher.config import OWNED_FLAGS, SHORT_OWNED
 
 MODEL_SOURCE_SCHEMES = ("hf", "s3", "gs", "pvc", "oci")
 _SOURCE_RULE = (
@@ -27,41 +28,14 @@ _SOURCE_MESSAGE = (
     + " or an absolute local path"
 )
 
-# vLLM flags the operator sets from the spec. vLLM accepts '_' for '-' in flag names.
-OWNED_ENGINE_FLAGS = (
-    "model",
-    "served-model-name",
-    "revision",
-    "tokenizer-revision",
-    "dtype",
-    "quantization",
-    "max-model-len",
-    "max-num-seqs",
-    "gpu-memory-utilization",
-    "enable-prefix-caching",
-    "no-enable-prefix-caching",
-    "enable-chunked-prefill",
-    "no-enable-chunked-prefill",
-    "tensor-parallel-size",
-    "pipeline-parallel-size",
-    "data-parallel-size",
-    "distributed-executor-backend",
-    "enable-lora",
-    "lora-modules",
-    "host",
-    "port",
-    "nnodes",
-    "node-rank",
-    "master-addr",
-    "master-port",
-    "headless",
-)
-OWNED_ENGINE_SHORT_FLAGS = ("tp", "pp", "dp", "q")
+# vLLM flags the launcher sets from the spec (its list is the one truth), as one regex
+# for the CEL rule. vLLM accepts '_' for '-' in flag names.
+OWNED_ENGINE_FLAGS = tuple(sorted(OWNED_FLAGS))
 OWNED_FLAG_PATTERN = (
     "^(--("
     + "|".join(flag.replace("-", "[-_]") for flag in OWNED_ENGINE_FLAGS)
     + ")|-("
-    + "|".join(OWNED_ENGINE_SHORT_FLAGS)
+    + "|".join(sorted(short.lstrip("-") for short in SHORT_OWNED))
     + "))(=.*)?$"
 )
 # Environment the operator and LeaderWorkerSet set on engine pods.
@@ -152,6 +126,8 @@ class ModelSpec(ApiModel):
     Lower it to fit more concurrent sequences into the KV cache."""
     lora_adapters: Annotated[ListByName[LoraAdapter], Field(max_length=32)] | None = None
     """LoRA adapters loaded at start and served under their own names."""
+    max_lora_rank: Annotated[int, Field(ge=1, le=512)] | None = None
+    """Highest rank among ``loraAdapters`` (vLLM ``--max-lora-rank``; vLLM's default is 16)."""
     pull_secret_ref: SecretReference | None = None
     """Secret with the credentials to fetch the weights (``HF_TOKEN`` for hf://,
     ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for s3://, ...). Its keys are
@@ -186,8 +162,9 @@ class EngineSpec(ApiModel):
             + "'))",
             "extraArgs may not set flags the operator derives from the spec (model,"
             " served names, revision, dtype, quantization, max model length, max_num_seqs,"
-            " GPU memory utilization, prefix caching, chunked prefill, parallelism, LoRA,"
-            " host, port, multi-node flags): set the matching spec field instead",
+            " max_num_batched_tokens, GPU memory utilization, prefix caching, chunked"
+            " prefill, parallelism, LoRA, host, port, shutdown timeout, multi-node flags):"
+            " set the matching spec field instead",
             ".extraArgs",
         ),
         CelRule(
@@ -216,6 +193,9 @@ class EngineSpec(ApiModel):
     max_num_seqs: Annotated[int, Field(ge=1, le=65_536)] = 256
     """Concurrent sequences per replica (vLLM ``--max-num-seqs``): the replica's slots.
     The autoscaler's slots-used signal is running requests divided by this."""
+    max_num_batched_tokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = None
+    """Tokens per scheduler step (vLLM ``--max-num-batched-tokens``): the prefill chunk
+    budget. Larger favours throughput, smaller favours inter-token latency."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     """Share of each GPU's memory vLLM may use for weights, activations and KV cache."""
     enable_prefix_caching: bool = True

@@ -84,6 +84,14 @@ class LLMDeploymentSpec(ApiModel):
             "replicas must lie within [autoscaling.minReplicas, autoscaling.maxReplicas]",
             ".replicas",
         ),
+        CelRule(
+            "self.serving.rollout.strategy != 'Recreate' ||"
+            " self.parallelism.tensorParallelSize * self.parallelism.pipelineParallelSize"
+            " <= self.parallelism.gpusPerNode",
+            "rollout strategy Recreate is not available when a group spans several nodes"
+            " (LeaderWorkerSet rolls groups): use RollingUpdate with maxUnavailable",
+            ".serving.rollout.strategy",
+        ),
     )
 
     model: ModelSpec

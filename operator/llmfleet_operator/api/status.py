@@ -56,6 +56,7 @@ class Reason(StrEnum):
     CREATING_CHILDREN = "CreatingChildren"
     # Degraded / Stalled
     INSUFFICIENT_GPUS = "InsufficientGPUs"
+    UNSCHEDULABLE = "Unschedulable"
     CRASH_LOOP = "CrashLoop"
     CHILD_CONFLICT = "ChildConflict"
     AS_EXPECTED = "AsExpected"
