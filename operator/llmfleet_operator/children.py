@@ -1,0 +1,183 @@
+"""Pure builders of an LLMDeployment's children: workload, Service, PodDisruptionBudget.
+
+Called by :mod:`plan`. A serving group that fits on one node is a pod of a Deployment;
+a larger one is a LeaderWorkerSet group (leader plus workers, recreated as a whole when
+one pod restarts). The pod template carries a hash of itself, so a rollout happens
+exactly when what shapes the pods changed, and ``updatedReplicas`` can be read off pods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llmfleet_operator import labels
+from llmfleet_operator.api import GROUP, KIND, VERSION, AutoscalingMode, LLMDeployment
+from llmfleet_operator.api.resource import RolloutStrategy
+from llmfleet_operator.podspec import pod_template
+
+Manifest = dict[str, Any]
+
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """A kind of child: where it lives in the API."""
+
+    api_version: str
+    kind: str
+    plural: str
+
+
+DEPLOYMENT = ChildKind("apps/v1", "Deployment", "deployments")
+LEADER_WORKER_SET = ChildKind(LWS_API_VERSION, "LeaderWorkerSet", "leaderworkersets")
+SERVICE = ChildKind("v1", "Service", "services")
+PDB = ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+CHILD_KINDS = (DEPLOYMENT, LEADER_WORKER_SET, SERVICE, PDB)
+
+
+def spec_hash(template: Manifest) -> str:
+    """A short, stable hash of a pod template."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def desired_replicas(obj: LLMDeployment) -> int:
+    """The replica count the workload should have now.
+
+    Without autoscaling it is ``spec.replicas`` (default 1); an external scaler writes
+    ``spec.replicas`` too, clamped here to the bounds; the built-in autoscaler writes
+    ``status.desiredReplicas`` (never the spec, so GitOps never fights it).
+    """
+    scaling = obj.spec.autoscaling
+    if scaling is None:
+        return 1 if obj.spec.replicas is None else obj.spec.replicas
+    if scaling.mode == AutoscalingMode.EXTERNAL:
+        wanted = scaling.min_replicas if obj.spec.replicas is None else obj.spec.replicas
+    else:
+        status = obj.status
+        wanted = (
+            status.desired_replicas
+            if status and status.observed_generation
+            else scaling.min_replicas
+        )
+    return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
+
+
+def _metadata(obj: LLMDeployment, uid: str) -> Manifest:
+    return {
+        "name": obj.metadata.name,
+        "namespace": obj.metadata.namespace,
+        "labels": labels.common_labels(obj.metadata.name),
+        "ownerReferences": [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": obj.metadata.name,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def _stamp(template: Manifest) -> Manifest:
+    template["metadata"]["labels"][labels.SPEC_HASH] = spec_hash(template)
+    return template
+
+
+def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[ChildKind, Manifest]:
+    """The Deployment or LeaderWorkerSet that runs ``replicas`` serving groups."""
+    rollout = obj.spec.serving.rollout
+    if obj.spec.parallelism.nodes_per_group == 1:
+        strategy: Manifest = {"type": rollout.strategy.value}
+        if rollout.strategy == RolloutStrategy.ROLLING_UPDATE:
+            strategy["rollingUpdate"] = {
+                "maxSurge": rollout.max_surge,
+                "maxUnavailable": rollout.max_unavailable,
+            }
+        return DEPLOYMENT, {
+            "apiVersion": DEPLOYMENT.api_version,
+            "kind": DEPLOYMENT.kind,
+            "metadata": _metadata(obj, uid),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels.selector_labels(obj.metadata.name)},
+                "strategy": strategy,
+                "template": _stamp(pod_template(obj, role="engine")),
+            },
+        }
+    leader = _stamp(pod_template(obj, role="leader"))
+    worker = pod_template(obj, role="worker", serves_http=False)
+    worker["metadata"]["labels"][labels.SPEC_HASH] = leader["metadata"]["labels"][labels.SPEC_HASH]
+    return LEADER_WORKER_SET, {
+        "apiVersion": LEADER_WORKER_SET.api_version,
+        "kind": LEADER_WORKER_SET.kind,
+        "metadata": _metadata(obj, uid),
+        "spec": {
+            "replicas": replicas,
+            "startupPolicy": "LeaderCreated",
+            "leaderWorkerTemplate": {
+                "size": obj.spec.parallelism.nodes_per_group,
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": leader,
+                "workerTemplate": worker,
+            },
+            "rolloutStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdateConfiguration": {
+                    "maxSurge": rollout.max_surge,
+                    "maxUnavailable": rollout.max_unavailable,
+                },
+            },
+        },
+    }
+
+
+def service(obj: LLMDeployment, uid: str) -> Manifest:
+    """Routes to ready serving pods: every engine pod, or only the leaders of groups."""
+    selector = labels.selector_labels(obj.metadata.name)
+    if obj.spec.parallelism.nodes_per_group > 1:
+        selector[labels.LWS_WORKER_INDEX] = "0"
+    return {
+        "apiVersion": SERVICE.api_version,
+        "kind": SERVICE.kind,
+        "metadata": _metadata(obj, uid),
+        "spec": {
+            "selector": selector,
+            "ports": [
+                {
+                    "name": labels.ENGINE_PORT_NAME,
+                    "port": labels.ENGINE_PORT,
+                    "targetPort": labels.ENGINE_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def disruption_budget(obj: LLMDeployment, uid: str) -> Manifest:
+    """Voluntary disruptions (node drains) take one serving pod at a time."""
+    return {
+        "apiVersion": PDB.api_version,
+        "kind": PDB.kind,
+        "metadata": _metadata(obj, uid),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": labels.selector_labels(obj.metadata.name)},
+        },
+    }
+
+
+def children(obj: LLMDeployment, uid: str) -> list[tuple[ChildKind, Manifest]]:
+    """Every child ``obj`` should have, in the order they are applied."""
+    return [
+        workload(obj, uid, desired_replicas(obj)),
+        (SERVICE, service(obj, uid)),
+        (PDB, disruption_budget(obj, uid)),
+    ]

@@ -1,0 +1,215 @@
+"""Pure status: what the observed workload and pods say about an LLMDeployment.
+
+Called by :mod:`reconcile` after the children are applied. Inputs are plain manifests as
+the API server returns them; the output is the new ``status``. Conditions keep their
+``lastTransitionTime`` unless their status flips, and signals and scaling decisions
+(written by the autoscaler) are carried over, so an unchanged world gives an equal
+status and no write.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from llmfleet_operator import labels
+from llmfleet_operator.api import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    LLMDeployment,
+    LLMDeploymentStatus,
+    Reason,
+)
+from llmfleet_operator.children import desired_replicas
+
+Manifest = dict[str, Any]
+TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the reconcile saw of one LLMDeployment's world."""
+
+    workload: Manifest | None
+    pods: list[Manifest]
+    largest_node_gpus: int | None = None
+    """Most allocatable GPUs (of the spec's resource) on any node; None if unknown."""
+    invalid: str | None = None
+    """Why the spec cannot be reconciled, if it cannot (schema-valid but unusable)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A condition's content before it is timestamped."""
+
+    status: ConditionStatus
+    reason: Reason
+    message: str = ""
+
+
+def set_condition(
+    old: list[Condition],
+    kind: ConditionType,
+    verdict: Verdict,
+    now: datetime,
+    generation: int | None,
+) -> Condition:
+    """The condition with ``lastTransitionTime`` kept unless its status flipped."""
+    previous = next((c for c in old if c.type == kind), None)
+    since = previous.last_transition_time if previous and previous.status == verdict.status else now
+    return Condition(
+        type=kind,
+        status=verdict.status,
+        reason=verdict.reason,
+        message=verdict.message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def _pod_condition(pod: Manifest, kind: str) -> Manifest:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return {}
+
+
+def unschedulable(pods: list[Manifest]) -> list[Manifest]:
+    return [
+        pod
+        for pod in pods
+        if _pod_condition(pod, "PodScheduled").get("reason") == "Unschedulable"
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    ]
+
+
+def crash_looping(pods: list[Manifest]) -> list[str]:
+    names = []
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CrashLoopBackOff":
+                names.append(pod["metadata"]["name"])
+    return names
+
+
+def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
+    """Degraded when pods cannot be placed or keep crashing; the message has the numbers."""
+    placement, parallelism = obj.spec.placement, obj.spec.parallelism
+    resource, per_pod = placement.gpu_resource_name, parallelism.gpus_per_pod
+    if observed.largest_node_gpus is not None and per_pod > observed.largest_node_gpus:
+        return Verdict(
+            TRUE,
+            Reason.INSUFFICIENT_GPUS,
+            f"each pod requests {per_pod} {resource} but the largest node offers "
+            f"{observed.largest_node_gpus}: {per_pod - observed.largest_node_gpus} GPUs short per"
+            " pod; lower tensorParallelSize x pipelineParallelSize or set gpusPerNode to spread"
+            " the group over nodes",
+        )
+    stuck = unschedulable(observed.pods)
+    short_of_gpus = [
+        p
+        for p in stuck
+        if re.search(
+            rf"Insufficient {re.escape(resource)}\b",
+            _pod_condition(p, "PodScheduled").get("message", ""),
+        )
+    ]
+    if short_of_gpus:
+        missing = len(short_of_gpus) * per_pod
+        return Verdict(
+            TRUE,
+            Reason.INSUFFICIENT_GPUS,
+            f"{len(short_of_gpus)} pod(s) cannot be scheduled: each needs {per_pod} {resource},"
+            f" {missing} GPUs missing in the cluster",
+        )
+    if stuck:
+        message = _pod_condition(stuck[0], "PodScheduled").get("message", "")
+        return Verdict(
+            TRUE, Reason.UNSCHEDULABLE, f"{len(stuck)} pod(s) cannot be scheduled: {message}"
+        )
+    looping = crash_looping(observed.pods)
+    if looping:
+        return Verdict(
+            TRUE,
+            Reason.CRASH_LOOP,
+            f"{len(looping)} pod(s) crash-looping: {', '.join(sorted(looping))}",
+        )
+    return Verdict(FALSE, Reason.AS_EXPECTED)
+
+
+def _workload_counts(workload: Manifest | None) -> tuple[int, int, int, bool]:
+    """(replicas, ready, updated, caught up) from a Deployment's or LeaderWorkerSet's status."""
+    if workload is None:
+        return 0, 0, 0, False
+    status = workload.get("status") or {}
+    caught_up = status.get("observedGeneration", 0) >= workload["metadata"].get("generation", 0)
+    return (
+        int(status.get("replicas", 0)),
+        int(status.get("readyReplicas", 0)),
+        int(status.get("updatedReplicas", 0)),
+        caught_up,
+    )
+
+
+def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLMDeploymentStatus:
+    """The status ``obj`` should have given what was observed."""
+    old = obj.status or LLMDeploymentStatus()
+    generation = obj.metadata.generation
+    conditions = list(old.conditions or [])
+    if observed.invalid is not None:
+        verdicts = {
+            ConditionType.READY: Verdict(FALSE, Reason.INVALID_SPEC, observed.invalid),
+            ConditionType.STALLED: Verdict(TRUE, Reason.INVALID_SPEC, observed.invalid),
+            ConditionType.RECONCILING: Verdict(FALSE, Reason.INVALID_SPEC, observed.invalid),
+        }
+        desired = old.desired_replicas
+        replicas, ready, updated, _ = _workload_counts(observed.workload)
+    else:
+        desired = desired_replicas(obj)
+        replicas, ready, updated, caught_up = _workload_counts(observed.workload)
+        rolling = not caught_up or updated < desired or replicas != desired
+        if desired == 0:
+            ready_verdict = Verdict(TRUE, Reason.SCALED_TO_ZERO, "no replicas: scaled to zero")
+        elif ready >= desired and not rolling:
+            ready_verdict = Verdict(
+                TRUE, Reason.ALL_REPLICAS_READY, f"{ready} of {desired} replicas ready"
+            )
+        else:
+            ready_verdict = Verdict(
+                FALSE, Reason.REPLICAS_NOT_READY, f"{ready} of {desired} replicas ready"
+            )
+        progress = (
+            Verdict(
+                TRUE, Reason.ROLLING_OUT, f"{updated} of {desired} replicas updated, {ready} ready"
+            )
+            if rolling
+            else Verdict(FALSE, Reason.ROLLOUT_COMPLETE)
+        )
+        trouble = degraded(obj, observed)
+        verdicts = {
+            ConditionType.READY: ready_verdict,
+            ConditionType.PROGRESSING: progress,
+            ConditionType.RECONCILING: progress,
+            ConditionType.DEGRADED: trouble,
+            ConditionType.STALLED: trouble,
+        }
+    for kind, verdict in verdicts.items():
+        conditions = [c for c in conditions if c.type != kind]
+        conditions.append(set_condition(old.conditions or [], kind, verdict, now, generation))
+    conditions.sort(key=lambda c: list(ConditionType).index(c.type))
+    return old.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conditions,
+            "replicas": replicas,
+            "ready_replicas": ready,
+            "updated_replicas": updated,
+            "desired_replicas": desired,
+            "selector": labels.selector_string(obj.metadata.name),
+            "service_name": obj.metadata.name,
+        }
+    )
