@@ -177,9 +177,9 @@ class EngineMetrics:
         Gauge(
             "vllm:cache_config_info",
             "Information of the LLMEngine CacheConfig",
-            names + sorted(info),
+            ["engine", *sorted(info)],
             registry=reg,
-        ).labels(**labels, **info).set(1)
+        ).labels(engine=engine_index, **info).set(1)
         self._labels = labels
         self._seen = dict.fromkeys(
             (

@@ -271,7 +271,7 @@ async def _stream(
             if token.finish_reason is None:
                 out.append(writer.token(text))
             else:
-                out.append(writer.last(text, token.finish_reason))
+                out.append(writer.last(text, token.finish_reason, usage_follows=gen.include_usage))
         await response.write(b"".join(out))
         out = []
     if gen.include_usage:

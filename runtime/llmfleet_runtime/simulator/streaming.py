@@ -54,19 +54,22 @@ class ChunkWriter:
         """A chunk carrying one token's text."""
         return (self._head + self._open + json.dumps(text) + self._mid).encode()
 
-    def last(self, text: str, finish_reason: str) -> bytes:
-        """The chunk of the last token, with its finish reason and the fingerprint."""
+    def last(self, text: str, finish_reason: str, *, usage_follows: bool = False) -> bytes:
+        """The chunk of the last token, with its finish reason.
+
+        It carries the fingerprint unless a usage chunk follows (which then carries it).
+        """
         reason = json.dumps(finish_reason)
+        fingerprint = "" if usage_follows else f',"system_fingerprint":{self._fingerprint}'
         if self.chat:
             tail = (
                 f'}},"logprobs":null,"finish_reason":{reason},"stop_reason":null,'
-                f'"token_ids":null}}],"system_fingerprint":{self._fingerprint}}}\n\n'
+                f'"token_ids":null}}]{fingerprint}}}\n\n'
             )
         else:
             tail = (
                 f',"logprobs":null,"finish_reason":{reason},"stop_reason":null,'
-                f'"prompt_token_ids":null,"token_ids":null}}],'
-                f'"system_fingerprint":{self._fingerprint}}}\n\n'
+                f'"prompt_token_ids":null,"token_ids":null}}]{fingerprint}}}\n\n'
             )
         return (self._head + self._open + json.dumps(text) + tail).encode()
 
