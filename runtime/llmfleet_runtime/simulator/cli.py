@@ -8,7 +8,8 @@ Flags keep ``vllm serve``'s names where they mean the same (``--host``, ``--port
 ``--max-num-batched-tokens``, ``--block-size``, ``--num-gpu-blocks-override``,
 ``--[no-]enable-prefix-caching``, ``--[no-]enable-chunked-prefill``, ``--seed``,
 ``--shutdown-timeout``), so a pod spec can swap one for the other; other ``vllm serve``
-flags are accepted and ignored. Simulator-only flags: ``--profile``, ``--time-scale``,
+flags are accepted and ignored (give the model with ``--model``, not positionally, so an
+ignored flag's value is never taken for it). Simulator-only flags: ``--profile``, ``--time-scale``,
 ``--startup-delay``, ``--mean-output-tokens`` and the ``--fault-*`` switches.
 
 Shutdown follows vLLM's ``--shutdown-timeout``: on SIGTERM, 0 exits at once; N > 0 stops
@@ -39,7 +40,6 @@ log = logging.getLogger("llmfleet.engine_sim")
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and ``--help``)."""
     p = argparse.ArgumentParser(prog="llmfleet engine-sim", description=__doc__.split("\n")[0])
-    p.add_argument("model_tag", nargs="?", help="model, as vllm serve's positional argument")
     p.add_argument("--model", help="model name or path (reported as the models' root)")
     p.add_argument("--served-model-name", nargs="+", help="names the API answers to")
     p.add_argument("--host", default="0.0.0.0")
@@ -74,7 +74,7 @@ def settings_from_args(args: argparse.Namespace) -> SimSettings:
         "num_gpu_blocks": args.num_gpu_blocks_override,
     }
     profile = get_profile(args.profile).with_overrides(**{k: v for k, v in overrides.items() if v})
-    model = args.model or args.model_tag or profile.name
+    model = args.model or profile.name
     names = tuple(args.served_model_name or [model])
     faults = Faults()
     faults.update(
