@@ -10,41 +10,15 @@ gives the knots committed in ``profiles.py``; the outliers are few and named.
 from __future__ import annotations
 
 from pathlib import Path
-from statistics import median
 
 import pytest
 
-from llmfleet_runtime.simulator import CALIBRATED, Engine, Request
+from llmfleet_runtime.simulator import CALIBRATED
 from llmfleet_runtime.simulator.calibrate import Measurement, fit, measurements, read_rows
-from llmfleet_runtime.simulator.profiles import CSV_SOURCE, Profile
+from llmfleet_runtime.simulator.check import cell_errors
+from llmfleet_runtime.simulator.profiles import CSV_SOURCE
 
 TOLERANCE = 0.10
-DECODE_STEPS = 12
-
-
-def simulate(profile: Profile, prompt: int, batch: int) -> tuple[float, float]:
-    """(ms until every request has its first token, median decode step ms)."""
-    blocks = batch * -(-(prompt + DECODE_STEPS + 1) // profile.block_size)
-    profile = profile.with_overrides(
-        max_model_len=prompt + DECODE_STEPS + 1,
-        num_gpu_blocks=max(profile.num_gpu_blocks, blocks),
-        max_num_seqs=max(profile.max_num_seqs, batch),
-        # The table measured each batch prefilled in one pass: no chunking.
-        max_num_batched_tokens=max(profile.max_num_batched_tokens, batch * (prompt + 1)),
-    )
-    engine = Engine(profile, enable_prefix_caching=False)
-    for i in range(batch):
-        engine.add(Request(f"r{i}", prompt, DECODE_STEPS), 0.0)
-    engine.advance(0.0)
-    first: dict[str, float] = {}
-    gaps: list[float] = []
-    while (t := engine.next_event_time()) is not None:
-        for step in engine.advance(t):
-            if len(first) == batch and len(step.tokens) == batch:
-                gaps.append(step.end - step.start)
-            for token in step.tokens:
-                first.setdefault(token.request_id, token.time)
-    return max(first.values()) * 1000, median(gaps) * 1000
 
 
 def cells(csv: Path, name: str) -> tuple[list[Measurement], tuple[Measurement, ...]]:
@@ -56,15 +30,12 @@ def cells(csv: Path, name: str) -> tuple[list[Measurement], tuple[Measurement, .
 @pytest.mark.parametrize("name", sorted(CALIBRATED))
 def test_profile_reproduces_measurements(perf_csv: Path, name: str) -> None:
     found, outliers = cells(perf_csv, name)
-    errors = []
-    for cell in found:
-        if cell in outliers:
-            continue
-        ttft, step = simulate(CALIBRATED[name], cell.prompt_size, cell.batch_size)
-        prefill_err = abs(ttft - cell.prompt_ms) / cell.prompt_ms
-        decode_err = abs(step - cell.token_ms) / cell.token_ms
-        if prefill_err > TOLERANCE or decode_err > TOLERANCE:
-            errors.append((cell, round(ttft, 1), round(step, 2), prefill_err, decode_err))
+    kept = [cell for cell in found if cell not in outliers]
+    errors = [
+        e
+        for e in cell_errors(CALIBRATED[name], kept)
+        if e.prefill_error > TOLERANCE or e.decode_error > TOLERANCE
+    ]
     assert not errors, errors
 
 

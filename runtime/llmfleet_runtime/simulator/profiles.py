@@ -7,7 +7,7 @@ The ``llama2-70b`` profiles carry knots fitted by :func:`.calibrate.fit` from
 splitwise-sim's measured latency table (llama2-70b on A100-80GB / H100-80GB at tensor
 parallel 2, 4 and 8): prefill ms of one prompt by its tokens, a prefill multiplier by the
 number of prompts batched together, decode ms per step by batch size.
-Regenerate them with ``python -m bench.simulator.calibration --print-knots``; the
+Regenerate them with ``python bench/simulator/calibration.py --print-knots``; the
 calibration test fails when they stop reproducing the CSV within 10%.
 
 KV capacity is not in the CSV; it is derived from the model and the hardware the way
