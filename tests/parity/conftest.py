@@ -6,12 +6,14 @@ be installed or started the suite fails, since parity unproven is not parity.
 * ``vllm_python``: ``install_vllm.sh`` (cached venv; a second run returns at once);
 * ``tiny_model``: ``tiny_model.py`` run by that venv (cached model dir);
 * ``vllm_url`` / ``sim_url``: both servers on loopback with the same served name, slots,
-  context length and KV blocks.
+  context length and KV blocks; vLLM is started by ``llmfleet launch`` (the launcher's
+  argv must be accepted by real vLLM 0.32), the simulator directly.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -103,14 +105,28 @@ def _serve(
 def vllm_url(
     vllm_python: str, tiny_model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
+    """Real vLLM, started through ``llmfleet launch`` (so its argv is checked by vLLM too)."""
     port = free_port()
-    cmd = [
-        vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
-        "--port", str(port), *SHARED_FLAGS, "--enforce-eager",
-        "--distributed-executor-backend", "uni", "--dtype", "float32",
-    ]  # fmt: skip
+    config = {
+        "model": tiny_model,
+        "servedModelNames": [MODEL_NAME],
+        "host": "127.0.0.1",
+        "port": port,
+        "maxNumSeqs": MAX_NUM_SEQS,
+        "maxModelLen": MAX_MODEL_LEN,
+        "dtype": "float32",
+        "gpuCheck": False,
+        "drainTimeoutSeconds": 5,
+        "engineCommand": [vllm_python, "-m", "vllm.entrypoints.openai.api_server"],
+        "extraArgs": [
+            "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(NUM_BLOCKS),
+            "--enforce-eager",
+        ],
+    }  # fmt: skip
+    env = {**os.environ, **VLLM_ENV, "LLMFLEET_ENGINE_CONFIG": json.dumps(config)}
+    cmd = [sys.executable, "-m", "llmfleet_runtime.launcher"]
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    yield from _serve(cmd, {**os.environ, **VLLM_ENV}, log, port, 300)
+    yield from _serve(cmd, env, log, port, 300)
 
 
 @pytest.fixture(scope="session")
