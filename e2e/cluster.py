@@ -259,7 +259,8 @@ class Cluster:
             pki.write_kubeconfig(
                 self.state / "kubeconfigs" / f"{name}.yaml", self.pki, self.server, name
             )
-        shutil.rmtree(self.state / "etcd", ignore_errors=True)
+        for fresh in ("etcd", "pods"):
+            shutil.rmtree(self.state / fresh, ignore_errors=True)
         (self.state / "podrunner.ready").unlink(missing_ok=True)
 
     def _start_all(self, bin_dir: Path) -> None:
