@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from llmfleet_operator.api import ConditionType, LLMDeployment, Reason
-from llmfleet_operator.observe import Observed, compute_status
+from llmfleet_operator.observe import Observed, compute_status, invalid_status
 from tests.corpus import ROOT
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -151,9 +151,11 @@ def test_crash_loop() -> None:
 
 
 def test_invalid_spec() -> None:
-    status = compute_status(
-        deployment(), Observed(None, [], invalid="LeaderWorkerSet is not installed"), NOW
-    )
+    ok = compute_status(deployment(), Observed(workload(2, 2, 2), []), NOW)
+    status = invalid_status(ok, 2, "LeaderWorkerSet is not installed", NOW + timedelta(seconds=1))
+    assert status.observed_generation == 2
+    assert status.ready_replicas == 2  # what exists is still reported
+    assert condition(status, ConditionType.DEGRADED) == condition(ok, ConditionType.DEGRADED)
     ready = condition(status, ConditionType.READY)
     assert (ready.status, ready.reason) == ("False", Reason.INVALID_SPEC)
     assert ready.message == "LeaderWorkerSet is not installed"

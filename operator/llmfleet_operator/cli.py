@@ -13,6 +13,9 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("llmfleet_operator.commands:crds", "print or write the generated CRD YAML"),
     "validate": ("llmfleet_operator.commands:validate", "check LLMDeployment manifests offline"),
+    "operator": ("llmfleet_operator.operator_main:main", "run the LLMDeployment operator"),
+    "launch": ("llmfleet_runtime.launcher.cli:main", "start this pod's vLLM engine and drain it"),
+    "engine-sim": ("llmfleet_runtime.simulator.cli:main", "run the vLLM-faithful engine simulator"),
 }
 
 

@@ -37,8 +37,6 @@ class Observed:
     pods: list[Manifest]
     largest_node_gpus: int | None = None
     """Most allocatable GPUs (of the spec's resource) on any node; None if unknown."""
-    invalid: str | None = None
-    """Why the spec cannot be reconciled, if it cannot (schema-valid but unusable)."""
 
 
 @dataclass(frozen=True)
@@ -155,56 +153,69 @@ def _workload_counts(workload: Manifest | None) -> tuple[int, int, int, bool]:
     )
 
 
-def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLMDeploymentStatus:
-    """The status ``obj`` should have given what was observed."""
-    old = obj.status or LLMDeploymentStatus()
-    generation = obj.metadata.generation
-    conditions = list(old.conditions or [])
-    if observed.invalid is not None:
-        verdicts = {
-            ConditionType.READY: Verdict(FALSE, Reason.INVALID_SPEC, observed.invalid),
-            ConditionType.STALLED: Verdict(TRUE, Reason.INVALID_SPEC, observed.invalid),
-            ConditionType.RECONCILING: Verdict(FALSE, Reason.INVALID_SPEC, observed.invalid),
-        }
-        desired = old.desired_replicas
-        replicas, ready, updated, _ = _workload_counts(observed.workload)
-    else:
-        desired = desired_replicas(obj)
-        replicas, ready, updated, caught_up = _workload_counts(observed.workload)
-        rolling = not caught_up or updated < desired or replicas != desired
-        if desired == 0:
-            ready_verdict = Verdict(TRUE, Reason.SCALED_TO_ZERO, "no replicas: scaled to zero")
-        elif ready >= desired and not rolling:
-            ready_verdict = Verdict(
-                TRUE, Reason.ALL_REPLICAS_READY, f"{ready} of {desired} replicas ready"
-            )
-        else:
-            ready_verdict = Verdict(
-                FALSE, Reason.REPLICAS_NOT_READY, f"{ready} of {desired} replicas ready"
-            )
-        progress = (
-            Verdict(
-                TRUE, Reason.ROLLING_OUT, f"{updated} of {desired} replicas updated, {ready} ready"
-            )
-            if rolling
-            else Verdict(FALSE, Reason.ROLLOUT_COMPLETE)
-        )
-        trouble = degraded(obj, observed)
-        verdicts = {
-            ConditionType.READY: ready_verdict,
-            ConditionType.PROGRESSING: progress,
-            ConditionType.RECONCILING: progress,
-            ConditionType.DEGRADED: trouble,
-            ConditionType.STALLED: trouble,
-        }
-    for kind, verdict in verdicts.items():
-        conditions = [c for c in conditions if c.type != kind]
-        conditions.append(set_condition(old.conditions or [], kind, verdict, now, generation))
-    conditions.sort(key=lambda c: list(ConditionType).index(c.type))
+def _with(
+    old: LLMDeploymentStatus,
+    verdicts: dict[ConditionType, Verdict],
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    previous = old.conditions or []
+    kept = [c for c in previous if c.type not in verdicts]
+    fresh = [set_condition(previous, k, v, now, generation) for k, v in verdicts.items()]
+    return sorted(kept + fresh, key=lambda c: list(ConditionType).index(c.type))
+
+
+def invalid_status(
+    old: LLMDeploymentStatus, generation: int | None, message: str, now: datetime
+) -> LLMDeploymentStatus:
+    """The status of an object the operator cannot act on; its children are left alone."""
+    verdicts = {
+        ConditionType.READY: Verdict(FALSE, Reason.INVALID_SPEC, message),
+        ConditionType.RECONCILING: Verdict(FALSE, Reason.INVALID_SPEC, message),
+        ConditionType.STALLED: Verdict(TRUE, Reason.INVALID_SPEC, message),
+    }
     return old.model_copy(
         update={
             "observed_generation": generation,
-            "conditions": conditions,
+            "conditions": _with(old, verdicts, now, generation),
+        }
+    )
+
+
+def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLMDeploymentStatus:
+    """The status ``obj`` should have given what was observed."""
+    old = obj.status or LLMDeploymentStatus()
+    desired = desired_replicas(obj)
+    replicas, ready, updated, caught_up = _workload_counts(observed.workload)
+    rolling = not caught_up or updated < desired or replicas != desired
+    if desired == 0:
+        ready_verdict = Verdict(TRUE, Reason.SCALED_TO_ZERO, "no replicas: scaled to zero")
+    elif ready >= desired and not rolling:
+        ready_verdict = Verdict(
+            TRUE, Reason.ALL_REPLICAS_READY, f"{ready} of {desired} replicas ready"
+        )
+    else:
+        ready_verdict = Verdict(
+            FALSE, Reason.REPLICAS_NOT_READY, f"{ready} of {desired} replicas ready"
+        )
+    progress = (
+        Verdict(TRUE, Reason.ROLLING_OUT, f"{updated} of {desired} replicas updated, {ready} ready")
+        if rolling
+        else Verdict(FALSE, Reason.ROLLOUT_COMPLETE)
+    )
+    trouble = degraded(obj, observed)
+    verdicts = {
+        ConditionType.READY: ready_verdict,
+        ConditionType.PROGRESSING: progress,
+        ConditionType.RECONCILING: progress,
+        ConditionType.DEGRADED: trouble,
+        ConditionType.STALLED: trouble,
+    }
+    generation = obj.metadata.generation
+    return old.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": _with(old, verdicts, now, generation),
             "replicas": replicas,
             "ready_replicas": ready,
             "updated_replicas": updated,

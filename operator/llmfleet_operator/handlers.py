@@ -1,0 +1,145 @@
+"""The kopf wiring: watches feed the work queue; the queue runs the level-based reconcile.
+
+Called by :mod:`operator_main` (``llmfleet operator``). Only ``on.event`` handlers are
+used, so kopf keeps no state on the user's objects: no finalizer, no
+last-handled-configuration annotation. Every watch event of an LLMDeployment, or of a
+child or pod labelled with its name, enqueues that LLMDeployment; a resync enqueues every
+known one periodically, so a missed event costs at most one resync period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llmfleet_operator.api import GROUP, PLURAL, VERSION
+from llmfleet_operator.children import CHILD_KINDS
+from llmfleet_operator.kube import POD, Kube
+from llmfleet_operator.labels import DEPLOYMENT
+from llmfleet_operator.reconcile import reconcile
+from llmfleet_operator.workqueue import WorkQueue
+
+log = logging.getLogger("llmfleet.operator")
+
+
+class Metrics:
+    """The operator's own metrics, in a registry of its own (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reconciles = Counter(
+            "llmfleet_operator_reconcile",
+            "Reconciles by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "llmfleet_operator_reconcile_duration_seconds",
+            "Time per reconcile.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "llmfleet_operator_queue_depth",
+            "LLMDeployments waiting for a reconcile.",
+            registry=self.registry,
+        )
+        self.known = Gauge(
+            "llmfleet_operator_llmdeployments", "LLMDeployments watched.", registry=self.registry
+        )
+
+
+@dataclass
+class Runtime:
+    """What the handlers share, kept in kopf's memo."""
+
+    kube: Kube
+    metrics: Metrics
+    workers: int = 4
+    resync_seconds: float = 60.0
+    known: set[tuple[str, str]] = field(default_factory=set)
+    queue: WorkQueue | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def reconcile_key(self, key: Hashable) -> None:
+        namespace, name = key if isinstance(key, tuple) else ("", str(key))
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(reconcile, self.kube, namespace, name)
+        except Exception:
+            self.metrics.reconciles.labels(result="error").inc()
+            raise
+        else:
+            self.metrics.reconciles.labels(result="success").inc()
+        finally:
+            self.metrics.duration.observe(time.perf_counter() - started)
+            self.metrics.queued.set(len(self.queue or ()))
+
+    def enqueue(self, namespace: str | None, name: str | None) -> None:
+        if self.queue is not None and namespace and name:
+            self.queue.add((namespace, name))
+            self.metrics.queued.set(len(self.queue))
+
+    async def resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            for namespace, name in list(self.known):
+                self.enqueue(namespace, name)
+
+
+def make_registry() -> kopf.OperatorRegistry:
+    """A fresh registry with llmfleet's handlers (one per operator instance)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # kopf's own log lines are not Events on the user's objects; ours are.
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 300
+        runtime: Runtime = memo["runtime"]
+        runtime.queue = WorkQueue(runtime.reconcile_key)
+        runtime.tasks = [
+            asyncio.create_task(runtime.queue.run(runtime.workers)),
+            asyncio.create_task(runtime.resync()),
+        ]
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(memo: kopf.Memo, **_: Any) -> None:
+        for task in memo["runtime"].tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def llmdeployment_changed(
+        type: str, namespace: str | None, name: str, memo: Any, **_: Any
+    ) -> None:
+        runtime: Runtime = memo["runtime"]
+        if not namespace:
+            return
+        if type == "DELETED":
+            runtime.known.discard((namespace, name))
+        else:
+            runtime.known.add((namespace, name))
+            runtime.enqueue(namespace, name)
+        runtime.metrics.known.set(len(runtime.known))
+
+    def child_changed(
+        namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+    ) -> None:
+        memo["runtime"].enqueue(namespace, labels.get(DEPLOYMENT))
+
+    for kind in (*CHILD_KINDS, POD):
+        group, _, version = kind.api_version.rpartition("/")
+        kopf.on.event(
+            group, version, kind.plural, labels={DEPLOYMENT: kopf.PRESENT}, registry=registry
+        )(child_changed)
+    return registry

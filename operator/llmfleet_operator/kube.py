@@ -1,0 +1,151 @@
+"""The only module that talks to the Kubernetes API (the rest of the operator is pure).
+
+``Kube`` is the seam the reconcile depends on; ``DynamicKube`` implements it with the
+official client's dynamic client: server-side apply with one field manager, reads that
+return plain dicts, status patches through the status subresource, and Events.
+Calls are synchronous; the operator runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from llmfleet_operator import labels
+from llmfleet_operator.api import API_VERSION, KIND
+from llmfleet_operator.children import ChildKind
+
+Manifest = dict[str, Any]
+log = logging.getLogger("llmfleet.kube")
+
+__all__ = ["ApiException", "DynamicKube", "Kube", "connect"]
+
+
+class Kube(Protocol):
+    """What the reconcile needs from the API server."""
+
+    def get(self, kind: ChildKind, namespace: str, name: str) -> Manifest | None: ...
+
+    def list(self, kind: ChildKind, namespace: str | None, selector: str) -> list[Manifest]: ...
+
+    def apply(self, kind: ChildKind, manifest: Manifest) -> Manifest: ...
+
+    def delete(self, kind: ChildKind, namespace: str, name: str) -> None: ...
+
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> None: ...
+
+    def event(self, obj: Manifest, kind: str, reason: str, message: str) -> None: ...
+
+    def served(self, kind: ChildKind) -> bool: ...
+
+
+LLMDEPLOYMENT = ChildKind(API_VERSION, KIND, "llmdeployments")
+POD = ChildKind("v1", "Pod", "pods")
+NODE = ChildKind("v1", "Node", "nodes")
+
+
+def connect(kubeconfig: str | None = None) -> DynamicClient:
+    """In-cluster config when running in a pod, else the kubeconfig."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig)
+    return DynamicClient(client.ApiClient())
+
+
+class DynamicKube:
+    """``Kube`` over the dynamic client."""
+
+    def __init__(self, dynamic: DynamicClient) -> None:
+        self._dynamic = dynamic
+        self._core = client.CoreV1Api(dynamic.client)
+
+    def _resource(self, kind: ChildKind) -> Any:
+        return self._dynamic.resources.get(api_version=kind.api_version, kind=kind.kind)
+
+    def served(self, kind: ChildKind) -> bool:
+        try:
+            self._resource(kind)
+        except ResourceNotFoundError:
+            self._dynamic.resources.invalidate_cache()
+            try:
+                self._resource(kind)
+            except ResourceNotFoundError:
+                return False
+        return True
+
+    def get(self, kind: ChildKind, namespace: str, name: str) -> Manifest | None:
+        try:
+            found: Manifest = self._resource(kind).get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+        return found
+
+    def list(self, kind: ChildKind, namespace: str | None, selector: str) -> list[Manifest]:
+        result = self._resource(kind).get(namespace=namespace, label_selector=selector)
+        return [item.to_dict() for item in result.items]
+
+    def apply(self, kind: ChildKind, manifest: Manifest) -> Manifest:
+        applied: Manifest = (
+            self._resource(kind)
+            .server_side_apply(
+                body=manifest,
+                name=manifest["metadata"]["name"],
+                namespace=manifest["metadata"].get("namespace"),
+                field_manager=labels.FIELD_MANAGER,
+                force_conflicts=True,
+            )
+            .to_dict()
+        )
+        return applied
+
+    def delete(self, kind: ChildKind, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._resource(kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Foreground"}
+            )
+
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
+        self._resource(LLMDEPLOYMENT).status.patch(
+            body={"status": status},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+
+    def event(self, obj: Manifest, kind: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=API_VERSION,
+                kind=KIND,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=kind,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=labels.FIELD_MANAGER),
+            reporting_component=labels.FIELD_MANAGER,
+            reporting_instance=labels.FIELD_MANAGER,
+        )
+        try:
+            self._core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as err:  # an Event is best effort; never fail a reconcile on it
+            log.warning("Could not post Event %s on %s: %s", reason, meta["name"], err.reason)

@@ -1,0 +1,107 @@
+"""``llmfleet operator``: run the LLMDeployment operator.
+
+Called by the ``llmfleet`` entry point. Connects to the API server (in-cluster, or the
+kubeconfig), optionally waits to lead a Lease, serves the operator's metrics, and runs
+kopf with llmfleet's handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+import kopf
+from kubernetes import client
+from prometheus_client import start_http_server
+
+from llmfleet_operator.handlers import Metrics, Runtime, make_registry
+from llmfleet_operator.kube import DynamicKube, connect
+from llmfleet_operator.leader import LeaseElector
+
+log = logging.getLogger("llmfleet.operator")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmfleet operator", description=__doc__.split("\n")[0])
+    parser.add_argument("--kubeconfig", help="kubeconfig to use outside a cluster")
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        help="watch only this namespace (repeatable); default: every namespace",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="concurrent reconciles")
+    parser.add_argument("--resync-seconds", type=float, default=60.0)
+    parser.add_argument("--metrics-address", default="0.0.0.0")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")
+    parser.add_argument("--health-port", type=int, default=8081, help="liveness endpoint /healthz")
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold a Lease so that only one replica acts",
+    )
+    parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    parser.add_argument("--lease-name", default="llmfleet-operator")
+    parser.add_argument("--identity", default=os.environ.get("POD_NAME", socket.gethostname()))
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    dynamic = connect(args.kubeconfig)
+    runtime = Runtime(
+        kube=DynamicKube(dynamic),
+        metrics=Metrics(),
+        workers=args.workers,
+        resync_seconds=args.resync_seconds,
+    )
+    if args.metrics_port:
+        start_http_server(
+            args.metrics_port, args.metrics_address, registry=runtime.metrics.registry
+        )
+    elector = None
+    if args.leader_election:
+        elector = LeaseElector(
+            client.CoordinationV1Api(dynamic.client),
+            args.lease_namespace,
+            args.lease_name,
+            args.identity,
+        )
+    asyncio.run(_run(args, runtime, elector))
+    return 0
+
+
+async def _run(args: argparse.Namespace, runtime: Runtime, elector: LeaseElector | None) -> None:
+    keeper = None
+    if elector is not None:
+        await elector.acquire()
+        keeper = asyncio.create_task(elector.keep(lambda: os.kill(os.getpid(), signal.SIGTERM)))
+    memo: Any = kopf.Memo(runtime=runtime)
+    try:
+        await kopf.operator(
+            registry=make_registry(),
+            memo=memo,
+            standalone=True,  # no kopf peering: the Lease decides who acts
+            clusterwide=not args.namespaces,
+            namespaces=args.namespaces or (),
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
+            if args.health_port
+            else None,
+        )
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper

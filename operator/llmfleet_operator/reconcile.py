@@ -1,0 +1,194 @@
+"""One level-based reconcile of an LLMDeployment: read, plan, apply, status.
+
+Called by the work queue (:mod:`handlers`) for creates, updates, resyncs and child
+events alike; it looks only at the current state, so a restart mid-way simply runs it
+again. ``plan`` is pure; ``reconcile`` does the I/O through the ``Kube`` seam: it
+server-side applies every desired child (the API server turns an unchanged apply into a
+no-op, and a hand edit of an owned field is taken back), deletes children of a kind no
+longer wanted, and writes the status only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+
+from llmfleet_operator import labels
+from llmfleet_operator.api import ConditionType, LLMDeployment, LLMDeploymentStatus, Reason
+from llmfleet_operator.children import (
+    CHILD_KINDS,
+    DEPLOYMENT,
+    LEADER_WORKER_SET,
+    ChildKind,
+    children,
+)
+from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, Kube
+from llmfleet_operator.observe import Observed, compute_status, invalid_status
+
+Manifest = dict[str, Any]
+log = logging.getLogger("llmfleet.reconcile")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write the reconcile makes, worded as the Event it posts."""
+
+    kind: ChildKind
+    manifest: Manifest
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    apply: list[Change] = field(default_factory=list)
+    delete: list[tuple[ChildKind, str]] = field(default_factory=list)
+
+
+def _template_hash(workload: Manifest | None) -> str | None:
+    if workload is None:
+        return None
+    spec = workload.get("spec") or {}
+    template = spec.get("template") or (spec.get("leaderWorkerTemplate") or {}).get(
+        "leaderTemplate", {}
+    )
+    value = ((template.get("metadata") or {}).get("labels") or {}).get(labels.SPEC_HASH)
+    return str(value) if value else None
+
+
+def plan(
+    desired: list[tuple[ChildKind, Manifest]], existing: dict[ChildKind, Manifest | None]
+) -> Plan:
+    """What to apply (every desired child, with the Event its change earns) and delete."""
+    changes = []
+    for kind, manifest in desired:
+        name = manifest["metadata"]["name"]
+        current = existing.get(kind)
+        if current is None:
+            reason, message = "Created", f"Created {kind.kind} {name}"
+        elif kind in (DEPLOYMENT, LEADER_WORKER_SET) and _template_hash(current) != _template_hash(
+            manifest
+        ):
+            reason, message = (
+                "RollingOut",
+                f"Rolling out {kind.kind} {name}: the pod template changed",
+            )
+        elif (
+            kind in (DEPLOYMENT, LEADER_WORKER_SET)
+            and (current.get("spec") or {}).get("replicas") != manifest["spec"]["replicas"]
+        ):
+            before = (current.get("spec") or {}).get("replicas")
+            reason, message = (
+                "Scaled",
+                f"Scaled {kind.kind} {name} from {before} to {manifest['spec']['replicas']}",
+            )
+        else:
+            reason, message = "", ""  # applied anyway: puts back hand edits, no Event
+        changes.append(Change(kind, manifest, reason, message))
+    wanted = {kind for kind, _ in desired}
+    stale = [
+        (kind, manifest["metadata"]["name"])
+        for kind, manifest in existing.items()
+        if manifest is not None and kind not in wanted
+    ]
+    return Plan(changes, stale)
+
+
+def _owned_by(child: Manifest | None, uid: str) -> Manifest | None:
+    refs = ((child or {}).get("metadata") or {}).get("ownerReferences") or []
+    return child if any(ref.get("uid") == uid for ref in refs) else None
+
+
+def _largest_node_gpus(kube: Kube, resource: str) -> int | None:
+    try:
+        nodes = kube.list(NODE, None, "")
+    except Exception:  # nodes are optional knowledge: RBAC may not grant them
+        return None
+    counts = [
+        int(str((node.get("status") or {}).get("allocatable", {}).get(resource, "0")))
+        for node in nodes
+    ]
+    return max(counts, default=0)
+
+
+def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None) -> None:
+    """Bring one LLMDeployment's children and status in line with its spec."""
+    body = kube.get(LLMDEPLOYMENT, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return  # gone: owner references let the garbage collector remove the children
+    uid = body["metadata"]["uid"]
+    now = now or datetime.now(UTC)
+    try:
+        obj = LLMDeployment.model_validate(_without_server_fields(body))
+    except pydantic.ValidationError as err:
+        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        _report_invalid(kube, body, "; ".join(problems), now)
+        return
+    existing = {
+        kind: _owned_by(kube.get(kind, namespace, name), uid)
+        for kind in CHILD_KINDS
+        if kube.served(kind)
+    }
+    if obj.spec.parallelism.nodes_per_group > 1 and not kube.served(LEADER_WORKER_SET):
+        _report_invalid(
+            kube,
+            body,
+            f"a replica spans {obj.spec.parallelism.nodes_per_group} nodes, which needs"
+            " LeaderWorkerSet (leaderworkerset.x-k8s.io/v1): install it in the cluster",
+            now,
+        )
+        return
+    todo = plan(children(obj, uid), existing)
+    for kind, child in todo.delete:
+        kube.delete(kind, namespace, child)
+        kube.event(body, "Normal", "Deleted", f"Deleted {kind.kind} {child}: no longer wanted")
+    applied: dict[ChildKind, Manifest] = {}
+    for change in todo.apply:
+        applied[change.kind] = kube.apply(change.kind, change.manifest)
+        if change.reason:
+            log.info("%s/%s: %s", namespace, name, change.message)
+            kube.event(body, "Normal", change.reason, change.message)
+    workload = applied.get(DEPLOYMENT) or applied.get(LEADER_WORKER_SET)
+    pods = kube.list(POD, namespace, labels.selector_string(name))
+    observed = Observed(
+        workload, pods, _largest_node_gpus(kube, obj.spec.placement.gpu_resource_name)
+    )
+    _write_status(kube, body, compute_status(obj, observed, now))
+
+
+def _without_server_fields(body: Manifest) -> Manifest:
+    """The object as the user wrote it plus the metadata the operator reads."""
+    meta = body["metadata"]
+    return {
+        **{k: v for k, v in body.items() if k != "metadata"},
+        "metadata": {
+            k: meta[k]
+            for k in ("name", "namespace", "labels", "annotations", "generation")
+            if k in meta
+        },
+    }
+
+
+def _write_status(kube: Kube, body: Manifest, status: LLMDeploymentStatus) -> None:
+    """Patch the status subresource, only if it changed."""
+    new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if new != (body.get("status") or {}):
+        kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], new)
+
+
+def _report_invalid(kube: Kube, body: Manifest, message: str, now: datetime) -> None:
+    """Ready=False/InvalidSpec plus a Warning Event, once per new message."""
+    meta = body["metadata"]
+    try:
+        old = LLMDeploymentStatus.model_validate(body.get("status") or {})
+    except pydantic.ValidationError:
+        old = LLMDeploymentStatus()
+    ready = next((c for c in old.conditions or [] if c.type == ConditionType.READY), None)
+    if ready is None or ready.reason != Reason.INVALID_SPEC or ready.message != message:
+        log.warning("%s/%s: invalid spec: %s", meta["namespace"], meta["name"], message)
+        kube.event(body, "Warning", Reason.INVALID_SPEC, message)
+    _write_status(kube, body, invalid_status(old, meta.get("generation"), message, now))

@@ -1,0 +1,67 @@
+"""The reconcile plan (pure): which children to apply and delete, and the Event each earns.
+
+Cases: a missing child is Created; a changed pod template is RollingOut; changed replicas
+is Scaled with the numbers; an unchanged child is still applied (to take back hand
+edits) without an Event; a workload of the other kind (the group now spans nodes) is
+deleted.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import yaml
+
+from llmfleet_operator.api import LLMDeployment
+from llmfleet_operator.children import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE, children
+from llmfleet_operator.reconcile import plan
+from tests.corpus import ROOT
+
+UID = "uid-1"
+
+
+def obj(**spec: object) -> LLMDeployment:
+    manifest = yaml.safe_load((ROOT / "examples/llama-8b.yaml").read_text())
+    manifest["metadata"]["namespace"] = "serving"
+    manifest["spec"].update(spec)
+    return LLMDeployment.model_validate(manifest)
+
+
+def test_nothing_exists_everything_created() -> None:
+    todo = plan(children(obj(), UID), {})
+    assert [(c.kind, c.reason) for c in todo.apply] == [
+        (DEPLOYMENT, "Created"),
+        (SERVICE, "Created"),
+        (PDB, "Created"),
+    ]
+    assert todo.apply[0].message == "Created Deployment llama-8b"
+    assert todo.delete == []
+
+
+def test_unchanged_children_applied_without_events() -> None:
+    desired = children(obj(), UID)
+    existing = {kind: copy.deepcopy(manifest) for kind, manifest in desired}
+    todo = plan(desired, existing)
+    assert [c.reason for c in todo.apply] == ["", "", ""]
+
+
+def test_template_change_rolls_out_and_replica_change_scales() -> None:
+    old = dict(children(obj(), UID))
+    new_model = {"source": "hf://meta-llama/Llama-3.1-8B-Instruct", "revision": "main"}
+    assert plan(children(obj(model=new_model), UID), old).apply[0].reason == "RollingOut"
+    scaled = copy.deepcopy(old)
+    scaled[DEPLOYMENT]["spec"]["replicas"] = 3
+    change = plan(children(obj(), UID), scaled).apply[0]
+    assert change.reason == "Scaled"
+    assert change.message == "Scaled Deployment llama-8b from 3 to 1"
+
+
+def test_workload_of_the_other_kind_is_deleted() -> None:
+    single = dict(children(obj(), UID))
+    multi = obj(
+        parallelism={"tensorParallelSize": 8, "pipelineParallelSize": 2, "gpusPerNode": 8},
+        autoscaling=None,
+    )
+    todo = plan(children(multi, UID), single)
+    assert todo.delete == [(DEPLOYMENT, "llama-8b")]
+    assert todo.apply[0].kind == LEADER_WORKER_SET
