@@ -6,3 +6,15 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
+
+{{/* Name of the operator's objects. */}}
+{{- define "llmfleet.operatorName" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+
+{{/* Labels selecting the operator pods. */}}
+{{- define "llmfleet.operatorSelector" -}}
+app.kubernetes.io/name: llmfleet
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
