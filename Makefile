@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CRD := crds/llmfleet.io_llmdeployments.yaml
 CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
 
-.PHONY: help setup crds verify lint test test-fast test-e2e run cluster-up cluster-down bench clean
+.PHONY: help setup vllm crds verify lint test test-fast test-e2e run cluster-up cluster-down bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv with every extra installed (editable)
+
+vllm: ## Install real vLLM (CPU) into a cached venv for the parity tests (~2 min cold, 6 GB)
+	bash tests/parity/install_vllm.sh
 
 crds: $(STAMP) ## Regenerate the CRD YAML (crds/ and the chart) from the API models
 	$(BIN)/llmfleet crds --output $(CRD) --chart-output $(CHART_CRD)
@@ -37,7 +40,7 @@ lint: $(STAMP) ## ruff, mypy --strict and the import-linter contracts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test-fast: $(STAMP) ## Fast tier: tests/ (no cluster)
+test-fast: $(STAMP) vllm ## Fast tier: tests/ (no cluster; the parity suite runs real vLLM on CPU)
 	$(BIN)/pytest tests
 
 test-e2e: $(STAMP) ## e2e tier: a real control plane built from Go modules

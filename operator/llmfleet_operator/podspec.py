@@ -28,6 +28,7 @@ GRACE_MARGIN_SECONDS = 15
 # Weights can take long to load (hundreds of GB); the startup probe waits this long.
 STARTUP_SECONDS = 3600
 PROBE_PERIOD_SECONDS = 10
+SIMULATOR_COMMAND = ("llmfleet", "engine-sim")
 
 
 def model_path(source: str) -> str:
@@ -52,6 +53,18 @@ def engine_config(obj: LLMDeployment) -> EngineConfig:
     """The launcher's config for one serving group of ``obj``."""
     spec = obj.spec
     model, engine, parallelism = spec.model, spec.engine, spec.parallelism
+    simulated: dict[str, Any] = {}
+    if engine.simulator is not None:
+        sim = engine.simulator
+        simulated = {
+            "engine_command": (
+                *SIMULATOR_COMMAND,
+                f"--profile={sim.profile.value}",
+                f"--time-scale={sim.time_scale}",
+                f"--startup-delay={sim.startup_delay_seconds}",
+            ),
+            "gpu_check": False,
+        }
     return EngineConfig(
         model=model_path(model.source),
         revision=model.revision,
@@ -76,6 +89,7 @@ def engine_config(obj: LLMDeployment) -> EngineConfig:
         extra_args=tuple(engine.extra_args or ()),
         port=labels.ENGINE_PORT,
         drain_timeout_seconds=spec.serving.drain_deadline_seconds,
+        **simulated,
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from llmfleet_operator.api.base import ApiModel, DnsLabel, ListByName, Quantity, SetOf
 from llmfleet_operator.api.cel import CelRule
 from llmfleet_runtime.launcher.config import OWNED_FLAGS, SHORT_OWNED
+from llmfleet_runtime.simulator.profiles import PROFILES
 
 MODEL_SOURCE_SCHEMES = ("hf", "s3", "gs", "pvc", "oci")
 _SOURCE_RULE = (
@@ -152,6 +153,27 @@ class ContainerResources(ApiModel):
     """Memory request and limit (e.g. ``200Gi``). Must cover the shared memory volume."""
 
 
+SimulatorProfile = StrEnum(  # type: ignore[misc]
+    "SimulatorProfile", {name: name for name in sorted(PROFILES)}
+)
+SimulatorProfile.__doc__ = "A performance profile of the engine simulator."
+
+
+class SimulatorSpec(ApiModel):
+    """Run llmfleet's engine simulator in place of vLLM.
+
+    Same OpenAI API, metrics and scheduling behaviour (continuous batching, KV-cache
+    budget, prefix cache), with latencies from a profile calibrated on real GPUs and no
+    GPU work: for gateway and autoscaling tests, demos and capacity planning."""
+
+    profile: SimulatorProfile = SimulatorProfile("fast")
+    """Latency profile, e.g. ``h100-llama2-70b-tp4``; ``fast`` for tests."""
+    time_scale: Annotated[float, Field(gt=0, le=10_000)] = 1.0
+    """Simulated engine seconds per wall-clock second (speeds up or slows down)."""
+    startup_delay_seconds: Annotated[float, Field(ge=0, le=3_600)] = 0.0
+    """Seconds before the engine answers, to emulate loading weights."""
+
+
 class EngineSpec(ApiModel):
     """How vLLM runs: image, batching and memory knobs, and a checked passthrough."""
 
@@ -211,3 +233,6 @@ class EngineSpec(ApiModel):
     """Further environment variables for the engine (e.g. ``VLLM_ATTENTION_BACKEND``)."""
     resources: ContainerResources | None = None
     """CPU and memory of the engine container."""
+    simulator: SimulatorSpec | None = None
+    """Run the engine simulator instead of vLLM (the pods still request their GPUs, so
+    scheduling behaves as for real). Unset: vLLM."""
