@@ -59,7 +59,8 @@ cluster-down: ## Stop every control-plane process started by cluster-up
 	bash e2e/cluster.sh down
 
 bench: $(STAMP) ## Run the benchmarks; results go to bench/results/
-	@ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }
+	$(BIN)/python bench/simulator/calibration.py
+	$(BIN)/python bench/simulator/capacity.py
 
 clean: ## Remove the venv and local caches of this checkout (not ~/.cache/llmfleet)
 	rm -rf $(VENV) .llmfleet .pytest_cache .mypy_cache .ruff_cache .hypothesis
