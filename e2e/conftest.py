@@ -45,9 +45,9 @@ def _run(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the control plane (minutes when cold) before any test's timeout starts."""
-    if not any("cluster" in getattr(item, "fixturenames", ()) for item in items):
+    if not any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     result = _run("bash", str(E2E / "controlplane" / "build.sh"), timeout=3600)
     if result.returncode != 0:

@@ -53,6 +53,7 @@ start=$SECONDS
         ./cmd/kube ./cmd/etcd sigs.k8s.io/lws/cmd
 )
 mv "$tmp/cmd" "$tmp/lws-controller"
+echo "kube, etcd, lws-controller built in $((SECONDS - start)) s" >&2
 GOBIN="$tmp" GOFLAGS= go install -trimpath -buildvcs=false -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$kwok"
 
 # Manifests that belong to the pinned LWS release, read from its module.
