@@ -9,23 +9,27 @@ to the fake kwok nodes. kwok gives each one a Running status and a loopback IP
      replaced by the pod IP and the first container port, or
    - a container whose image name contains `llmfleet` and whose command is
      `["llmfleet"]`: runs `<repo>/.venv/bin/llmfleet` with the container's args
-     (`--host` rewritten to the pod IP) and env.
-   Output goes to `<state>/pods/<namespace>/<pod>/<container>.log`.
+     (`--host` rewritten to the pod IP) and env (values, simple fieldRefs, $(VAR)).
+   Every process also gets `LLMFLEET_BIND_HOST=<pod IP>`: all pods share this
+   machine's network namespace, so an llmfleet server that would bind 0.0.0.0 in
+   its own pod binds that instead. Output: `<state>/pods/<ns>/<pod>/<container>.log`.
 2. Probes it (the container's readinessProbe httpGet/tcpSocket, else a TCP
    connect to its port) and reports the pod Ready once it answers. A pod with no
    backing process is reported Ready at once.
-3. On deletion sends SIGTERM, SIGKILL after the pod's grace period, and deletes
-   the pod (grace 0) once the process has exited, as a kubelet does. A process
-   that exits on its own makes the pod not Ready and is restarted with backoff.
+3. On deletion waits out a `preStop.sleep`, sends SIGTERM, SIGKILL at the end of
+   the pod's grace period, and deletes the pod (grace 0) once the process has
+   exited, as a kubelet does. A process that exits on its own makes the pod not
+   Ready and is restarted with backoff (restartCount counts).
 
 What it does not emulate: containers or images (the command runs on this machine
-with this machine's files), resource limits or isolation of any kind, volumes,
-ConfigMap/Secret env sources, cluster DNS (Service names do not resolve),
-Service links and KUBERNETES_SERVICE_* env (nothing may reach a ClusterIP here),
-liveness/startup probes and periodic readiness re-probing, exec probes, init
-containers (kwok marks them completed), logs/exec through the API. Processes
-die with the runner; a new runner starts them again for the pods it lists. Two pods cannot share a
-port on one IP, but each pod has its own IP.
+with this machine's files), network namespaces (ports of all pods share one
+stack; each pod has its own IP), resource limits or isolation of any kind,
+volumes, ConfigMap/Secret env sources, cluster DNS (Service and LWS leader names
+do not resolve), Service links and KUBERNETES_SERVICE_* env (nothing may reach a
+ClusterIP here), liveness/startup probes and periodic readiness re-probing, exec
+probes, preStop exec/httpGet hooks, init containers (kwok marks them completed),
+logs/exec through the API. Processes die with the runner; a new runner starts
+them again for the pods it lists.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ from kubeapi import Api, ApiError
 
 JSON = dict[str, Any]
 COMMAND_ANNOTATION = "e2e.llmfleet.io/command"
+# Set to the pod IP for every process: pods here share one network namespace, so a
+# server that would bind 0.0.0.0 in its own pod must bind this address instead.
+BIND_HOST_ENV = "LLMFLEET_BIND_HOST"
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 FIELD_REFS = {
     "metadata.name": lambda pod: pod["metadata"]["name"],
@@ -78,6 +85,7 @@ class Launch:
     argv: list[str]
     env: dict[str, str]
     probe: Probe | None
+    prestop_sleep: float = 0.0  # lifecycle.preStop.sleep: delay before SIGTERM
 
 
 def _container_port(container: JSON, port: int | str | None = None) -> int | None:
@@ -138,6 +146,16 @@ def _rewrite_host(args: list[str], ip: str) -> list[str]:
     return out
 
 
+def _prestop_sleep(container: JSON) -> float:
+    sleep = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+    return float(sleep.get("seconds", 0))
+
+
+def _launch(container: JSON, argv: list[str], env: dict[str, str], ip: str) -> Launch:
+    env = env | {BIND_HOST_ENV: ip}
+    return Launch(container["name"], argv, env, _probe(container), _prestop_sleep(container))
+
+
 def launch_for(pod: JSON, llmfleet: str) -> Launch | None:
     """What process backs `pod` (which must have an IP), or None if nothing does."""
     ip = pod["status"]["podIP"]
@@ -145,17 +163,14 @@ def launch_for(pod: JSON, llmfleet: str) -> Launch | None:
     annotation = (pod["metadata"].get("annotations") or {}).get(COMMAND_ANNOTATION)
     if annotation:
         container = containers[0]
-        port = _container_port(container)
-        argv = [
-            arg.replace("{ip}", ip).replace("{port}", str(port or ""))
-            for arg in json.loads(annotation)
-        ]
-        return Launch(container["name"], argv, container_env(pod, container), _probe(container))
+        port = str(_container_port(container) or "")
+        argv = [arg.replace("{ip}", ip).replace("{port}", port) for arg in json.loads(annotation)]
+        return _launch(container, argv, container_env(pod, container), ip)
     for container in containers:
         if "llmfleet" in container.get("image", "") and container.get("command") == ["llmfleet"]:
             env = container_env(pod, container)
             args = _rewrite_host([_expand(arg, env) for arg in container.get("args") or []], ip)
-            return Launch(container["name"], [llmfleet, *args], env, _probe(container))
+            return _launch(container, [llmfleet, *args], env, ip)
     return None
 
 
@@ -182,7 +197,9 @@ class PodState:
     terminating: bool = False
     deleted: bool = False
     restarts: int = 0
-    kill_at: float | None = None
+    term_at: float | None = None  # when to send SIGTERM (after a preStop sleep)
+    term_sent: bool = False
+    kill_at: float | None = None  # when to send SIGKILL (end of the grace period)
 
 
 class Runner:
@@ -225,7 +242,7 @@ class Runner:
             try:
                 kind, uid_or_type, pod = self.inbox.get(timeout=0.2)
             except queue.Empty:
-                self._kill_overdue()
+                self._signal_due()
                 continue
             if kind == "pod" and pod is not None:
                 self.sync(pod, deleted=uid_or_type == "DELETED")
@@ -233,7 +250,7 @@ class Runner:
                 self._forget_missing({item["metadata"]["uid"] for item in pod["items"]})
             elif uid_or_type in self.pods:
                 getattr(self, f"_on_{kind}")(self.pods[uid_or_type])
-            self._kill_overdue()
+            self._signal_due()
 
     # -- reconcile
 
@@ -248,11 +265,12 @@ class Runner:
         st.pod = pod
         if deleted:
             st.deleted = True
-            self._stop(st, grace=1)
+            self._stop(st, grace=1, prestop=0)
         elif pod["metadata"].get("deletionTimestamp"):
             st.terminating = True
             if self._alive(st):
-                self._stop(st, grace=pod["metadata"].get("deletionGracePeriodSeconds") or 30)
+                grace = pod["metadata"].get("deletionGracePeriodSeconds") or 30
+                self._stop(st, grace, prestop=st.launch.prestop_sleep if st.launch else 0)
             else:
                 self._delete(st)
         elif pod["status"].get("podIP") and not st.handled:
@@ -308,7 +326,7 @@ class Runner:
 
     def _on_exited(self, st: PodState) -> None:
         code = st.process.returncode if st.process else None
-        st.process, st.kill_at = None, None
+        st.process, st.term_at, st.term_sent, st.kill_at = None, None, False, None
         meta = st.pod["metadata"]
         print(f"Process of {meta['namespace']}/{meta['name']} exited with {code}", flush=True)
         if st.deleted:
@@ -331,25 +349,31 @@ class Runner:
     def _alive(st: PodState) -> bool:
         return st.process is not None and st.process.poll() is None
 
-    def _stop(self, st: PodState, grace: float) -> None:
+    def _stop(self, st: PodState, grace: float, prestop: float) -> None:
+        """Schedule SIGTERM after `prestop` seconds and SIGKILL after `grace` (the earliest
+        of what was scheduled before and now wins), as a kubelet stops a container."""
         if not self._alive(st):
             return
-        assert st.process is not None
-        if st.kill_at is None:
-            st.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        st.kill_at = deadline if st.kill_at is None else min(st.kill_at, deadline)
+        now = time.monotonic()
+        term_at, kill_at = now + min(prestop, grace), now + grace
+        st.term_at = term_at if st.term_at is None else min(st.term_at, term_at)
+        st.kill_at = kill_at if st.kill_at is None else min(st.kill_at, kill_at)
+        self._signal_due()
 
-    def _kill_overdue(self) -> None:
+    def _signal_due(self) -> None:
         now = time.monotonic()
         for st in self.pods.values():
-            if st.kill_at is not None and now >= st.kill_at and self._alive(st):
-                assert st.process is not None
+            if not self._alive(st) or st.process is None:
+                continue
+            if st.term_at is not None and now >= st.term_at and not st.term_sent:
+                st.process.send_signal(signal.SIGTERM)
+                st.term_sent = True
+            if st.kill_at is not None and now >= st.kill_at:
                 st.process.kill()
 
     def stop_all(self) -> None:
         for st in self.pods.values():
-            self._stop(st, grace=5)
+            self._stop(st, grace=5, prestop=0)
         deadline = time.monotonic() + 5
         while any(self._alive(st) for st in self.pods.values()) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -5,8 +5,9 @@ Cases without a cluster (pure `launch_for`): the command annotation with `{ip}` 
 values and fieldRefs, `$(VAR)` expansion, a named readiness port; pods nothing backs.
 Cases on the cluster: a pod is Ready only once its process answers; deleting a pod
 whose process ignores SIGTERM keeps it Terminating for its grace period, then the
-process is killed and the pod removed; a process that dies is restarted and the pod
-is not Ready meanwhile.
+process is killed and the pod removed; a preStop sleep delays SIGTERM; a process
+that dies is restarted and the pod is not Ready meanwhile; a pod of an llmfleet
+image runs the repo's `llmfleet engine-sim`, which answers on the pod IP.
 """
 
 from __future__ import annotations
@@ -48,9 +49,8 @@ def test_command_annotation_gets_the_pod_ip_and_first_port() -> None:
         {"e2e.llmfleet.io/command": '["serve", "--bind={ip}", "{port}"]'},
     )
     launch = launch_for(pod, LLMFLEET)
-    assert launch == Launch(
-        "c", ["serve", "--bind=127.1.0.7", "9000"], {"HOSTNAME": "p"}, Probe(9000)
-    )
+    env = {"HOSTNAME": "p", "LLMFLEET_BIND_HOST": "127.1.0.7"}
+    assert launch == Launch("c", ["serve", "--bind=127.1.0.7", "9000"], env, Probe(9000))
 
 
 def test_llmfleet_image_runs_the_repo_llmfleet_bound_to_the_pod_ip() -> None:
@@ -67,6 +67,7 @@ def test_llmfleet_image_runs_the_repo_llmfleet_bound_to_the_pod_ip() -> None:
         ],
         "ports": [{"name": "http", "containerPort": 8000}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
     }
     launch = launch_for(bound_pod([{"name": "sidecar", "image": "busybox"}, container]), LLMFLEET)
     assert launch is not None
@@ -80,8 +81,10 @@ def test_llmfleet_image_runs_the_repo_llmfleet_bound_to_the_pod_ip() -> None:
         "POD_IP": "127.1.0.7",
         "ROLE": "leader",
         "URL": "http://127.1.0.7:8000",
+        "LLMFLEET_BIND_HOST": "127.1.0.7",
     }
     assert launch.probe == Probe(8000, "/health")
+    assert launch.prestop_sleep == 5
 
 
 def test_host_flag_with_equals_sign_is_rewritten_too() -> None:
@@ -194,3 +197,49 @@ def test_a_process_that_dies_is_restarted(api_client: ApiClient, namespace: str)
     status = wait_until(restarted_twice, "two restarts", timeout=30)
     ready_condition = next(c for c in status.conditions if c.type == "Ready")
     assert ready_condition.reason.startswith("ProcessExited")
+
+
+def test_prestop_sleep_delays_sigterm(api_client: ApiClient, namespace: str) -> None:
+    core = CoreV1Api(api_client)
+    pod = server_pod("draining", "default", 0, grace=30)
+    pod["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 2}}}
+    core.create_namespaced_pod(namespace, pod)
+    ip = wait_until(
+        lambda: ready(p := core.read_namespaced_pod("draining", namespace)) and p.status.pod_ip,
+        "Ready",
+    )
+
+    started = time.monotonic()
+    core.delete_namespaced_pod("draining", namespace)
+    time.sleep(1)
+    assert answers(ip), "still serving during the preStop sleep"
+    names = lambda: [p.metadata.name for p in core.list_namespaced_pod(namespace).items]  # noqa: E731
+    wait_until(lambda: "draining" not in names(), "the pod to be removed", timeout=20)
+    assert 1.5 <= time.monotonic() - started < 10  # SIGTERM after 2 s, not the 30 s grace
+
+
+SIMULATOR_ARGS = "engine-sim --host 0.0.0.0 --port 8000 --profile fast --served-model-name tiny"
+
+
+def test_llmfleet_image_pod_runs_the_engine_simulator(
+    api_client: ApiClient, namespace: str
+) -> None:
+    core = CoreV1Api(api_client)
+    engine = {
+        "name": "engine",
+        "image": "ghcr.io/llmfleet/llmfleet:dev",
+        "command": ["llmfleet"],
+        "args": SIMULATOR_ARGS.split(),
+        "ports": [{"name": "http", "containerPort": 8000}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}},
+    }
+    pod = {"metadata": {"name": "sim"}, "spec": {"containers": [engine]}}
+    core.create_namespaced_pod(namespace, pod)
+
+    ip = wait_until(
+        lambda: ready(p := core.read_namespaced_pod("sim", namespace)) and p.status.pod_ip,
+        "the simulator to answer /health",
+    )
+    with urllib.request.urlopen(f"http://{ip}:8000/v1/models", timeout=5) as response:
+        models = json.load(response)
+    assert [m["id"] for m in models["data"]] == ["tiny"]
