@@ -8,6 +8,7 @@ Flags are written as mappings so each reads like a component's config file.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class Layout:
         return self.state / "kubeconfigs" / f"{client}.yaml"
 
 
-def flags(values: dict[str, object]) -> list[str]:
+def flags(values: Mapping[str, object]) -> list[str]:
     """Command-line flags, `--name=value`, from a mapping."""
     return [f"--{name}={value}" for name, value in values.items()]
 

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +77,7 @@ def kubeconfig(cluster: Cluster) -> Path:
 
 @pytest.fixture(scope="session")
 def api_client(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
-    client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     yield client
     client.close()
 
@@ -89,7 +89,7 @@ def namespace(
     """A fresh namespace for one test, deleted (without waiting) afterwards."""
     name = f"e2e-{request.node.name[5:25].replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}"
     core = kubernetes.client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
     yield name
     core.delete_namespace(name)
 
@@ -121,10 +121,11 @@ def cluster_state(state: Path) -> str:
     return "\n\n".join(parts)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if report.failed and "cluster" in getattr(item, "fixturenames", ()):
         state = _state_dir()
         if (state / "kubeconfig").exists():
@@ -132,3 +133,4 @@ def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
                 report.sections.append(("cluster state", cluster_state(state)))
             except (OSError, subprocess.SubprocessError) as error:
                 report.sections.append(("cluster state", f"could not collect: {error}"))
+    return report
