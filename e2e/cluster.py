@@ -51,6 +51,9 @@ COMPONENTS = [
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1"
 DEFAULT_SA = "/api/v1/namespaces/default/serviceaccounts/default"
+AUTHENTICATION_CONFIGMAP = (
+    "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+)
 
 
 class StartError(Exception):
@@ -186,9 +189,12 @@ class Cluster:
         self.processes.start("apiserver", components.apiserver(layout, bin_dir))
         ready = lambda: http_ok(layout.port("apiserver"), "/readyz")  # noqa: E731
         self._wait_for("apiserver", "ready", ready, timeout=90)
+        api = Api.from_kubeconfig(str(layout.kubeconfig))
+        # The controllers read their client CA from this ConfigMap; without it they log errors.
+        published = lambda: exists(api, AUTHENTICATION_CONFIGMAP)  # noqa: E731
+        self._wait_for("apiserver", "publishing its authentication ConfigMap", published)
         self.processes.start("controller-manager", components.controller_manager(layout, bin_dir))
         self.processes.start("scheduler", components.scheduler(layout, bin_dir))
-        api = Api.from_kubeconfig(str(layout.kubeconfig))
         for index in range(1, self.gpu_nodes + 1):
             api.request("POST", "/api/v1/nodes", gpu_node(index))
         self.processes.start("kwok", components.kwok(layout, bin_dir))

@@ -86,6 +86,7 @@ def apiserver(layout: Layout, bin_dir: Path) -> list[str]:
         "secure-port": layout.port("apiserver"),
         "tls-cert-file": pki / "apiserver.crt",
         "tls-private-key-file": pki / "apiserver.key",
+        "client-ca-file": pki / "ca.crt",  # published for the controllers' delegated authn
         "service-cluster-ip-range": SERVICE_CIDR,
         "service-account-issuer": layout.server,
         "service-account-key-file": pki / "sa.pub",
