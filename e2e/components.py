@@ -86,7 +86,14 @@ def apiserver(layout: Layout, bin_dir: Path) -> list[str]:
         "secure-port": layout.port("apiserver"),
         "tls-cert-file": pki / "apiserver.crt",
         "tls-private-key-file": pki / "apiserver.key",
-        "client-ca-file": pki / "ca.crt",  # published for the controllers' delegated authn
+        # Published in kube-system/extension-apiserver-authentication, where the
+        # controllers' delegated authentication reads it (kubeadm's set of flags).
+        "client-ca-file": pki / "ca.crt",
+        "requestheader-client-ca-file": pki / "ca.crt",
+        "requestheader-allowed-names": "front-proxy-client",
+        "requestheader-username-headers": "X-Remote-User",
+        "requestheader-group-headers": "X-Remote-Group",
+        "requestheader-extra-headers-prefix": "X-Remote-Extra-",
         "service-cluster-ip-range": SERVICE_CIDR,
         "service-account-issuer": layout.server,
         "service-account-key-file": pki / "sa.pub",
