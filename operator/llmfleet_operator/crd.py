@@ -3,8 +3,8 @@
 Pydantic writes JSON Schema; the API server wants a *structural* OpenAPI v3 schema.
 ``structural()`` bridges the two: it inlines ``$ref``s, drops ``null`` branches and
 titles, turns ``const`` into ``enum`` and numeric ``exclusiveMinimum`` into OpenAPI's
-boolean form, and gives object fields built by a ``default_factory`` a ``default: {}``
-so the API server applies their nested defaults (CEL rules rely on those being present).
+boolean form, and gives object fields built by a ``default_factory`` their complete
+default, so the API server fills them in (CEL rules rely on those being present).
 """
 
 from __future__ import annotations
@@ -88,11 +88,26 @@ def _prose(docstring: str) -> str:
     return " ".join(docstring.split()).replace("``", "`")
 
 
+def apply_defaults(value: Any, schema: Schema) -> Any:
+    """Fill in schema defaults top down, as the API server does (in place; returns value)."""
+    if isinstance(value, dict) and "properties" in schema:
+        for name, prop in schema["properties"].items():
+            if name not in value and "default" in prop:
+                value[name] = copy.deepcopy(prop["default"])
+            if name in value:
+                value[name] = apply_defaults(value[name], prop)
+    elif isinstance(value, list) and "items" in schema:
+        return [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
 def _default_objects(raw: Schema, properties: dict[str, Schema]) -> None:
-    """Give ``default: {}`` to object fields that are neither required nor optional-None.
+    """Give a complete default to object fields that are neither required nor optional-None.
 
     Those are the fields pydantic builds with a ``default_factory``: always present in
-    the operator's view, so they must be present in the API server's too.
+    the operator's view, so they must be present in the API server's too. The default
+    is the object with its nested defaults filled in, not ``{}``: the API server checks
+    a default against the CEL rules without defaulting inside it.
     """
     required = set(raw.get("required", []))
     for name, prop in properties.items():
@@ -104,7 +119,7 @@ def _default_objects(raw: Schema, properties: dict[str, Schema]) -> None:
             and name not in required
             and not nullable
         ):
-            prop["default"] = {}
+            prop["default"] = apply_defaults({}, prop)
 
 
 def openapi_schema() -> Schema:

@@ -20,7 +20,7 @@ import pydantic
 
 from llmfleet_operator.api import API_VERSION, GROUP, KIND, LLMDeployment
 from llmfleet_operator.api.cel import CelError, CelRule, holds
-from llmfleet_operator.crd import openapi_schema
+from llmfleet_operator.crd import apply_defaults, openapi_schema
 
 Schema = dict[str, Any]
 Path = tuple[str | int, ...]
@@ -81,19 +81,6 @@ def is_llmdeployment(document: Any) -> bool:
 
 
 # --- defaults and types, as the API server applies them before validating --------
-
-
-def apply_defaults(value: Any, schema: Schema) -> Any:
-    """Fill in schema defaults, top down (a defaulted object gets its own defaults)."""
-    if isinstance(value, dict) and "properties" in schema:
-        for name, prop in schema["properties"].items():
-            if name not in value and "default" in prop:
-                value[name] = copy.deepcopy(prop["default"])
-            if name in value:
-                value[name] = apply_defaults(value[name], prop)
-    elif isinstance(value, list) and "items" in schema:
-        return [apply_defaults(item, schema["items"]) for item in value]
-    return value
 
 
 def coerce_numbers(value: Any, schema: Schema) -> Any:
