@@ -91,6 +91,9 @@ def test_example_pods(example: str, kind: Any, gpus: str, shm: str, tp: int, nod
 def test_multi_node_group_is_a_leader_worker_set() -> None:
     obj = load("llama-405b-tp8-pp2.yaml")
     _, lws = workload(obj, UID, replicas=1)
+    # LWS makes a headless Service named after itself; ours, named after obj, routes.
+    assert lws["metadata"]["name"] == "llama-405b-group"
+    assert service(obj, UID)["metadata"]["name"] == "llama-405b"
     group = lws["spec"]["leaderWorkerTemplate"]
     assert group["size"] == 2
     assert group["restartPolicy"] == "RecreateGroupOnPodRestart"

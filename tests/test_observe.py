@@ -85,6 +85,24 @@ def test_workload_controller_behind_is_progressing() -> None:
     assert condition(status, ConditionType.PROGRESSING).status == "True"
 
 
+def test_leader_worker_set_progress_comes_from_its_condition() -> None:
+    def lws(progressing: str) -> dict[str, Any]:
+        return {
+            "metadata": {"generation": 1},
+            "status": {
+                "replicas": 2,
+                "readyReplicas": 2,
+                "updatedReplicas": 2,
+                "conditions": [{"type": "Progressing", "status": progressing}],
+            },
+        }
+
+    done = compute_status(deployment(), Observed(lws("False"), []), NOW)
+    assert condition(done, ConditionType.READY).status == "True"
+    busy = compute_status(deployment(), Observed(lws("True"), []), NOW)
+    assert condition(busy, ConditionType.PROGRESSING).status == "True"
+
+
 def test_scaled_to_zero_is_ready() -> None:
     manifest = yaml.safe_load((ROOT / "examples/qwen-7b-scale-to-zero.yaml").read_text())
     manifest["metadata"]["generation"] = 1

@@ -67,9 +67,18 @@ def desired_replicas(obj: LLMDeployment) -> int:
     return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
 
 
-def _metadata(obj: LLMDeployment, uid: str) -> Manifest:
+def child_name(kind: ChildKind, name: str) -> str:
+    """The name of ``name``'s child of ``kind``.
+
+    A LeaderWorkerSet creates a headless Service named after itself (group DNS), so it
+    is ``<name>-group``, leaving ``<name>`` to the Service that routes to the leaders.
+    """
+    return f"{name}-group" if kind == LEADER_WORKER_SET else name
+
+
+def _metadata(obj: LLMDeployment, uid: str, kind: ChildKind) -> Manifest:
     return {
-        "name": obj.metadata.name,
+        "name": child_name(kind, obj.metadata.name),
         "namespace": obj.metadata.namespace,
         "labels": labels.common_labels(obj.metadata.name),
         "ownerReferences": [
@@ -103,7 +112,7 @@ def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[ChildKind, Ma
         return DEPLOYMENT, {
             "apiVersion": DEPLOYMENT.api_version,
             "kind": DEPLOYMENT.kind,
-            "metadata": _metadata(obj, uid),
+            "metadata": _metadata(obj, uid, DEPLOYMENT),
             "spec": {
                 "replicas": replicas,
                 "selector": {"matchLabels": labels.selector_labels(obj.metadata.name)},
@@ -117,7 +126,7 @@ def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[ChildKind, Ma
     return LEADER_WORKER_SET, {
         "apiVersion": LEADER_WORKER_SET.api_version,
         "kind": LEADER_WORKER_SET.kind,
-        "metadata": _metadata(obj, uid),
+        "metadata": _metadata(obj, uid, LEADER_WORKER_SET),
         "spec": {
             "replicas": replicas,
             "startupPolicy": "LeaderCreated",
@@ -146,7 +155,7 @@ def service(obj: LLMDeployment, uid: str) -> Manifest:
     return {
         "apiVersion": SERVICE.api_version,
         "kind": SERVICE.kind,
-        "metadata": _metadata(obj, uid),
+        "metadata": _metadata(obj, uid, SERVICE),
         "spec": {
             "selector": selector,
             "ports": [
@@ -166,7 +175,7 @@ def disruption_budget(obj: LLMDeployment, uid: str) -> Manifest:
     return {
         "apiVersion": PDB.api_version,
         "kind": PDB.kind,
-        "metadata": _metadata(obj, uid),
+        "metadata": _metadata(obj, uid, PDB),
         "spec": {
             "maxUnavailable": 1,
             "selector": {"matchLabels": labels.selector_labels(obj.metadata.name)},

@@ -144,7 +144,13 @@ def _workload_counts(workload: Manifest | None) -> tuple[int, int, int, bool]:
     if workload is None:
         return 0, 0, 0, False
     status = workload.get("status") or {}
-    caught_up = status.get("observedGeneration", 0) >= workload["metadata"].get("generation", 0)
+    if "observedGeneration" in status:
+        caught_up = status["observedGeneration"] >= workload["metadata"].get("generation", 0)
+    else:  # a LeaderWorkerSet reports no observedGeneration, only a Progressing condition
+        caught_up = bool(status) and not any(
+            c.get("type") == "Progressing" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
     return (
         int(status.get("replicas", 0)),
         int(status.get("readyReplicas", 0)),

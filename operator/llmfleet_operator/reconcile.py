@@ -24,6 +24,7 @@ from llmfleet_operator.children import (
     DEPLOYMENT,
     LEADER_WORKER_SET,
     ChildKind,
+    child_name,
     children,
 )
 from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, Kube
@@ -129,7 +130,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
         _report_invalid(kube, body, "; ".join(problems), now)
         return
     existing = {
-        kind: _owned_by(kube.get(kind, namespace, name), uid)
+        kind: _owned_by(kube.get(kind, namespace, child_name(kind, name)), uid)
         for kind in CHILD_KINDS
         if kube.served(kind)
     }

@@ -25,6 +25,9 @@ CATEGORIES = ("llmfleet",)
 
 _ZERO = "['0', '0%']"
 MAX_NAME_LENGTH = 52
+# A LeaderWorkerSet <name>-group makes StatefulSets <lws>-<group> whose revision-hash
+# label (<statefulset>-<10 characters>) must stay within 63 characters.
+MAX_MULTI_NODE_NAME_LENGTH = 40
 
 
 class RolloutStrategy(StrEnum):
@@ -143,6 +146,13 @@ class LLMDeployment(ApiModel):
             "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
             "metadata.name must be a DNS-1035 label (lower case letters, digits and '-',"
             " starting with a letter): it names the Service",
+        ),
+        CelRule(
+            "self.spec.parallelism.tensorParallelSize * self.spec.parallelism.pipelineParallelSize"
+            " <= self.spec.parallelism.gpusPerNode"
+            f" || size(self.metadata.name) <= {MAX_MULTI_NODE_NAME_LENGTH}",
+            f"metadata.name may be at most {MAX_MULTI_NODE_NAME_LENGTH} characters when a replica"
+            " spans several nodes: the LeaderWorkerSet's StatefulSets and labels add suffixes",
         ),
     )
 
