@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from llmfleet_operator.api import GROUP, PLURAL, VERSION
 from llmfleet_operator.children import CHILD_KINDS
-from llmfleet_operator.kube import POD, Kube
+from llmfleet_operator.kube import POD, Credentials, Kube
 from llmfleet_operator.labels import DEPLOYMENT
 from llmfleet_operator.reconcile import reconcile
 from llmfleet_operator.workqueue import WorkQueue
@@ -62,6 +62,7 @@ class Runtime:
     """What the handlers share, kept in kopf's memo."""
 
     kube: Kube
+    credentials: Credentials
     metrics: Metrics
     workers: int = 4
     resync_seconds: float = 60.0
@@ -110,6 +111,19 @@ def make_registry() -> kopf.OperatorRegistry:
             asyncio.create_task(runtime.queue.run(runtime.workers)),
             asyncio.create_task(runtime.resync()),
         ]
+
+    @kopf.on.login(registry=registry)
+    def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+        """kopf watches with the same credentials the operator's client uses."""
+        found: Credentials = memo["runtime"].credentials
+        return kopf.ConnectionInfo(
+            server=found.server,
+            ca_path=found.ca_path,
+            insecure=found.insecure,
+            token=found.token,
+            certificate_path=found.certificate_path,
+            private_key_path=found.private_key_path,
+        )
 
     @kopf.on.cleanup(registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:

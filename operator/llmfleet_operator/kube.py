@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ from llmfleet_operator.children import ChildKind
 Manifest = dict[str, Any]
 log = logging.getLogger("llmfleet.kube")
 
-__all__ = ["ApiException", "DynamicKube", "Kube", "connect"]
+__all__ = ["ApiException", "Credentials", "DynamicKube", "Kube", "connect", "credentials"]
 
 
 class Kube(Protocol):
@@ -49,6 +50,32 @@ class Kube(Protocol):
 LLMDEPLOYMENT = ChildKind(API_VERSION, KIND, "llmdeployments")
 POD = ChildKind("v1", "Pod", "pods")
 NODE = ChildKind("v1", "Node", "nodes")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How this process reaches the API server (for kopf's own watch connections)."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    token: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+
+
+def credentials(dynamic: DynamicClient) -> Credentials:
+    configuration = dynamic.client.configuration
+    keys = configuration.api_key or {}
+    bearer = keys.get("authorization") or keys.get("BearerToken")
+    return Credentials(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        token=bearer.removeprefix("Bearer ").strip() if bearer else None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
 
 
 def connect(kubeconfig: str | None = None) -> DynamicClient:

@@ -21,7 +21,7 @@ from kubernetes import client
 from prometheus_client import start_http_server
 
 from llmfleet_operator.handlers import Metrics, Runtime, make_registry
-from llmfleet_operator.kube import DynamicKube, connect
+from llmfleet_operator.kube import DynamicKube, connect, credentials
 from llmfleet_operator.leader import LeaseElector
 
 log = logging.getLogger("llmfleet.operator")
@@ -60,9 +60,12 @@ def main(argv: list[str]) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # kopf logs every handler call; our reconcile logs what changed.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     dynamic = connect(args.kubeconfig)
     runtime = Runtime(
         kube=DynamicKube(dynamic),
+        credentials=credentials(dynamic),
         metrics=Metrics(),
         workers=args.workers,
         resync_seconds=args.resync_seconds,
