@@ -13,9 +13,12 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.runtime.conftest import free_port
 
@@ -114,3 +117,49 @@ def test_print_shows_the_command() -> None:
     done = subprocess.run([*LAUNCH, "--print"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     assert done.stdout.startswith("vllm serve --model m --served-model-name m")
+
+
+def test_bind_host_overrides_the_configured_host() -> None:
+    env = launcher_env({"model": "m"}) | {"LLMFLEET_BIND_HOST": "127.3.0.7"}
+    done = subprocess.run([*LAUNCH, "--print"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert " --host 127.3.0.7 " in done.stdout
+    plain = subprocess.run(
+        [*LAUNCH, "--print"],
+        env=launcher_env({"model": "m"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert " --host 0.0.0.0 " in plain.stdout
+
+
+def test_headless_simulator_worker_serves_nothing_and_stops_on_sigterm() -> None:
+    port = free_port()
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmfleet_runtime.simulator",
+            "--model",
+            "m",
+            "--headless",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert worker.stdout is not None
+        assert b"Headless worker" in worker.stdout.readline()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+    finally:
+        worker.kill()
+        worker.wait()
+        worker.stdout.close()  # type: ignore[union-attr]

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .argv import GroupError, build_argv, group_role
-from .config import load_config
+from .config import BIND_HOST_ENV, load_config
 from .gpus import gpu_problem, visible_gpus
 from .supervisor import run_engine
 
@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, ValidationError) as exc:
         print(f"llmfleet launch: invalid engine config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if env.get(BIND_HOST_ENV):  # pods sharing one network stack (the local pod runner)
+        config = config.model_copy(update={"host": env[BIND_HOST_ENV]})
     try:
         role = group_role(config, env)
     except (GroupError, ValueError) as exc:

@@ -23,6 +23,10 @@ from pydantic.alias_generators import to_camel
 CONFIG_ENV = "LLMFLEET_ENGINE_CONFIG"
 """Env var holding the config as JSON (used when no ``--config`` file is given)."""
 
+BIND_HOST_ENV = "LLMFLEET_BIND_HOST"
+"""Overrides the address the engine binds (``host``). Set by the local pod runner, where
+every pod shares this machine's network stack and binds its own pod IP, not 0.0.0.0."""
+
 DEFAULT_ENGINE_COMMAND = ("vllm", "serve")
 
 # Flags the launcher sets itself; ``extra_args`` may not set them (a user's passthrough

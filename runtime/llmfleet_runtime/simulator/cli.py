@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shutdown-timeout", type=int, default=0, help="seconds to drain on SIGTERM")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="a worker of a multi-node group: serve nothing (the leader models the group)",
+    )
     p.add_argument("--time-scale", type=float, default=1.0, help="engine seconds per wall second")
     p.add_argument("--startup-delay", type=float, default=0.0, help="seconds before listening")
     p.add_argument("--mean-output-tokens", type=int, default=128)
@@ -150,6 +155,17 @@ async def serve(
     return 0
 
 
+async def idle_as_worker() -> int:
+    """A headless worker, as vLLM runs one: no HTTP, alive until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("Headless worker: serving nothing; the group's leader models its GPUs")
+    await stop.wait()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``llmfleet engine-sim``."""
     args, unknown = build_parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
@@ -163,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyError, ValueError) as exc:
         print(f"engine-sim: {exc}", file=sys.stderr)
         return 2
+    if args.headless:
+        return asyncio.run(idle_as_worker())
     return asyncio.run(
         serve(
             settings,
