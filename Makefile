@@ -48,14 +48,17 @@ test-e2e: $(STAMP) ## e2e tier: a real control plane built from Go modules
 
 test: lint verify test-fast test-e2e ## Set up everything, then lint, verify and run every test tier
 
-run: $(STAMP) ## Set up everything and run the main job
+run: $(STAMP) ## Set up everything and run the main job: control plane, operator, a simulated LLMDeployment
 	$(BIN)/llmfleet validate -f examples/
 	$(MAKE) --no-print-directory verify
+	bash e2e/cluster.sh up
+	$(BIN)/python e2e/localop.py demo
 
 cluster-up: $(STAMP) ## Build (cached) and start the local control plane; prints export KUBECONFIG=...
 	bash e2e/cluster.sh up
 
-cluster-down: ## Stop every control-plane process started by cluster-up
+cluster-down: ## Stop the local operator and every control-plane process started by cluster-up
+	-$(BIN)/python e2e/localop.py down
 	bash e2e/cluster.sh down
 
 bench: $(STAMP) ## Run the benchmarks; results go to bench/results/

@@ -170,6 +170,8 @@ def launch_for(pod: JSON, llmfleet: str) -> Launch | None:
         if "llmfleet" in container.get("image", "") and container.get("command") == ["llmfleet"]:
             env = container_env(pod, container)
             args = _rewrite_host([_expand(arg, env) for arg in container.get("args") or []], ip)
+            # The image has llmfleet on PATH (the launcher runs `llmfleet engine-sim`).
+            env["PATH"] = f"{Path(llmfleet).parent}:{os.environ.get('PATH', '')}"
             return _launch(container, [llmfleet, *args], env, ip)
     return None
 

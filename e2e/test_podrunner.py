@@ -75,6 +75,8 @@ def test_llmfleet_image_runs_the_repo_llmfleet_bound_to_the_pod_ip() -> None:
     assert launch.argv == [
         LLMFLEET, "engine-sim", "--host", "127.1.0.7", "--port", "8000", "--model", "tiny",
     ]  # fmt: skip
+    path = launch.env.pop("PATH")
+    assert path.startswith("/repo/.venv/bin:")  # the image has llmfleet on PATH
     assert launch.env == {
         "HOSTNAME": "p",
         "MODEL": "tiny",

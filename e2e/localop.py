@@ -1,0 +1,258 @@
+"""The operator on the local control plane, installed the way the chart installs it.
+
+Used by `make run` (`python e2e/localop.py demo`), `make cluster-down` (`down`) and
+the e2e fixtures. `up` renders the chart with helm and applies it (CRD, service
+account, least-privilege RBAC; the operator Deployment at 0 replicas, since no image
+runs here), then runs `llmfleet operator` on this machine with a kubeconfig holding
+only that service account's token, as the in-cluster operator would run. `demo` also
+applies the simulated example and asks one of its pods. `down` stops it by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM = "llmfleet-system"
+RELEASE = "llmfleet"
+ACCOUNT = f"{RELEASE}-operator"
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _check(result: subprocess.CompletedProcess[str]) -> str:
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, result.args))}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def install_chart(kubeconfig: Path) -> None:
+    helm = _check(
+        subprocess.run(
+            ["bash", str(REPO / "e2e" / "install-helm.sh")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    ).split()[-1]
+    kubectl(kubeconfig, "create", "namespace", SYSTEM)
+    rendered = _check(
+        subprocess.run(
+            [
+                helm,
+                "template",
+                RELEASE,
+                str(REPO / "charts" / "llmfleet"),
+                "-n",
+                SYSTEM,
+                "--set",
+                "operator.replicas=0",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    )
+    _check(
+        kubectl(
+            kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=rendered
+        )
+    )
+    _check(
+        kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/llmdeployments.llmfleet.io")
+    )
+
+
+def service_account_kubeconfig(admin: Path, out: Path) -> Path:
+    """A kubeconfig for the operator's service account: its token, nothing else."""
+    token = _check(
+        kubectl(admin, "create", "token", ACCOUNT, "-n", SYSTEM, "--duration=12h")
+    ).strip()
+    config = yaml.safe_load(admin.read_text())
+    config["users"] = [{"name": ACCOUNT, "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = ACCOUNT
+    out.write_text(yaml.safe_dump(config))
+    out.chmod(0o600)
+    return out
+
+
+@dataclass
+class LocalOperator:
+    """`llmfleet operator` as a local process; its PID and log live in the state folder."""
+
+    kubeconfig: Path
+    state: Path
+    metrics_port: int = 18080
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state / "operator.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.state / "logs" / "operator.log"
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(REPO / ".venv" / "bin" / "llmfleet"),
+            "operator",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--metrics-port={self.metrics_port}",
+            "--metrics-address=127.0.0.1",
+            "--health-port=0",
+            "--resync-seconds=10",
+            f"--lease-namespace={SYSTEM}",
+            f"--lease-name={ACCOUNT}",
+            "--identity=local",
+        ]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.pidfile.write_text(str(self.process.pid))
+
+    def pid(self) -> int | None:
+        """The operator's PID while it runs (reaping it first if this process started it)."""
+        if self.process is not None and self.process.poll() is not None:
+            return None
+        try:
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, sig)
+            deadline = time.monotonic() + timeout
+            while self.pid() is not None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if self.pid() is not None:
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=timeout)  # reap the child this process started
+            self.process = None
+        self.pidfile.unlink(missing_ok=True)
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("LLMFLEET_STATE_DIR") or REPO / ".llmfleet").resolve()
+
+
+def up(admin: Path, state: Path) -> LocalOperator:
+    """Install the chart and start the operator with its service account (idempotent)."""
+    install_chart(admin)
+    operator = LocalOperator(
+        service_account_kubeconfig(admin, state / "operator.kubeconfig"), state
+    )
+    if operator.pid() is None:
+        operator.start()
+    return operator
+
+
+DEMO = REPO / "examples" / "llama-8b-simulated.yaml"
+
+
+def demo(admin: Path) -> None:
+    """Apply the simulated example, wait until it is Ready, and ask one of its pods."""
+    name = yaml.safe_load(DEMO.read_text())["metadata"]["name"]
+    _check(kubectl(admin, "apply", "-n", "default", "-f", str(DEMO)))
+    _check(
+        kubectl(
+            admin,
+            "wait",
+            "-n",
+            "default",
+            f"llmdeployment/{name}",
+            "--for=condition=Ready",
+            "--timeout=180s",
+        )
+    )
+    print(_check(kubectl(admin, "get", "-n", "default", "llmdeployments")))
+    print(
+        _check(
+            kubectl(
+                admin,
+                "get",
+                "-n",
+                "default",
+                "pods",
+                "-o",
+                "wide",
+                "-l",
+                f"llmfleet.io/deployment={name}",
+            )
+        )
+    )
+    ip = _check(
+        kubectl(
+            admin,
+            "get",
+            "-n",
+            "default",
+            "pods",
+            "-l",
+            f"llmfleet.io/deployment={name}",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        )
+    )
+    body = json.dumps({"model": "llama-8b", "prompt": "Hello", "max_tokens": 8}).encode()
+    request = urllib.request.Request(
+        f"http://{ip}:8000/v1/completions", body, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        print(f"POST http://{ip}:8000/v1/completions ->", reply.read().decode())
+
+
+def down(state: Path) -> None:
+    """Stop the local operator, if one runs."""
+    LocalOperator(state / "operator.kubeconfig", state).stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["up", "demo", "down"])
+    args = parser.parse_args()
+    state = state_dir()
+    if args.action in ("up", "demo"):
+        operator = up(state / "kubeconfig", state)
+        print(f"operator running (pid {operator.pid()}), log: {operator.log}")
+        if args.action == "demo":
+            demo(state / "kubeconfig")
+            print(f"export KUBECONFIG={state / 'kubeconfig'}    # then: kubectl get llmd -A")
+    else:
+        down(state)
+        print("operator stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The operator on the local control plane, with the chart's RBAC and its own token.
+
+Cases: every example reaches Ready with Running pods whose GPUs, shm, probes and
+launcher args are what its spec implies (on simulator engines that answer on their pod
+IPs); the two-node example is a LeaderWorkerSet with a leader and a worker and a
+Service that selects leaders; a revision change rolls the pods while a maxReplicas
+change does not; a group larger than any node is Degraded with the shortfall and
+recovers when fixed; a hand-deleted child comes back; killing the operator mid-rollout
+and restarting it ends with the same children and no duplicates; deleting the
+LLMDeployment removes every child; the operator serves its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import localop
+import pytest
+import yaml
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
+from localop import LocalOperator, kubectl
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+GROUP, VERSION, PLURAL = "llmfleet.io", "v1alpha1", "llmdeployments"
+GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+# ---- the operator, installed by the chart, run with its service account ------------
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, kubeconfig: Path) -> Iterator[LocalOperator]:
+    localop.down(Path(cluster.state))  # never test an operator started from older code
+    running = localop.up(kubeconfig, Path(cluster.state))
+    yield running
+    running.stop()
+
+
+# ---- example prerequisites, as a user would create them ----------------------------
+
+
+def prerequisites(kubeconfig: Path, namespace: str) -> None:
+    objects = [
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": "llm-serving"},
+            "value": 1000,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf-token", "namespace": namespace},
+            "stringData": {"HF_TOKEN": "hf_not_a_real_token"},
+        },
+    ]
+    for claim in ("model-cache", "model-cache-rwx"):
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": f"{namespace}-{claim}"},
+                "spec": {
+                    "capacity": {"storage": "1Ti"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "manual",
+                    "hostPath": {"path": f"/tmp/{namespace}-{claim}"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "manual",
+                    "resources": {"requests": {"storage": "1Ti"}},
+                },
+            },
+        ]
+    stream = yaml.safe_dump_all(objects)
+    result = kubectl(
+        kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=stream
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def on_this_cluster(path: Path, **spec: Any) -> dict[str, Any]:
+    """An example, run on the simulator and this cluster's GPU product."""
+    manifest: dict[str, Any] = yaml.safe_load(path.read_text())
+    # A profile whose KV cache holds every example's maxModelLen (fast holds 8k tokens).
+    manifest["spec"].setdefault("engine", {})["simulator"] = {"profile": "h100-llama2-70b-tp8"}
+    manifest["spec"].setdefault("placement", {})["gpuProducts"] = [GPU_PRODUCT]
+    manifest["spec"].update(spec)
+    return manifest
+
+
+def apply(kubeconfig: Path, namespace: str, manifest: dict[str, Any]) -> None:
+    result = kubectl(
+        kubeconfig, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest)
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def get(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return obj
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item["type"] == kind:
+            return dict(item)
+    return {}
+
+
+def ready(api: ApiClient, namespace: str, name: str) -> bool:
+    obj = get(api, namespace, name)
+    return (
+        condition(obj, "Ready").get("status") == "True"
+        and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+    )
+
+
+def pods(api: ApiClient, namespace: str, name: str) -> list[Any]:
+    items = (
+        CoreV1Api(api)
+        .list_namespaced_pod(namespace, label_selector=f"llmfleet.io/deployment={name}")
+        .items
+    )
+    return [p for p in items if not p.metadata.deletion_timestamp]
+
+
+# ---- the tests -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("example", "gpus", "shm", "pods_per_replica"),
+    [
+        ("llama-8b.yaml", "1", "2Gi", 1),
+        ("llama-70b-tp4.yaml", "4", "16Gi", 1),
+        ("llama-405b-tp8-pp2.yaml", "8", "64Gi", 2),
+        ("qwen-7b-scale-to-zero.yaml", "1", "2Gi", 1),
+    ],
+)
+def test_example_becomes_ready(
+    operator: LocalOperator,
+    api_client: ApiClient,
+    kubeconfig: Path,
+    namespace: str,
+    example: str,
+    gpus: str,
+    shm: str,
+    pods_per_replica: int,
+) -> None:
+    prerequisites(kubeconfig, namespace)
+    manifest = on_this_cluster(EXAMPLES / example)
+    name = manifest["metadata"]["name"]
+    apply(kubeconfig, namespace, manifest)
+
+    def ready_and_running() -> tuple[list[Any]] | None:
+        # One snapshot: the status says Ready and every pod it counts is Running.
+        if not ready(api_client, namespace, name):
+            return None
+        desired = get(api_client, namespace, name)["status"]["desiredReplicas"]
+        found = pods(api_client, namespace, name)
+        complete = len(found) == desired * pods_per_replica
+        return (found,) if complete and all(p.status.phase == "Running" for p in found) else None
+
+    (running,) = wait_for(f"{name} Ready with every pod Running", ready_and_running, timeout=150)
+    obj = get(api_client, namespace, name)
+    for pod in running:
+        assert pod.status.pod_ip.startswith("127.")
+        engine = pod.spec.containers[0]
+        assert engine.resources.limits["nvidia.com/gpu"] == gpus
+        shm_volume = next(v for v in pod.spec.volumes if v.name == "dshm")
+        assert (shm_volume.empty_dir.medium, shm_volume.empty_dir.size_limit) == ("Memory", shm)
+        config = json.loads(next(e.value for e in engine.env if e.name == "LLMFLEET_ENGINE_CONFIG"))
+        assert config["tensorParallelSize"] == manifest["spec"].get("parallelism", {}).get(
+            "tensorParallelSize", 1
+        )
+        if pod.metadata.labels["llmfleet.io/role"] != "worker":
+            assert engine.readiness_probe.http_get.path == "/health"
+            with urllib.request.urlopen(
+                f"http://{pod.status.pod_ip}:8000/v1/models", timeout=5
+            ) as reply:
+                served = [m["id"] for m in json.load(reply)["data"]]
+            assert served[0] == (manifest["spec"]["model"].get("servedNames") or [name])[0]
+    assert obj["status"]["selector"] == f"llmfleet.io/deployment={name}"
+
+
+def test_two_node_group_has_leader_worker_and_a_leader_service(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    prerequisites(kubeconfig, namespace)
+    apply(kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-405b-tp8-pp2.yaml"))
+    wait_for("llama-405b Ready", lambda: ready(api_client, namespace, "llama-405b"), timeout=120)
+    roles = sorted(
+        p.metadata.labels["llmfleet.io/role"] for p in pods(api_client, namespace, "llama-405b")
+    )
+    assert roles == ["leader", "worker"]
+    service = CoreV1Api(api_client).read_namespaced_service("llama-405b", namespace)
+    selector = ",".join(f"{k}={v}" for k, v in service.spec.selector.items())
+    selected = CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=selector).items
+    assert [p.metadata.labels["llmfleet.io/role"] for p in selected] == ["leader"]
+    assert AppsV1Api(api_client).list_namespaced_deployment(namespace).items == []
+
+
+def _pod_names(api: ApiClient, namespace: str, name: str) -> set[str]:
+    return {p.metadata.name for p in pods(api, namespace, name)}
+
+
+def test_revision_rolls_pods_but_max_replicas_does_not(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    manifest = on_this_cluster(EXAMPLES / "llama-8b.yaml")
+    apply(kubeconfig, namespace, manifest)
+    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    before = _pod_names(api_client, namespace, "llama-8b")
+    manifest["spec"]["autoscaling"]["maxReplicas"] = 6
+    apply(kubeconfig, namespace, manifest)
+    wait_for("the new generation observed", lambda: ready(api_client, namespace, "llama-8b"))
+    assert _pod_names(api_client, namespace, "llama-8b") == before
+    manifest["spec"]["model"]["revision"] = "main"
+    apply(kubeconfig, namespace, manifest)
+    wait_for(
+        "new pods after the revision change",
+        lambda: (
+            ready(api_client, namespace, "llama-8b")
+            and not (_pod_names(api_client, namespace, "llama-8b") & before)
+        ),
+        timeout=120,
+    )
+
+
+def test_group_larger_than_any_node_is_degraded_until_fixed(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    manifest = on_this_cluster(
+        EXAMPLES / "llama-8b.yaml", parallelism={"tensorParallelSize": 16, "gpusPerNode": 16}
+    )
+    apply(kubeconfig, namespace, manifest)
+
+    def degraded() -> dict[str, Any]:
+        found = condition(get(api_client, namespace, "llama-8b"), "Degraded")
+        return found if found.get("reason") == "InsufficientGPUs" else {}
+
+    found = wait_for("Degraded InsufficientGPUs", degraded)
+    assert "each pod requests 16 nvidia.com/gpu but the largest node offers 8" in found["message"]
+    assert condition(get(api_client, namespace, "llama-8b"), "Ready")["status"] == "False"
+    events = CoreV1Api(api_client).list_namespaced_event(namespace).items
+    assert any(e.reason == "Created" and "Deployment llama-8b" in e.message for e in events)
+    manifest["spec"]["parallelism"] = {"tensorParallelSize": 8, "gpusPerNode": 8}
+    apply(kubeconfig, namespace, manifest)
+    wait_for(
+        "recovery once the group fits",
+        lambda: ready(api_client, namespace, "llama-8b"),
+        timeout=120,
+    )
+    assert condition(get(api_client, namespace, "llama-8b"), "Degraded")["status"] == "False"
+
+
+def test_hand_deleted_child_comes_back(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    apply(kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-8b.yaml"))
+    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    core = CoreV1Api(api_client)
+    uid = core.read_namespaced_service("llama-8b", namespace).metadata.uid
+    core.delete_namespaced_service("llama-8b", namespace)
+    wait_for(
+        "the Service recreated",
+        lambda: [s for s in core.list_namespaced_service(namespace).items if s.metadata.uid != uid],
+    )
+
+
+def test_operator_restart_mid_rollout_leaves_no_duplicates(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    manifest = on_this_cluster(EXAMPLES / "llama-8b.yaml")
+    apply(kubeconfig, namespace, manifest)
+    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    manifest["spec"]["model"]["revision"] = "main"
+    apply(kubeconfig, namespace, manifest)
+    operator.stop(signal.SIGKILL)
+    operator.start()
+    wait_for(
+        "rollout finished after the restart",
+        lambda: ready(api_client, namespace, "llama-8b"),
+        timeout=120,
+    )
+    apps = AppsV1Api(api_client)
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items] == [
+        "llama-8b"
+    ]
+    assert [
+        s.metadata.name for s in CoreV1Api(api_client).list_namespaced_service(namespace).items
+    ] == ["llama-8b"]
+    live = [rs for rs in apps.list_namespaced_replica_set(namespace).items if rs.spec.replicas]
+    assert len(live) == 1
+
+
+def test_deleting_the_llmdeployment_removes_every_child(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    apply(kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-8b.yaml"))
+    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    CustomObjectsApi(api_client).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "llama-8b"
+    )
+
+    def gone() -> bool:
+        apps, core = AppsV1Api(api_client), CoreV1Api(api_client)
+        return not (
+            apps.list_namespaced_deployment(namespace).items
+            or core.list_namespaced_service(namespace).items
+            or pods(api_client, namespace, "llama-8b")
+        )
+
+    wait_for("every child garbage-collected", gone, timeout=120)
+
+
+def test_operator_serves_its_metrics(operator: LocalOperator) -> None:
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+            ) as reply:
+                text: str = reply.read().decode()
+                return text if "llmfleet_operator_reconcile_total" in text else ""
+        except OSError:
+            return ""
+
+    text = wait_for("operator metrics", scrape)
+    assert "llmfleet_operator_reconcile_duration_seconds_bucket" in text
+    assert "llmfleet_operator_llmdeployments" in text
+
+
+def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig: Path) -> None:
+    account = f"system:serviceaccount:{localop.SYSTEM}:{localop.ACCOUNT}"
+    for verb, resource, extra, allowed in [
+        ("create", "deployments.apps", "", "yes"),
+        ("patch", "llmdeployments.llmfleet.io", "--subresource=status", "yes"),
+        ("patch", "llmdeployments.llmfleet.io", "", "no"),
+        ("delete", "pods", "", "no"),
+        ("get", "secrets", "", "no"),
+    ]:
+        flags = [f"--as={account}", "-A", *([extra] if extra else [])]
+        answer = kubectl(kubeconfig, "auth", "can-i", verb, resource, *flags)
+        assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout)
+    (user,) = yaml.safe_load(operator.kubeconfig.read_text())["users"]
+    assert set(user["user"]) == {"token"}  # no admin client certificate
