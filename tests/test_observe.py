@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from llmfleet_operator.api import ConditionType, LLMDeployment, Reason
-from llmfleet_operator.observe import Observed, compute_status, invalid_status
+from llmfleet_operator.observe import Observed, blocked_status, compute_status
 from tests.corpus import ROOT
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -70,6 +70,23 @@ def test_all_ready() -> None:
     assert (status.replicas, status.ready_replicas, status.desired_replicas) == (2, 2, 2)
     assert status.selector == "llmfleet.io/deployment=llama-70b"
     assert status.observed_generation == 1
+
+
+def test_endpoints_are_ready_serving_pods() -> None:
+    def pod(ip: str, role: str, ready: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": ip, "labels": {"llmfleet.io/role": role}},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]},
+        }
+
+    pods = [
+        pod("127.2.0.1", "engine", "True"),
+        pod("127.1.0.1", "leader", "True"),
+        pod("127.1.0.2", "worker", "True"),
+        pod("127.3.0.1", "engine", "False"),
+    ]
+    status = compute_status(deployment(), Observed(workload(2, 2, 2), pods), NOW)
+    assert status.endpoints == ["127.1.0.1:8000", "127.2.0.1:8000"]
 
 
 def test_rollout_in_flight() -> None:
@@ -170,7 +187,8 @@ def test_crash_loop() -> None:
 
 def test_invalid_spec() -> None:
     ok = compute_status(deployment(), Observed(workload(2, 2, 2), []), NOW)
-    status = invalid_status(ok, 2, "LeaderWorkerSet is not installed", NOW + timedelta(seconds=1))
+    message = "LeaderWorkerSet is not installed"
+    status = blocked_status(ok, 2, Reason.INVALID_SPEC, message, NOW + timedelta(seconds=1))
     assert status.observed_generation == 2
     assert status.ready_replicas == 2  # what exists is still reported
     assert condition(status, ConditionType.DEGRADED) == condition(ok, ConditionType.DEGRADED)

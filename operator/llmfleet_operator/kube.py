@@ -3,12 +3,14 @@
 ``Kube`` is the seam the reconcile depends on; ``DynamicKube`` implements it with the
 official client's dynamic client: server-side apply with one field manager, reads that
 return plain dicts, status patches through the status subresource, and Events.
-Calls are synchronous; the operator runs them in worker threads.
+Calls are synchronous; the operator runs them in worker threads. A write the API server
+refuses (4xx) raises ``KubeError`` with the server's message; other failures propagate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
 
 from llmfleet_operator import labels
 from llmfleet_operator.api import API_VERSION, KIND
@@ -26,7 +28,23 @@ from llmfleet_operator.children import ChildKind
 Manifest = dict[str, Any]
 log = logging.getLogger("llmfleet.kube")
 
-__all__ = ["ApiException", "Credentials", "DynamicKube", "Kube", "connect", "credentials"]
+__all__ = [
+    "ApiException",
+    "Credentials",
+    "DynamicKube",
+    "Kube",
+    "KubeError",
+    "connect",
+    "credentials",
+]
+
+
+class KubeError(Exception):
+    """The API server refused a write; ``message`` is its own words (never a secret)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
 
 
 class Kube(Protocol):
@@ -78,6 +96,13 @@ def credentials(dynamic: DynamicClient) -> Credentials:
     )
 
 
+def _message(err: DynamicApiError) -> str:
+    try:
+        return str(json.loads(err.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason)
+
+
 def connect(kubeconfig: str | None = None) -> DynamicClient:
     """In-cluster config when running in a pod, else the kubeconfig."""
     try:
@@ -120,17 +145,22 @@ class DynamicKube:
         return [item.to_dict() for item in result.items]
 
     def apply(self, kind: ChildKind, manifest: Manifest) -> Manifest:
-        applied: Manifest = (
-            self._resource(kind)
-            .server_side_apply(
-                body=manifest,
-                name=manifest["metadata"]["name"],
-                namespace=manifest["metadata"].get("namespace"),
-                field_manager=labels.FIELD_MANAGER,
-                force_conflicts=True,
+        try:
+            applied: Manifest = (
+                self._resource(kind)
+                .server_side_apply(
+                    body=manifest,
+                    name=manifest["metadata"]["name"],
+                    namespace=manifest["metadata"].get("namespace"),
+                    field_manager=labels.FIELD_MANAGER,
+                    force_conflicts=True,
+                )
+                .to_dict()
             )
-            .to_dict()
-        )
+        except DynamicApiError as err:
+            if err.status is not None and 400 <= err.status < 500:
+                raise KubeError(err.status, _message(err)) from err
+            raise
         return applied
 
     def delete(self, kind: ChildKind, namespace: str, name: str) -> None:

@@ -139,6 +139,22 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
     return Verdict(FALSE, Reason.AS_EXPECTED)
 
 
+def ready_endpoints(pods: list[Manifest]) -> list[str]:
+    """``ip:port`` of the ready pods that serve (engines and group leaders), sorted."""
+    found = []
+    for pod in pods:
+        role = ((pod.get("metadata") or {}).get("labels") or {}).get(labels.ROLE)
+        ip = (pod.get("status") or {}).get("podIP")
+        if (
+            role in ("engine", "leader")
+            and ip
+            and not pod["metadata"].get("deletionTimestamp")
+            and _pod_condition(pod, "Ready").get("status") == "True"
+        ):
+            found.append(f"{ip}:{labels.ENGINE_PORT}")
+    return sorted(found)
+
+
 def _workload_counts(workload: Manifest | None) -> tuple[int, int, int, bool]:
     """(replicas, ready, updated, caught up) from a Deployment's or LeaderWorkerSet's status."""
     if workload is None:
@@ -171,14 +187,15 @@ def _with(
     return sorted(kept + fresh, key=lambda c: list(ConditionType).index(c.type))
 
 
-def invalid_status(
-    old: LLMDeploymentStatus, generation: int | None, message: str, now: datetime
+def blocked_status(
+    old: LLMDeploymentStatus, generation: int | None, reason: Reason, message: str, now: datetime
 ) -> LLMDeploymentStatus:
-    """The status of an object the operator cannot act on; its children are left alone."""
+    """The status of an object the operator cannot bring to its spec (invalid spec, a
+    child the API server refuses); what exists is still reported."""
     verdicts = {
-        ConditionType.READY: Verdict(FALSE, Reason.INVALID_SPEC, message),
-        ConditionType.RECONCILING: Verdict(FALSE, Reason.INVALID_SPEC, message),
-        ConditionType.STALLED: Verdict(TRUE, Reason.INVALID_SPEC, message),
+        ConditionType.READY: Verdict(FALSE, reason, message),
+        ConditionType.RECONCILING: Verdict(FALSE, reason, message),
+        ConditionType.STALLED: Verdict(TRUE, reason, message),
     }
     return old.model_copy(
         update={
@@ -228,5 +245,6 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
             "desired_replicas": desired,
             "selector": labels.selector_string(obj.metadata.name),
             "service_name": obj.metadata.name,
+            "endpoints": ready_endpoints(observed.pods) or None,
         }
     )

@@ -27,8 +27,8 @@ from llmfleet_operator.children import (
     child_name,
     children,
 )
-from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, Kube
-from llmfleet_operator.observe import Observed, compute_status, invalid_status
+from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, Kube, KubeError
+from llmfleet_operator.observe import Observed, blocked_status, compute_status
 
 Manifest = dict[str, Any]
 log = logging.getLogger("llmfleet.reconcile")
@@ -127,7 +127,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
         obj = LLMDeployment.model_validate(_without_server_fields(body))
     except pydantic.ValidationError as err:
         problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        _report_invalid(kube, body, "; ".join(problems), now)
+        _report_blocked(kube, body, Reason.INVALID_SPEC, "; ".join(problems), now)
         return
     existing = {
         kind: _owned_by(kube.get(kind, namespace, child_name(kind, name)), uid)
@@ -135,9 +135,10 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
         if kube.served(kind)
     }
     if obj.spec.parallelism.nodes_per_group > 1 and not kube.served(LEADER_WORKER_SET):
-        _report_invalid(
+        _report_blocked(
             kube,
             body,
+            Reason.INVALID_SPEC,
             f"a replica spans {obj.spec.parallelism.nodes_per_group} nodes, which needs"
             " LeaderWorkerSet (leaderworkerset.x-k8s.io/v1): install it in the cluster",
             now,
@@ -149,7 +150,12 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
         kube.event(body, "Normal", "Deleted", f"Deleted {kind.kind} {child}: no longer wanted")
     applied: dict[ChildKind, Manifest] = {}
     for change in todo.apply:
-        applied[change.kind] = kube.apply(change.kind, change.manifest)
+        try:
+            applied[change.kind] = kube.apply(change.kind, change.manifest)
+        except KubeError as err:
+            child = f"{change.kind.kind} {change.manifest['metadata']['name']}"
+            _report_blocked(kube, body, Reason.APPLY_FAILED, f"{child}: {err.message}", now)
+            raise  # the work queue retries with backoff
         if change.reason:
             log.info("%s/%s: %s", namespace, name, change.message)
             kube.event(body, "Normal", change.reason, change.message)
@@ -181,15 +187,17 @@ def _write_status(kube: Kube, body: Manifest, status: LLMDeploymentStatus) -> No
         kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], new)
 
 
-def _report_invalid(kube: Kube, body: Manifest, message: str, now: datetime) -> None:
-    """Ready=False/InvalidSpec plus a Warning Event, once per new message."""
+def _report_blocked(
+    kube: Kube, body: Manifest, reason: Reason, message: str, now: datetime
+) -> None:
+    """Ready=False with ``reason`` plus a Warning Event, the Event once per new message."""
     meta = body["metadata"]
     try:
         old = LLMDeploymentStatus.model_validate(body.get("status") or {})
     except pydantic.ValidationError:
         old = LLMDeploymentStatus()
     ready = next((c for c in old.conditions or [] if c.type == ConditionType.READY), None)
-    if ready is None or ready.reason != Reason.INVALID_SPEC or ready.message != message:
-        log.warning("%s/%s: invalid spec: %s", meta["namespace"], meta["name"], message)
-        kube.event(body, "Warning", Reason.INVALID_SPEC, message)
-    _write_status(kube, body, invalid_status(old, meta.get("generation"), message, now))
+    if ready is None or ready.reason != reason or ready.message != message:
+        log.warning("%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
+        kube.event(body, "Warning", reason, message)
+    _write_status(kube, body, blocked_status(old, meta.get("generation"), reason, message, now))

@@ -59,6 +59,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     CRASH_LOOP = "CrashLoop"
     CHILD_CONFLICT = "ChildConflict"
+    APPLY_FAILED = "ApplyFailed"
     AS_EXPECTED = "AsExpected"
     # MetricsAvailable
     METRICS_FRESH = "MetricsFresh"
@@ -166,6 +167,10 @@ class LLMDeploymentStatus(ApiModel):
     """Label selector of the serving pods (the scale subresource's selector)."""
     service_name: Annotated[str, Field(max_length=253)] | None = None
     """Service that routes to the ready serving pods."""
+    endpoints: (
+        Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=10_000)] | None
+    ) = None
+    """``ip:port`` of every ready serving pod (the leader of a multi-node group), sorted."""
     signals: Signals | None = None
     """Latest autoscaling signal values."""
     decisions: Annotated[list[ScalingDecision], Field(max_length=MAX_DECISIONS)] | None = None
