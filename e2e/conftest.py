@@ -114,9 +114,13 @@ def cluster_state(state: Path) -> str:
         result = subprocess.run(
             argv, capture_output=True, text=True, env=env, timeout=30, check=False
         )
-        output = (result.stdout + result.stderr).splitlines()[-60:]
+        # This API server refuses loopback endpoints (see README): that noise hides the rest.
+        lines = (result.stdout + result.stderr).splitlines()
+        output = [line for line in lines if "may not be in the loopback range" not in line][-60:]
         parts.append(f"$ {' '.join(argv)}\n" + "\n".join(output))
     parts += [_tail(log, 15) for log in sorted((state / "logs").glob("*.log"))]
+    noise = "may not be in the loopback range"
+    parts = ["\n".join(ln for ln in part.splitlines() if noise not in ln) for part in parts]
     parts += [_tail(log, 15) for log in sorted((state / "pods").glob("*/*/*.log"))[-10:]]
     return "\n\n".join(parts)
 

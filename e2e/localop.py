@@ -106,15 +106,16 @@ class LocalOperator:
     kubeconfig: Path
     state: Path
     metrics_port: int = 18080
+    identity: str = "local"
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def pidfile(self) -> Path:
-        return self.state / "operator.pid"
+        return self.state / f"operator-{self.identity}.pid"
 
     @property
     def log(self) -> Path:
-        return self.state / "logs" / "operator.log"
+        return self.state / "logs" / f"operator-{self.identity}.log"
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,7 @@ class LocalOperator:
             "--resync-seconds=10",
             f"--lease-namespace={SYSTEM}",
             f"--lease-name={ACCOUNT}",
-            "--identity=local",
+            f"--identity={self.identity}",
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

@@ -186,7 +186,14 @@ def test_example_becomes_ready(
         desired = get(api_client, namespace, name)["status"]["desiredReplicas"]
         found = pods(api_client, namespace, name)
         complete = len(found) == desired * pods_per_replica
-        return (found,) if complete and all(p.status.phase == "Running" for p in found) else None
+        serving = sorted(
+            f"{p.status.pod_ip}:8000"
+            for p in found
+            if p.metadata.labels["llmfleet.io/role"] != "worker"
+        )
+        listed = get(api_client, namespace, name)["status"].get("endpoints", [])
+        running = all(p.status.phase == "Running" for p in found)
+        return (found,) if complete and running and listed == serving else None
 
     (running,) = wait_for(f"{name} Ready with every pod Running", ready_and_running, timeout=150)
     obj = get(api_client, namespace, name)
@@ -371,3 +378,92 @@ def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig:
         assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout)
     (user,) = yaml.safe_load(operator.kubeconfig.read_text())["users"]
     assert set(user["user"]) == {"token"}  # no admin client certificate
+
+
+SIMULATED = EXAMPLES / "llama-8b-simulated.yaml"
+
+
+def test_a_refused_child_is_reported_and_blocks_no_one(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-services"},
+        "spec": {"hard": {"services": "0"}},
+    }
+    assert (
+        kubectl(
+            kubeconfig, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(quota)
+        ).returncode
+        == 0
+    )
+    other = f"{namespace}-ok"
+    assert kubectl(kubeconfig, "create", "namespace", other).returncode == 0
+    try:
+        manifest = yaml.safe_load(SIMULATED.read_text())
+        apply(kubeconfig, namespace, manifest)
+        apply(kubeconfig, other, manifest)
+        name = manifest["metadata"]["name"]
+
+        def refused() -> dict[str, Any]:
+            found = condition(get(api_client, namespace, name), "Ready")
+            return found if found.get("reason") == "ApplyFailed" else {}
+
+        found = wait_for("Ready=False ApplyFailed", refused)
+        assert f"Service {name}" in found["message"]
+        assert "exceeded quota" in found["message"]
+        events = CoreV1Api(api_client).list_namespaced_event(namespace).items
+        assert any(e.reason == "ApplyFailed" and e.type == "Warning" for e in events)
+        wait_for("the other namespace's twin Ready", lambda: ready(api_client, other, name))
+    finally:
+        kubectl(kubeconfig, "delete", "namespace", other, "--wait=false")
+
+
+def test_kubectl_scale_drives_the_workload(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    manifest = yaml.safe_load(SIMULATED.read_text())
+    name = manifest["metadata"]["name"]
+    apply(kubeconfig, namespace, manifest)
+    wait_for(f"{name} Ready", lambda: ready(api_client, namespace, name))
+    scaled = kubectl(kubeconfig, "scale", "-n", namespace, f"llmdeployment/{name}", "--replicas=3")
+    assert scaled.returncode == 0, scaled.stderr
+
+    def three_ready() -> bool:
+        status = get(api_client, namespace, name)["status"]
+        deployment = AppsV1Api(api_client).read_namespaced_deployment(name, namespace)
+        return (
+            deployment.spec.replicas == 3
+            and status["readyReplicas"] == 3
+            and ready(api_client, namespace, name)
+        )
+
+    wait_for("3 ready replicas after kubectl scale", three_ready)
+
+
+def test_a_second_operator_waits_for_the_lease_then_takes_over(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    standby = LocalOperator(
+        operator.kubeconfig, operator.state, metrics_port=18081, identity="standby"
+    )
+    standby.log.unlink(missing_ok=True)  # read only what this standby says
+    standby.start()
+    try:
+        wait_for(
+            "the standby waiting",
+            lambda: "Waiting for Lease" in standby.log.read_text(),
+            timeout=30,
+        )
+        operator.stop(signal.SIGKILL)  # the leader dies without releasing the Lease
+        wait_for("the standby leading", lambda: "Leading" in standby.log.read_text(), timeout=45)
+        manifest = yaml.safe_load(SIMULATED.read_text())
+        apply(kubeconfig, namespace, manifest)
+        wait_for(
+            "reconciled by the new leader",
+            lambda: ready(api_client, namespace, manifest["metadata"]["name"]),
+        )
+    finally:
+        standby.stop()
+        operator.start()  # later tests expect the fixture's operator
