@@ -184,47 +184,16 @@ DEMO = REPO / "examples" / "llama-8b-simulated.yaml"
 def demo(admin: Path) -> None:
     """Apply the simulated example, wait until it is Ready, and ask one of its pods."""
     name = yaml.safe_load(DEMO.read_text())["metadata"]["name"]
-    _check(kubectl(admin, "apply", "-n", "default", "-f", str(DEMO)))
-    _check(
-        kubectl(
-            admin,
-            "wait",
-            "-n",
-            "default",
-            f"llmdeployment/{name}",
-            "--for=condition=Ready",
-            "--timeout=180s",
-        )
-    )
-    print(_check(kubectl(admin, "get", "-n", "default", "llmdeployments")))
-    print(
-        _check(
-            kubectl(
-                admin,
-                "get",
-                "-n",
-                "default",
-                "pods",
-                "-o",
-                "wide",
-                "-l",
-                f"llmfleet.io/deployment={name}",
-            )
-        )
-    )
-    ip = _check(
-        kubectl(
-            admin,
-            "get",
-            "-n",
-            "default",
-            "pods",
-            "-l",
-            f"llmfleet.io/deployment={name}",
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        )
-    )
+    selector = f"llmfleet.io/deployment={name}"
+
+    def run(*args: str) -> str:
+        return _check(kubectl(admin, *args, "-n", "default"))
+
+    run("apply", "-f", str(DEMO))
+    run("wait", f"llmdeployment/{name}", "--for=condition=Ready", "--timeout=180s")
+    print(run("get", "llmdeployments"))
+    print(run("get", "pods", "-o", "wide", "-l", selector))
+    ip = run("get", "pods", "-l", selector, "-o", "jsonpath={.items[0].status.podIP}")
     body = json.dumps({"model": "llama-8b", "prompt": "Hello", "max_tokens": 8}).encode()
     request = urllib.request.Request(
         f"http://{ip}:8000/v1/completions", body, {"Content-Type": "application/json"}

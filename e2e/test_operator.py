@@ -121,6 +121,14 @@ def apply(kubeconfig: Path, namespace: str, manifest: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def apply_ready(api: ApiClient, kubeconfig: Path, namespace: str, manifest: dict[str, Any]) -> str:
+    """Apply ``manifest`` and wait until the operator reports it Ready; its name."""
+    apply(kubeconfig, namespace, manifest)
+    name: str = manifest["metadata"]["name"]
+    wait_for(f"{name} Ready", lambda: ready(api, namespace, name), timeout=120)
+    return name
+
+
 def get(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
     obj: dict[str, Any] = CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name
@@ -221,8 +229,9 @@ def test_two_node_group_has_leader_worker_and_a_leader_service(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
     prerequisites(kubeconfig, namespace)
-    apply(kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-405b-tp8-pp2.yaml"))
-    wait_for("llama-405b Ready", lambda: ready(api_client, namespace, "llama-405b"), timeout=120)
+    apply_ready(
+        api_client, kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-405b-tp8-pp2.yaml")
+    )
     roles = sorted(
         p.metadata.labels["llmfleet.io/role"] for p in pods(api_client, namespace, "llama-405b")
     )
@@ -242,8 +251,7 @@ def test_revision_rolls_pods_but_max_replicas_does_not(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
     manifest = on_this_cluster(EXAMPLES / "llama-8b.yaml")
-    apply(kubeconfig, namespace, manifest)
-    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    apply_ready(api_client, kubeconfig, namespace, manifest)
     before = _pod_names(api_client, namespace, "llama-8b")
     manifest["spec"]["autoscaling"]["maxReplicas"] = 6
     apply(kubeconfig, namespace, manifest)
@@ -291,8 +299,7 @@ def test_group_larger_than_any_node_is_degraded_until_fixed(
 def test_hand_deleted_child_comes_back(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
-    apply(kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-8b.yaml"))
-    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    apply_ready(api_client, kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-8b.yaml"))
     core = CoreV1Api(api_client)
     uid = core.read_namespaced_service("llama-8b", namespace).metadata.uid
     core.delete_namespaced_service("llama-8b", namespace)
@@ -306,8 +313,7 @@ def test_operator_restart_mid_rollout_leaves_no_duplicates(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
     manifest = on_this_cluster(EXAMPLES / "llama-8b.yaml")
-    apply(kubeconfig, namespace, manifest)
-    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    apply_ready(api_client, kubeconfig, namespace, manifest)
     manifest["spec"]["model"]["revision"] = "main"
     apply(kubeconfig, namespace, manifest)
     operator.stop(signal.SIGKILL)
@@ -331,8 +337,7 @@ def test_operator_restart_mid_rollout_leaves_no_duplicates(
 def test_deleting_the_llmdeployment_removes_every_child(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
-    apply(kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-8b.yaml"))
-    wait_for("llama-8b Ready", lambda: ready(api_client, namespace, "llama-8b"))
+    apply_ready(api_client, kubeconfig, namespace, on_this_cluster(EXAMPLES / "llama-8b.yaml"))
     CustomObjectsApi(api_client).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "llama-8b"
     )
@@ -424,9 +429,7 @@ def test_kubectl_scale_drives_the_workload(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
     manifest = yaml.safe_load(SIMULATED.read_text())
-    name = manifest["metadata"]["name"]
-    apply(kubeconfig, namespace, manifest)
-    wait_for(f"{name} Ready", lambda: ready(api_client, namespace, name))
+    name = apply_ready(api_client, kubeconfig, namespace, manifest)
     scaled = kubectl(kubeconfig, "scale", "-n", namespace, f"llmdeployment/{name}", "--replicas=3")
     assert scaled.returncode == 0, scaled.stderr
 

@@ -27,7 +27,7 @@ from llmfleet_operator.children import (
     child_name,
     children,
 )
-from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, Kube, KubeError
+from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, ApiException, Kube, KubeError
 from llmfleet_operator.observe import Observed, blocked_status, compute_status
 
 Manifest = dict[str, Any]
@@ -107,7 +107,7 @@ def _owned_by(child: Manifest | None, uid: str) -> Manifest | None:
 def _largest_node_gpus(kube: Kube, resource: str) -> int | None:
     try:
         nodes = kube.list(NODE, None, "")
-    except Exception:  # nodes are optional knowledge: RBAC may not grant them
+    except ApiException:  # nodes are optional knowledge: RBAC may not grant them
         return None
     counts = [
         int(str((node.get("status") or {}).get("allocatable", {}).get(resource, "0")))
