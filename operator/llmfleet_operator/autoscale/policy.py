@@ -1,0 +1,289 @@
+"""The scaling policy: one control period's decision, as a pure function.
+
+Called by the operator's autoscaling timer and by the fleet simulator, each period:
+``decide(spec, observation, history, now)``; the returned :class:`Decision` carries the
+history to pass to the next call, so the function itself keeps no state.
+
+The order of the rules:
+
+1. From zero: one replica (or ``minReplicas``) as soon as the gateway queues a request or
+   any replica reports one waiting.
+2. Missing or stale samples from a ready replica: hold, never scale down, say which.
+3. Idle for ``scaleToZero.idleTimeoutSeconds`` (when enabled): zero.
+4. Each signal asks for ``total over ready replicas / target`` replicas, over the stable
+   window and over the short (panic) window; the larger counts, so a step in load is seen
+   at the next period while a fall must last a whole stable window. The strongest signal
+   decides; no change while it is within ``tolerance`` of the current replicas (which
+   include those still starting: capacity to come).
+5. Panic (the short window asks for ``panicThreshold`` x the ready replicas): scale up
+   without waiting for the scale-up window, and no scale-down for a stable window after.
+6. Bounds, stabilization windows, then step limits; bounds win over steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from llmfleet_operator.api import AutoscalingSpec, LLMDeploymentSpec, Reason
+from llmfleet_operator.autoscale.inputs import (
+    History,
+    Observation,
+    Recommendation,
+    ReplicaPhase,
+)
+from llmfleet_operator.autoscale.limits import clamp, max_step, stabilize
+from llmfleet_operator.autoscale.signals import (
+    ABOVE_TARGET,
+    SignalReading,
+    larger,
+    missing_replicas,
+    read,
+    strongest,
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How many replicas, and why."""
+
+    desired: int
+    """Replicas the child workload should ask for."""
+    reason: Reason
+    """The signal or rule that decided."""
+    message: str
+    """The numbers behind it, e.g. ``prefill queue 14.0 per replica > target 4.0``."""
+    current: int
+    """Replicas the workload asked for before this decision."""
+    signals: tuple[SignalReading, ...]
+    """Every signal read this period (empty when holding or at zero)."""
+    panic: bool
+    """Whether the policy is in panic mode."""
+    history: History
+    """Pass to the next call of :func:`decide`."""
+
+    @property
+    def changed(self) -> bool:
+        return self.desired != self.current
+
+
+@dataclass(frozen=True)
+class _Step:
+    replicas: int
+    reason: Reason
+    message: str
+
+
+def decide(
+    spec: LLMDeploymentSpec, observed: Observation, history: History, now: float
+) -> Decision:
+    """The replicas for the next control period (see the module docstring for the rules)."""
+    scaling = spec.autoscaling
+    if scaling is None:
+        raise ValueError("the LLMDeployment has no spec.autoscaling: nothing to decide")
+    current = observed.current
+    seen = [s.time for s in observed.samples if s.busy and s.time <= now]
+    if observed.gateway_pending:
+        seen.append(now)
+    previous = history.last_demand_at if history.last_demand_at is not None else now
+    history = replace(history, last_demand_at=max([previous, *seen]))
+    decision = _Decider(scaling, spec.engine.max_num_seqs, observed, history, now)
+    return decision.from_zero() if current == 0 else decision.decide()
+
+
+class _Decider:
+    """One call's inputs, so the rules read as short methods."""
+
+    def __init__(
+        self,
+        scaling: AutoscalingSpec,
+        slots: int,
+        observed: Observation,
+        history: History,
+        now: float,
+    ) -> None:
+        self.scaling = scaling
+        self.slots = slots
+        self.observed = observed
+        self.history = history
+        self.now = now
+        self.current = observed.current
+        self.lowest = max(1, scaling.min_replicas)
+        self.ready = [r.name for r in observed.replicas if r.phase is ReplicaPhase.READY]
+
+    def _done(
+        self,
+        step: _Step,
+        signals: tuple[SignalReading, ...] = (),
+        panic: bool = False,
+        history: History | None = None,
+    ) -> Decision:
+        return Decision(
+            step.replicas,
+            step.reason,
+            step.message,
+            self.current,
+            signals,
+            panic,
+            history or self.history,
+        )
+
+    def from_zero(self) -> Decision:
+        fresh = [
+            s
+            for s in self.observed.samples
+            if 0 <= self.now - s.time <= self.scaling.metrics.staleness_seconds
+        ]
+        waiting = sum(s.waiting for s in fresh)
+        pending = self.observed.gateway_pending or 0
+        if pending or waiting:
+            to = clamp(1, self.lowest, self.scaling.max_replicas)
+            return self._done(
+                _Step(
+                    to,
+                    Reason.DEMAND_FROM_ZERO,
+                    f"{pending} requests pending at the gateway, {waiting} waiting at"
+                    f" replicas: scaling from zero to {to}",
+                )
+            )
+        if self.scaling.min_replicas > 0:
+            return self._done(
+                _Step(
+                    self.scaling.min_replicas,
+                    Reason.AT_MIN_REPLICAS,
+                    f"minReplicas is {self.scaling.min_replicas}",
+                )
+            )
+        return self._done(_Step(0, Reason.IDLE, "no requests: staying at zero"))
+
+    def decide(self) -> Decision:
+        hold = self._hold()
+        if hold is not None:
+            return self._finish(hold, (), False, self.history)
+        idle = self._idle()
+        if idle is not None:
+            return self._done(idle)
+        return self._scale()
+
+    def _hold(self) -> _Step | None:
+        staleness = self.scaling.metrics.staleness_seconds
+        starting = len(self.observed.replicas) - len(self.ready)
+        if not self.ready:
+            message = f"no ready replica to measure ({starting} starting)"
+        else:
+            missing = missing_replicas(self.ready, self.observed.samples, self.now, staleness)
+            if not missing:
+                return None
+            message = f"no sample within {staleness}s from {', '.join(missing)}"
+        return self._hold_on(message)
+
+    def _hold_on(self, message: str) -> _Step:
+        return _Step(
+            self.current,
+            Reason.HOLDING_ON_MISSING_METRICS,
+            f"{message}: holding {self.current} replicas",
+        )
+
+    def _idle(self) -> _Step | None:
+        timeout = self.scaling.scale_to_zero.idle_timeout_seconds
+        last = self.history.last_demand_at
+        if not self.scaling.scale_to_zero.enabled or last is None:
+            return None
+        idle_for = self.now - last
+        if idle_for < timeout:
+            return None
+        return _Step(
+            0,
+            Reason.IDLE,
+            f"no request for {idle_for:.0f}s (idle timeout {timeout}s): scaling to zero",
+        )
+
+    def _scale(self) -> Decision:
+        scaling = self.scaling
+        args = (scaling.targets, self.ready, self.observed.samples, self.slots)
+        short = read(*args, scaling.panic_window_seconds, self.now)
+        readings = larger(read(*args, scaling.stable_window_seconds, self.now), short)
+        top, short_top = strongest(readings), strongest(short)
+        if top is None or short_top is None:  # not reached: ready replicas give readings
+            return self._finish(self._hold_on("no signal read"), (), False, self.history)
+        panic_now = short_top.needed >= scaling.panic_threshold * len(self.ready)
+        last_panic = self.now if panic_now else self.history.last_panic_at
+        panicking = last_panic is not None and self.now - last_panic < scaling.stable_window_seconds
+        history = replace(self.history, last_panic_at=last_panic)
+        step = self._recommend(top, readings)
+        if panicking and step.replicas <= self.current:
+            if step.replicas < self.current:
+                step = _Step(
+                    self.current,
+                    Reason.PANIC,
+                    f"{top.describe()}; no scale-down within {scaling.stable_window_seconds}s"
+                    " of a panic",
+                )
+        elif panic_now:
+            step = _Step(step.replicas, Reason.PANIC, f"panic: {step.message}")
+        return self._finish(step, readings, panicking, history, skip_up=panic_now)
+
+    def _recommend(self, top: SignalReading, readings: tuple[SignalReading, ...]) -> _Step:
+        tolerance = self.scaling.tolerance
+        if abs(top.needed / self.current - 1) <= tolerance:
+            return _Step(
+                self.current,
+                Reason.WITHIN_TOLERANCE,
+                f"{top.describe()}: within {tolerance:.0%} of {self.current} replicas",
+            )
+        if top.wants > self.current:
+            return _Step(
+                top.wants, ABOVE_TARGET[top.signal], f"{top.describe()}; asks for {top.wants}"
+            )
+        if top.wants < self.current:
+            described = "; ".join(reading.describe() for reading in readings)
+            return _Step(top.wants, Reason.BELOW_TARGETS, f"{described}; asks for {top.wants}")
+        return _Step(self.current, Reason.WITHIN_TOLERANCE, f"{top.describe()}; no change")
+
+    def _finish(
+        self,
+        step: _Step,
+        readings: tuple[SignalReading, ...],
+        panic: bool,
+        history: History,
+        *,
+        skip_up: bool = False,
+    ) -> Decision:
+        scaling, current, now = self.scaling, self.current, self.now
+        bounded = clamp(step.replicas, self.lowest, scaling.max_replicas)
+        asked = step.replicas
+        up_window = 0 if skip_up else scaling.scale_up.stabilization_window_seconds
+        down_window = scaling.scale_down.stabilization_window_seconds
+        kept = history.recommendations
+        stable = stabilize(bounded, current, kept, up_window, down_window, now)
+        if stable != bounded:
+            verb = "up" if bounded > current else "down"
+            window = up_window if verb == "up" else down_window
+            step = _Step(
+                stable,
+                Reason.STABILIZING,
+                f"{step.message}; scale-{verb} to {bounded} held at {stable} by the"
+                f" {window}s stabilization window",
+            )
+        step = self._limit_step(step)
+        if step.replicas == bounded != asked:
+            reason, bound = (
+                (Reason.AT_MAX_REPLICAS, "maxReplicas")
+                if asked > bounded
+                else (Reason.AT_MIN_REPLICAS, "minReplicas")
+            )
+            step = _Step(bounded, reason, f"{step.message}; {bound} is {bounded}")
+        keep_for = max(scaling.scale_up.stabilization_window_seconds, down_window)
+        recent = (*(r for r in kept if now - r.time < keep_for), Recommendation(now, bounded))
+        return self._done(step, readings, panic, replace(history, recommendations=recent))
+
+    def _limit_step(self, step: _Step) -> _Step:
+        current, rules = self.current, self.scaling
+        up = max_step(rules.scale_up.max_step, current)
+        down = max_step(rules.scale_down.max_step, current)
+        limited = clamp(step.replicas, current - down, current + up)
+        # Bounds win over step limits: a lowered maxReplicas applies at once.
+        limited = clamp(limited, self.lowest, rules.max_replicas)
+        if limited == step.replicas:
+            return step
+        sign = f"+{up}" if limited > current else f"-{down}"
+        return _Step(limited, step.reason, f"{step.message}; at most {sign} per period")

@@ -1,0 +1,177 @@
+"""Signals: from per-replica engine samples to how many replicas each signal asks for.
+
+Called by :mod:`llmfleet_operator.autoscale.policy` once per window (stable and short).
+A signal's total is the sum over ready replicas of each replica's average within the
+window; it asks for ``total / target`` replicas. A replica with no sample inside a short
+window is read from its newest sample, so a window shorter than the scrape interval still
+sees the latest scrape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from llmfleet_operator.api import Reason, ScalingTargets
+from llmfleet_operator.autoscale.inputs import Sample
+
+# Float noise must not turn "exactly 3 replicas' worth" into 4.
+_EPSILON = 1e-9
+
+
+class Signal(StrEnum):
+    """The load signals, named as they appear in messages."""
+
+    PREFILL_QUEUE = "prefill queue"
+    PENDING_PREFILL_TOKENS = "pending prefill tokens"
+    KV_CACHE_USAGE = "KV cache usage"
+    SLOTS_USED = "slots used"
+
+
+ABOVE_TARGET = {
+    Signal.PREFILL_QUEUE: Reason.PREFILL_QUEUE_ABOVE_TARGET,
+    Signal.PENDING_PREFILL_TOKENS: Reason.PENDING_TOKENS_ABOVE_TARGET,
+    Signal.KV_CACHE_USAGE: Reason.KV_CACHE_ABOVE_TARGET,
+    Signal.SLOTS_USED: Reason.SLOTS_ABOVE_TARGET,
+}
+"""The decision reason when a signal is the one that scales up."""
+
+_FRACTIONS = frozenset({Signal.KV_CACHE_USAGE, Signal.SLOTS_USED})
+
+
+@dataclass(frozen=True)
+class SignalReading:
+    """One signal at one control period."""
+
+    signal: Signal
+    per_replica: float
+    """Average per ready replica."""
+    target: float
+    """The spec's per-replica target."""
+    needed: float
+    """Replicas that would bring it to target: the total over ready replicas / target."""
+
+    @property
+    def wants(self) -> int:
+        """Whole replicas this signal asks for."""
+        return max(0, math.ceil(self.needed - _EPSILON))
+
+    def describe(self) -> str:
+        """``prefill queue 14.0 per replica > target 4.0``."""
+        digits = 2 if self.signal in _FRACTIONS else 1
+        if self.per_replica > self.target:
+            sign = ">"
+        elif self.per_replica < self.target:
+            sign = "<"
+        else:
+            sign = "="
+        return (
+            f"{self.signal} {self.per_replica:.{digits}f} per replica {sign} "
+            f"target {self.target:.{digits}f}"
+        )
+
+
+@dataclass(frozen=True)
+class _Totals:
+    waiting: float
+    pending_prefill_tokens: float | None
+    kv_cache_usage: float
+    slots_used: float
+
+
+def missing_replicas(
+    ready: Iterable[str], samples: Iterable[Sample], now: float, staleness_seconds: float
+) -> tuple[str, ...]:
+    """Ready replicas whose newest sample is absent or older than ``staleness_seconds``."""
+    newest: dict[str, float] = {}
+    for sample in samples:
+        if sample.time <= now:
+            newest[sample.replica] = max(sample.time, newest.get(sample.replica, sample.time))
+    return tuple(
+        sorted(
+            name for name in ready if name not in newest or now - newest[name] > staleness_seconds
+        )
+    )
+
+
+def _window(samples: Sequence[Sample], window_seconds: float, now: float) -> list[Sample]:
+    past = [sample for sample in samples if sample.time <= now]
+    inside = [sample for sample in past if now - sample.time < window_seconds]
+    if inside or not past:
+        return inside
+    return [max(past, key=lambda sample: sample.time)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _totals(
+    ready: Sequence[str], samples: Sequence[Sample], slots: int, window_seconds: float, now: float
+) -> _Totals:
+    waiting = kv = used = 0.0
+    pending: float | None = 0.0
+    for name in ready:
+        chosen = _window([s for s in samples if s.replica == name], window_seconds, now)
+        if not chosen:
+            continue
+        waiting += _mean([s.waiting for s in chosen])
+        kv += _mean([s.kv_cache_usage for s in chosen])
+        used += _mean([s.running / slots for s in chosen])
+        tokens = [s.pending_prefill_tokens for s in chosen]
+        if pending is None or any(value is None for value in tokens):
+            pending = None
+        else:
+            pending += _mean([value for value in tokens if value is not None])
+    return _Totals(waiting, pending, kv, used)
+
+
+def read(
+    targets: ScalingTargets,
+    ready: Sequence[str],
+    samples: Sequence[Sample],
+    slots: int,
+    window_seconds: float,
+    now: float,
+) -> tuple[SignalReading, ...]:
+    """Every signal that has a target and a value, over one window, for the ready replicas.
+
+    Pending prefill tokens count only when the spec sets a target and every ready
+    replica's samples carry them.
+    """
+    if not ready:
+        return ()
+    totals = _totals(ready, samples, slots, window_seconds, now)
+    pairs: list[tuple[Signal, float | None, float | None]] = [
+        (Signal.PREFILL_QUEUE, totals.waiting, targets.prefill_queue_per_replica),
+        (
+            Signal.PENDING_PREFILL_TOKENS,
+            totals.pending_prefill_tokens,
+            targets.pending_prefill_tokens_per_replica,
+        ),
+        (Signal.KV_CACHE_USAGE, totals.kv_cache_usage, targets.kv_cache_usage),
+        (Signal.SLOTS_USED, totals.slots_used, targets.slots_used),
+    ]
+    return tuple(
+        SignalReading(signal, total / len(ready), float(target), total / target)
+        for signal, total, target in pairs
+        if total is not None and target is not None
+    )
+
+
+def larger(
+    first: Sequence[SignalReading], second: Sequence[SignalReading]
+) -> tuple[SignalReading, ...]:
+    """Per signal, the reading that asks for more (readings of the same signals)."""
+    by_signal = {reading.signal: reading for reading in second}
+    return tuple(
+        max(reading, by_signal.get(reading.signal, reading), key=lambda r: r.needed)
+        for reading in first
+    )
+
+
+def strongest(readings: Sequence[SignalReading]) -> SignalReading | None:
+    """The reading that asks for the most replicas (first in signal order on a tie)."""
+    return max(readings, key=lambda reading: reading.needed, default=None)

@@ -1,0 +1,312 @@
+"""The scaling policy's named behaviours, one table row or test each (no cluster, no sleep).
+
+Cases: each signal above its target scales up and names itself with its numbers; the
+largest signal wins; the short window sees a step at the next period; panic scales at
+once and forbids scale-down for a stable window; the tolerance band holds; starting
+replicas count as capacity to come; below targets scales down one step after the
+scale-down stabilization window; the scale-up window holds a spike; step limits (count
+and percent); min and max bounds (and a lowered max applies at once); missing and stale
+samples hold; idle scales to zero only when enabled and after the timeout; demand scales
+from zero; history keeps only the window; a spec without autoscaling is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmfleet_operator.api import LLMDeploymentSpec, Reason
+from llmfleet_operator.autoscale import (
+    Decision,
+    History,
+    Observation,
+    Recommendation,
+    Replica,
+    ReplicaPhase,
+    Sample,
+    decide,
+)
+
+NOW = 10_000.0
+SLOTS = 100
+
+
+def spec(**scaling: Any) -> LLMDeploymentSpec:
+    autoscaling = {"min_replicas": 1, "max_replicas": 10, **scaling}
+    return LLMDeploymentSpec.model_validate(
+        {
+            "model": {"source": "hf://org/model"},
+            "engine": {"max_num_seqs": SLOTS},
+            "autoscaling": autoscaling,
+        }
+    )
+
+
+def sample(name: str, age: float = 5.0, at: float = NOW, **load: Any) -> Sample:
+    values: dict[str, Any] = {
+        "waiting": 0,
+        "pending_prefill_tokens": None,
+        "kv_cache_usage": 0.0,
+        "running": 0,
+    }
+    return Sample(time=at - age, replica=name, **{**values, **load})
+
+
+def fleet(
+    ready: int,
+    starting: int = 0,
+    current: int | None = None,
+    gateway: int | None = None,
+    at: float = NOW,
+    **load: Any,
+) -> Observation:
+    """``ready`` replicas that all report ``load`` five seconds ago, plus ``starting``."""
+    replicas = [Replica(f"r{i}", ReplicaPhase.READY, NOW - 600) for i in range(ready)]
+    replicas += [Replica(f"s{i}", ReplicaPhase.STARTING, NOW - 10) for i in range(starting)]
+    return Observation(
+        current=ready + starting if current is None else current,
+        replicas=tuple(replicas),
+        samples=tuple(sample(f"r{i}", at=at, **load) for i in range(ready)),
+        gateway_pending=gateway,
+    )
+
+
+def run(observed: Observation, history: History | None = None, **scaling: Any) -> Decision:
+    return decide(spec(**scaling), observed, history or History(last_demand_at=NOW), NOW)
+
+
+@pytest.mark.parametrize(
+    ("load", "scaling", "reason", "words"),
+    [
+        (
+            {"waiting": 6},
+            {},
+            Reason.PREFILL_QUEUE_ABOVE_TARGET,
+            "prefill queue 6.0 per replica > target 4.0",
+        ),
+        (
+            {"kv_cache_usage": 0.95},
+            {},
+            Reason.KV_CACHE_ABOVE_TARGET,
+            "KV cache usage 0.95 per replica > target 0.80",
+        ),
+        (
+            {"running": 90},
+            {},
+            Reason.SLOTS_ABOVE_TARGET,
+            "slots used 0.90 per replica > target 0.80",
+        ),
+        (
+            {"pending_prefill_tokens": 1300},
+            {"targets": {"pending_prefill_tokens_per_replica": 1000}},
+            Reason.PENDING_TOKENS_ABOVE_TARGET,
+            "pending prefill tokens 1300.0 per replica > target 1000.0",
+        ),
+    ],
+)
+def test_each_signal_scales_up_and_says_so(
+    load: dict[str, Any], scaling: dict[str, Any], reason: Reason, words: str
+) -> None:
+    decision = run(fleet(2, **load), **scaling)
+    assert (decision.desired, decision.reason) == (3, reason)
+    assert words in decision.message
+    assert decision.changed
+
+
+def test_pending_tokens_are_ignored_without_a_target() -> None:
+    decision = run(fleet(2, waiting=4, pending_prefill_tokens=10**6))
+    assert decision.desired == 2
+    assert all(r.signal != "pending prefill tokens" for r in decision.signals)
+
+
+@pytest.mark.parametrize(
+    ("load", "desired", "reason"),
+    [
+        ({"waiting": 22, "kv_cache_usage": 0.7}, 6, Reason.PREFILL_QUEUE_ABOVE_TARGET),
+        ({"waiting": 18, "kv_cache_usage": 1.0}, 5, Reason.KV_CACHE_ABOVE_TARGET),
+    ],
+)
+def test_the_largest_signal_wins(load: dict[str, Any], desired: int, reason: Reason) -> None:
+    # Four replicas: 22 waiting asks for 5.5 -> 6; KV 4 x 1.0 / 0.8 asks for 5.
+    observed = fleet(4)
+    per_replica = {"waiting": load["waiting"] // 4, "kv_cache_usage": load["kv_cache_usage"]}
+    samples = [sample(r.name, **per_replica) for r in observed.replicas]
+    samples[0] = sample(
+        "r0", **{**per_replica, "waiting": load["waiting"] - 3 * (load["waiting"] // 4)}
+    )
+    decision = run(Observation(4, observed.replicas, tuple(samples)))
+    assert (decision.desired, decision.reason) == (desired, reason)
+
+
+def test_short_window_sees_a_step_at_the_next_period() -> None:
+    observed = fleet(2)
+    old = [sample(r.name, age=55, waiting=0) for r in observed.replicas]
+    new = [sample(r.name, age=2, waiting=7) for r in observed.replicas]
+    decision = run(Observation(2, observed.replicas, (*old, *new)))
+    # The stable window's average asks for 1.75 replicas; the short one for 3.5.
+    assert decision.desired == 4
+    assert decision.reason == Reason.PREFILL_QUEUE_ABOVE_TARGET
+
+
+def test_panic_scales_at_once_and_then_forbids_scale_down() -> None:
+    scaling = {
+        "scale_up": {"stabilization_window_seconds": 120},
+        "scale_down": {"stabilization_window_seconds": 0},
+    }
+    first = run(fleet(2, waiting=14), **scaling)
+    assert (first.desired, first.reason, first.panic) == (4, Reason.PANIC, True)
+    assert "panic: prefill queue 14.0 per replica > target 4.0" in first.message
+    calm = decide(spec(**scaling), fleet(4, waiting=0, at=NOW + 15), first.history, NOW + 15)
+    assert (calm.desired, calm.reason, calm.panic) == (4, Reason.PANIC, True)
+    after = decide(spec(**scaling), fleet(4, waiting=0, at=NOW + 61), calm.history, NOW + 61)
+    assert after.panic is False
+    assert after.desired == 3
+
+
+@pytest.mark.parametrize("waiting", [4, 3, 5])
+def test_within_tolerance_no_change(waiting: int) -> None:
+    # 10 replicas at 3.6..4.4 per replica: within 10% of the target.
+    observed = fleet(10, waiting=4)
+    samples = list(observed.samples)
+    samples[0] = sample("r0", waiting=waiting)
+    decision = run(Observation(10, observed.replicas, tuple(samples)), max_replicas=20)
+    assert (decision.desired, decision.reason) == (10, Reason.WITHIN_TOLERANCE)
+
+
+def test_starting_replicas_count_as_capacity_to_come() -> None:
+    # Two ready replicas with 6 waiting each ask for 3; the third is starting.
+    decision = run(fleet(2, starting=1, waiting=6))
+    assert decision.desired == 3
+    assert not decision.changed
+
+
+def test_below_targets_scales_down_one_step() -> None:
+    decision = run(fleet(4, waiting=0, kv_cache_usage=0.1, running=1))
+    assert (decision.desired, decision.reason) == (3, Reason.BELOW_TARGETS)
+    assert "at most -1 per period" in decision.message
+
+
+@pytest.mark.parametrize(
+    ("age", "desired", "reason"), [(100, 4, Reason.STABILIZING), (400, 3, Reason.BELOW_TARGETS)]
+)
+def test_scale_down_waits_for_its_stabilization_window(
+    age: float, desired: int, reason: Reason
+) -> None:
+    history = History((Recommendation(NOW - age, 4),), last_demand_at=NOW)
+    decision = run(fleet(4, waiting=0), history)
+    assert (decision.desired, decision.reason) == (desired, reason)
+
+
+def test_scale_up_window_holds_a_spike() -> None:
+    history = History((Recommendation(NOW - 30, 2),), last_demand_at=NOW)
+    decision = run(fleet(2, waiting=6), history, scale_up={"stabilization_window_seconds": 60})
+    assert (decision.desired, decision.reason) == (2, Reason.STABILIZING)
+    assert "scale-up to 3 held at 2 by the 60s stabilization window" in decision.message
+
+
+@pytest.mark.parametrize(
+    ("ready", "step", "desired"), [(3, 1, 4), (4, "50%", 6), (4, "10%", 5), (4, 0, 5)]
+)
+def test_step_limits_up(ready: int, step: int | str, desired: int) -> None:
+    # Each replica asks for 1.75 x its share: below the panic threshold.
+    decision = run(fleet(ready, waiting=7), max_replicas=20, scale_up={"max_step": step})
+    assert decision.desired == desired
+    assert f"at most +{desired - ready} per period" in decision.message
+
+
+def test_step_limit_down_in_percent() -> None:
+    decision = run(fleet(10, waiting=0), scale_down={"max_step": "30%"})
+    assert decision.desired == 7
+
+
+def test_at_max_replicas() -> None:
+    decision = run(fleet(3, waiting=6), max_replicas=3)
+    assert (decision.desired, decision.reason) == (3, Reason.AT_MAX_REPLICAS)
+    assert "maxReplicas is 3" in decision.message
+
+
+def test_at_min_replicas() -> None:
+    decision = run(fleet(2, waiting=0), min_replicas=2)
+    assert (decision.desired, decision.reason) == (2, Reason.AT_MIN_REPLICAS)
+
+
+def test_a_lowered_max_applies_at_once() -> None:
+    assert run(fleet(12, waiting=4), max_replicas=10).desired == 10
+
+
+@pytest.mark.parametrize(
+    ("observed", "names"),
+    [
+        (Observation(2, fleet(2).replicas, (sample("r0"),)), "r1"),
+        (Observation(2, fleet(2).replicas, (sample("r0"), sample("r1", age=61))), "r1"),
+        (Observation(2, fleet(2).replicas, ()), "r0, r1"),
+    ],
+)
+def test_missing_or_stale_samples_hold(observed: Observation, names: str) -> None:
+    decision = run(observed)
+    assert (decision.desired, decision.reason) == (2, Reason.HOLDING_ON_MISSING_METRICS)
+    assert f"no sample within 60s from {names}: holding 2 replicas" in decision.message
+
+
+def test_no_ready_replica_holds() -> None:
+    decision = run(fleet(0, starting=2, gateway=50))
+    assert (decision.desired, decision.reason) == (2, Reason.HOLDING_ON_MISSING_METRICS)
+    assert "no ready replica to measure (2 starting)" in decision.message
+
+
+ZERO = {"min_replicas": 0, "scale_to_zero": {"enabled": True, "idle_timeout_seconds": 600}}
+
+
+@pytest.mark.parametrize(
+    ("last_demand", "scaling", "desired"),
+    [
+        (NOW - 700, ZERO, 0),
+        (NOW - 500, ZERO, 1),
+        (None, ZERO, 1),
+        (NOW - 700, {}, 1),
+    ],
+)
+def test_idle_scales_to_zero_only_when_enabled_and_timed_out(
+    last_demand: float | None, scaling: dict[str, Any], desired: int
+) -> None:
+    decision = decide(spec(**scaling), fleet(1), History(last_demand_at=last_demand), NOW)
+    assert decision.desired == desired
+    if desired == 0:
+        assert decision.reason == Reason.IDLE
+        assert "no request for 700s (idle timeout 600s)" in decision.message
+
+
+def test_a_running_request_is_not_idle() -> None:
+    decision = decide(spec(**ZERO), fleet(1, running=1), History(last_demand_at=NOW - 700), NOW)
+    assert decision.desired == 1
+    assert decision.history.last_demand_at == NOW - 5
+
+
+@pytest.mark.parametrize(
+    ("observed", "desired", "reason"),
+    [
+        (Observation(0, gateway_pending=3), 1, Reason.DEMAND_FROM_ZERO),
+        (Observation(0, samples=(sample("old", waiting=1),)), 1, Reason.DEMAND_FROM_ZERO),
+        (Observation(0, gateway_pending=0), 0, Reason.IDLE),
+        (Observation(0, samples=(sample("old", age=120, waiting=1),)), 0, Reason.IDLE),
+    ],
+)
+def test_from_zero_on_demand(observed: Observation, desired: int, reason: Reason) -> None:
+    decision = decide(spec(**ZERO), observed, History(), NOW)
+    assert (decision.desired, decision.reason) == (desired, reason)
+
+
+def test_history_keeps_only_the_longest_window() -> None:
+    history = History((Recommendation(NOW - 400, 9), Recommendation(NOW - 100, 4)))
+    decision = run(fleet(4, waiting=4), history)
+    assert decision.history.recommendations == (
+        Recommendation(NOW - 100, 4),
+        Recommendation(NOW, 4),
+    )
+
+
+def test_a_spec_without_autoscaling_is_refused() -> None:
+    plain = LLMDeploymentSpec.model_validate({"model": {"source": "hf://org/model"}})
+    with pytest.raises(ValueError, match=r"no spec\.autoscaling"):
+        decide(plain, fleet(1), History(), NOW)
