@@ -111,10 +111,14 @@ def _mean(values: Sequence[float]) -> float:
 def _totals(
     ready: Sequence[str], samples: Sequence[Sample], slots: int, window_seconds: float, now: float
 ) -> _Totals:
+    by_replica: dict[str, list[Sample]] = {name: [] for name in ready}
+    for sample in samples:
+        if sample.replica in by_replica:
+            by_replica[sample.replica].append(sample)
     waiting = kv = used = 0.0
     pending: float | None = 0.0
     for name in ready:
-        chosen = _window([s for s in samples if s.replica == name], window_seconds, now)
+        chosen = _window(by_replica[name], window_seconds, now)
         if not chosen:
             continue
         waiting += _mean([s.waiting for s in chosen])
