@@ -12,8 +12,10 @@ LLMDeployment removes every child; the operator serves its metrics.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 from localop import LocalOperator, kubectl
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -470,3 +473,119 @@ def test_a_second_operator_waits_for_the_lease_then_takes_over(
     finally:
         standby.stop()
         operator.start()  # later tests expect the fixture's operator
+
+
+PROMETHEUS_PORT = 19090
+
+
+@pytest.fixture
+def prometheus(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[str]:
+    """Debian's Prometheus discovering pods through this API server, as a read-only account."""
+    binary = subprocess.run(
+        ["bash", str(REPO / "e2e" / "install-prometheus.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[-1]
+    access = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "prometheus", "namespace": namespace},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "prometheus", "namespace": namespace},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "prometheus", "namespace": namespace},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "prometheus",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": namespace}],
+        },
+    ]
+    assert kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(access)).returncode == 0
+    token = kubectl(kubeconfig, "create", "token", "prometheus", "-n", namespace).stdout.strip()
+    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "ca.crt").write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    scrape = {
+        "job_name": "llmfleet-engines",
+        "scrape_interval": "1s",
+        "kubernetes_sd_configs": [
+            {
+                "role": "pod",
+                "api_server": cluster["server"],
+                "namespaces": {"names": [namespace]},
+                "authorization": {"credentials_file": str(tmp_path / "token")},
+                "tls_config": {"ca_file": str(tmp_path / "ca.crt")},
+            }
+        ],
+        "relabel_configs": [
+            {
+                "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                "regex": "true",
+                "action": "keep",
+            },
+            {
+                "source_labels": [
+                    "__meta_kubernetes_pod_ip",
+                    "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                ],
+                "regex": "(.+);(.+)",
+                "replacement": "$1:$2",
+                "target_label": "__address__",
+            },
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"scrape_configs": [scrape]}))
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{PROMETHEUS_PORT}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_prometheus_discovers_and_scrapes_engine_pods(
+    operator: LocalOperator,
+    prometheus: str,
+    api_client: ApiClient,
+    kubeconfig: Path,
+    namespace: str,
+) -> None:
+    name = apply_ready(api_client, kubeconfig, namespace, yaml.safe_load(SIMULATED.read_text()))
+    engines = {p.metadata.name for p in pods(api_client, namespace, name)}
+    query = PrometheusConnect(url=prometheus, disable_ssl=True)
+
+    def scraped() -> set[str]:
+        try:
+            series = query.custom_query('vllm:num_requests_running{job="llmfleet-engines"}')
+        except (PrometheusApiClientException, OSError, ValueError):
+            return set()
+        found = {s["metric"].get("pod", "") for s in series}
+        return found if found == engines else set()
+
+    wait_for("vllm:num_requests_running from every engine pod", scraped, timeout=60)
+    cache = query.custom_query('vllm:kv_cache_usage_perc{job="llmfleet-engines"}')
+    assert {s["metric"]["pod"] for s in cache} == engines
