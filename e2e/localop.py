@@ -1,9 +1,9 @@
 """The operator on the local control plane, installed the way the chart installs it.
 
 Used by `make run` (`python e2e/localop.py demo`), `make cluster-down` (`down`) and
-the e2e fixtures. `up` renders the chart with helm and applies it (CRD, service
-account, least-privilege RBAC; the operator Deployment at 0 replicas, since no image
-runs here), then runs `llmfleet operator` on this machine with a kubeconfig holding
+the e2e fixtures. `up` installs the chart with `helm upgrade --install` (CRD,
+service account, least-privilege RBAC; the operator Deployment at 0 replicas, since no
+image runs here), then runs `llmfleet operator` on this machine with a kubeconfig holding
 only that service account's token, as the in-cluster operator would run. `demo` also
 applies the simulated example and asks one of its pods. `down` stops it by PID.
 """
@@ -49,6 +49,7 @@ def _check(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def install_chart(kubeconfig: Path) -> None:
+    """`helm upgrade --install` of the chart (CRD, RBAC; the operator at 0 replicas)."""
     helm = _check(
         subprocess.run(
             ["bash", str(REPO / "e2e" / "install-helm.sh")],
@@ -57,27 +58,26 @@ def install_chart(kubeconfig: Path) -> None:
             check=False,
         )
     ).split()[-1]
-    kubectl(kubeconfig, "create", "namespace", SYSTEM)
-    rendered = _check(
+    _check(
         subprocess.run(
             [
                 helm,
-                "template",
+                "upgrade",
+                "--install",
                 RELEASE,
                 str(REPO / "charts" / "llmfleet"),
-                "-n",
+                f"--kubeconfig={kubeconfig}",
+                "--namespace",
                 SYSTEM,
+                "--create-namespace",
                 "--set",
                 "operator.replicas=0",
+                "--wait",
+                "--timeout=120s",
             ],
             capture_output=True,
             text=True,
             check=False,
-        )
-    )
-    _check(
-        kubectl(
-            kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=rendered
         )
     )
     _check(
