@@ -14,7 +14,7 @@ CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
 .PHONY: help setup vllm crds verify lint test test-fast test-e2e run cluster-up cluster-down bench clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,8 @@ cluster-down: ## Stop the local operator and every control-plane process started
 bench: $(STAMP) ## Run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/simulator/calibration.py
 	$(BIN)/python bench/simulator/capacity.py
+	bash e2e/cluster.sh up
+	$(BIN)/python bench/operator/throughput.py
 
 clean: ## Remove the venv and local caches of this checkout (not ~/.cache/llmfleet)
 	rm -rf $(VENV) .llmfleet .pytest_cache .mypy_cache .ruff_cache .hypothesis
