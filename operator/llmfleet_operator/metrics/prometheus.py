@@ -1,0 +1,135 @@
+"""The Prometheus metrics source: per-pod instant queries with staleness checks.
+
+Used by the operator's autoscaling timer when ``metrics.source`` is ``Prometheus``. The
+Prometheus at ``metrics.prometheusUrl`` must scrape the engine pods and label their
+series with the pod's name in ``pod`` and its namespace in ``namespace``, e.g.::
+
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+      - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+
+(the labels the Prometheus Operator's PodMonitor and kube-prometheus already set).
+
+One query per pod, evaluated at ``now``, asks for the raw samples of the last
+``stalenessSeconds`` of the engine series and of ``up``: the newest scrape failed ->
+unreachable; nothing in the window -> stale; a needed series absent -> missing metric.
+Prometheus itself not answering makes every replica a miss with that reason; no
+exception leaves :meth:`PrometheusSource.samples`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from llmfleet_operator.autoscale.inputs import Sample
+from llmfleet_operator.metrics.parse import ENGINE_METRICS, sample_from_values
+from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
+
+UP = "up"
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def pod_query(target: Target, staleness_seconds: float) -> str:
+    """PromQL for the raw samples of one pod's engine series and ``up`` in the window."""
+    names = "|".join((UP, *ENGINE_METRICS))
+    return (
+        f'{{__name__=~"{names}",namespace={_quote(target.namespace)},pod={_quote(target.pod)}}}'
+        f"[{int(staleness_seconds)}s]"
+    )
+
+
+def sample_from_series(
+    series: list[dict[str, Any]], target: Target, now: float, staleness_seconds: float
+) -> Sample | Miss:
+    """One pod's range-query result (Prometheus ``matrix`` items) as a sample, or a miss."""
+    latest: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
+    for item in series:  # instance -> (series name, newest time, its value)
+        if item.get("values"):
+            time, value = item["values"][-1]
+            labels = item["metric"]
+            latest[labels.get("instance", "")].append(
+                (labels["__name__"], float(time), float(value))
+            )
+    where = f"pod {target.namespace}/{target.pod}"
+    if not latest:
+        detail = f"Prometheus has no sample of {where} in the last {staleness_seconds:g}s"
+        return Miss(target.replica, MissReason.STALE, detail)
+    # A restarted pod may leave series under its previous address: read the newest only.
+    instance = max(latest, key=lambda i: max(time for _, time, _ in latest[i]))
+    rows = latest[instance]
+    sampled_at = max(time for _, time, _ in rows)
+    if now - sampled_at > staleness_seconds:
+        detail = f"newest sample of {where} is {now - sampled_at:.0f}s old"
+        return Miss(target.replica, MissReason.STALE, detail)
+    if any(name == UP and value == 0 for name, _, value in rows):
+        detail = f"Prometheus's last scrape of {where} ({instance}) failed"
+        return Miss(target.replica, MissReason.UNREACHABLE, detail)
+    # Every series of one scrape carries the scrape's time (engines set no timestamps):
+    # a series older than the newest ``up`` vanished from the page since.
+    scraped_at = max((time for name, time, _ in rows if name == UP), default=float("-inf"))
+    values: dict[str, list[float]] = defaultdict(list)
+    for name, time, value in rows:
+        if time >= scraped_at:
+            values[name].append(value)
+    return sample_from_values(values, target.replica, sampled_at)
+
+
+class PrometheusSource:
+    """Reads each target's engine series from Prometheus. Close it (or use ``with``)."""
+
+    def __init__(self, url: str, staleness_seconds: float = 60.0, timeout_seconds: int = 5) -> None:
+        self._url = url.rstrip("/")
+        self._staleness = staleness_seconds
+        self._timeout = timeout_seconds
+        # No retries: the next control period is the retry, and it must not wait on backoff.
+        self._client = PrometheusConnect(url=self._url, retry=Retry(total=0))
+
+    def samples(self, targets: Sequence[Target], now: float) -> Readings:
+        """One sample (stamped with its scrape time) or one miss per target, in order."""
+        results: list[Sample | Miss] = []
+        down: str | None = None
+        for target in targets:
+            if down is not None:
+                results.append(Miss(target.replica, MissReason.UNREACHABLE, down))
+                continue
+            try:
+                series = self._client.custom_query(
+                    pod_query(target, self._staleness),
+                    params={"time": f"{now:.3f}"},
+                    timeout=self._timeout,
+                )
+            except (requests.RequestException, PrometheusApiClientException, ValueError) as error:
+                down = f"Prometheus at {self._url} did not answer: {type(error).__name__}"
+                results.append(Miss(target.replica, MissReason.UNREACHABLE, down))
+                continue
+            results.append(sample_from_series(series, target, now, self._staleness))
+        return Readings(
+            samples=tuple(r for r in results if isinstance(r, Sample)),
+            missing=tuple(r for r in results if isinstance(r, Miss)),
+        )
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self._client.close()
+
+    def __enter__(self) -> PrometheusSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,378 @@
+"""The metrics sources: the parser, DirectScrape and PrometheusSource, on real parts.
+
+Cases:
+
+- the parser on a real vLLM 0.32 ``/metrics`` page (``../shared/notes``), on pages with
+  the pre-V1 KV name, two engines, a missing metric and garbage, and on the gateway's
+  pending prefill tokens family;
+- Prometheus range results read purely: stale, failed last scrape, missing metric, and a
+  restarted pod whose old series is ignored;
+- DirectScrape against real ``llmfleet engine-sim`` processes under load (running > 0,
+  waiting > 0, KV > 0) plus a dead target reported unreachable;
+- PrometheusSource against a real Prometheus (Debian's package) scraping those processes:
+  the same numbers as DirectScrape, the dead target unreachable through ``up``, then
+  Prometheus stopped: every replica missing with the reason, nothing raised.
+
+Pure cases never sleep; the integration cases poll with deadlines.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmfleet_operator.autoscale.inputs import Sample
+from llmfleet_operator.metrics import (
+    DirectScrape,
+    MetricsSource,
+    Miss,
+    MissReason,
+    PrometheusSource,
+    Readings,
+    Target,
+    parse_engine,
+    pending_prefill_tokens,
+)
+from llmfleet_operator.metrics.prometheus import sample_from_series
+from tests.runtime.conftest import REPO, free_port, traces_dir
+
+NAMESPACE = "llmfleet-test"
+MAX_NUM_SEQS = 2
+LOAD_PER_ENGINE = 3  # two running, one waiting
+
+
+def notes_page() -> str:
+    path = traces_dir().parent / "notes" / "vllm-0.32.0-cpu-metrics.txt"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the parser test needs the real vLLM /metrics page")
+    return path.read_text()
+
+
+# --- the parser ------------------------------------------------------------------------
+
+
+def test_parser_reads_a_real_vllm_page() -> None:
+    sample = parse_engine(notes_page(), "r0", 12.5)
+    assert sample == Sample(
+        time=12.5,
+        replica="r0",
+        waiting=0,
+        pending_prefill_tokens=None,
+        kv_cache_usage=0.0,
+        running=0,
+    )
+
+
+def test_parser_falls_back_to_the_pre_v1_kv_name() -> None:
+    page = notes_page().replace("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+    page = page.replace('vllm:gpu_cache_usage_perc{engine="0",model_name="tiny"} 0.0', "")
+    page += 'vllm:gpu_cache_usage_perc{engine="0",model_name="tiny"} 0.25\n'
+    sample = parse_engine(page, "r0", 0.0, pending_prefill_tokens=7)
+    assert isinstance(sample, Sample)
+    assert (sample.kv_cache_usage, sample.pending_prefill_tokens) == (0.25, 7)
+
+
+def test_parser_sums_counts_and_averages_kv_over_engines() -> None:
+    page = "\n".join(
+        f'vllm:{name}{{engine="{engine}",model_name="m"}} {value}'
+        for engine, values in (("0", (3, 2, 0.5)), ("1", (1, 4, 0.7)))
+        for name, value in zip(
+            ("num_requests_waiting", "num_requests_running", "kv_cache_usage_perc"),
+            values,
+            strict=True,
+        )
+    )
+    sample = parse_engine(page + "\n", "r0", 0.0)
+    assert isinstance(sample, Sample)
+    assert (sample.waiting, sample.running) == (4, 6)
+    assert sample.kv_cache_usage == pytest.approx(0.6)
+
+
+def test_parser_names_what_is_missing() -> None:
+    page = "\n".join(
+        line for line in notes_page().splitlines() if "num_requests_running" not in line
+    )
+    miss = parse_engine(page + "\n", "r0", 0.0)
+    assert miss == Miss("r0", MissReason.MISSING_METRIC, "no vllm:num_requests_running")
+    garbage = parse_engine("<html>502 Bad Gateway</html>", "r0", 0.0)
+    assert isinstance(garbage, Miss)
+    assert garbage.reason is MissReason.MISSING_METRIC
+    assert "unparseable" in garbage.detail
+
+
+def test_gateway_pending_prefill_tokens_per_replica() -> None:
+    page = (
+        "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"
+        'llmfleet_gateway_pending_prefill_tokens{model="m",replica="a"} 1200.0\n'
+        'llmfleet_gateway_pending_prefill_tokens{model="m",replica="b"} 0.0\n'
+    )
+    assert pending_prefill_tokens(page) == {"a": 1200, "b": 0}
+    assert pending_prefill_tokens(notes_page()) == {}
+
+
+# --- Prometheus results, read purely ---------------------------------------------------
+
+TARGET = Target(replica="r0", url="http://10.0.0.5:8000", pod="p0", namespace=NAMESPACE)
+
+
+def series(name: str, time: float, value: float, instance: str = "10.0.0.5:8000") -> Any:
+    labels = {"__name__": name, "instance": instance, "pod": "p0", "namespace": NAMESPACE}
+    return {"metric": labels, "values": [[time - 1, "9"], [time, str(value)]]}
+
+
+def healthy(time: float, instance: str = "10.0.0.5:8000") -> list[Any]:
+    return [
+        series("up", time, 1, instance),
+        series("vllm:num_requests_waiting", time, 2, instance),
+        series("vllm:num_requests_running", time, 5, instance),
+        series("vllm:kv_cache_usage_perc", time, 0.5, instance),
+    ]
+
+
+def test_prometheus_series_become_a_sample_stamped_with_the_scrape() -> None:
+    sample = sample_from_series(healthy(100.0), TARGET, now=103.0, staleness_seconds=60)
+    assert sample == Sample(100.0, "r0", 2, None, 0.5, 5)
+
+
+def test_prometheus_series_stale_failed_or_incomplete_are_misses() -> None:
+    stale = sample_from_series(healthy(100.0), TARGET, now=200.0, staleness_seconds=60)
+    assert isinstance(stale, Miss)
+    assert stale.reason is MissReason.STALE
+    empty = sample_from_series([], TARGET, now=200.0, staleness_seconds=60)
+    assert isinstance(empty, Miss)
+    assert empty.reason is MissReason.STALE
+    assert f"{NAMESPACE}/p0" in empty.detail
+    down = [series("up", 100.0, 0), *healthy(90.0)[1:]]
+    failed = sample_from_series(down, TARGET, now=101.0, staleness_seconds=60)
+    assert isinstance(failed, Miss)
+    assert failed.reason is MissReason.UNREACHABLE
+    partial = sample_from_series(healthy(100.0)[:3], TARGET, now=101.0, staleness_seconds=60)
+    assert partial == Miss("r0", MissReason.MISSING_METRIC, "no vllm:kv_cache_usage_perc")
+    vanished = [*healthy(100.0)[:3], series("vllm:kv_cache_usage_perc", 95.0, 0.5)]
+    gone = sample_from_series(vanished, TARGET, now=101.0, staleness_seconds=60)
+    assert gone == Miss("r0", MissReason.MISSING_METRIC, "no vllm:kv_cache_usage_perc")
+
+
+def test_prometheus_series_of_a_restarted_pod_read_the_newest_address() -> None:
+    old = [series("vllm:num_requests_running", 80.0, 99, "10.0.0.4:8000")]
+    sample = sample_from_series([*old, *healthy(100.0)], TARGET, now=101.0, staleness_seconds=60)
+    assert isinstance(sample, Sample)
+    assert sample.running == 5
+
+
+# --- real simulator processes ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fleet:
+    targets: tuple[Target, ...]
+    """Live simulators first, then a dead port."""
+    dead: Target
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path, deadline: float) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            pytest.fail(f"simulator exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    pytest.fail(f"simulator on port {port} not healthy after {deadline}s")
+
+
+def _load(port: int) -> http.client.HTTPConnection:
+    """A long streaming completion, sent and left open (the engine works on it meanwhile)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = {"model": "sim", "prompt": "hello " * 200, "max_tokens": 1500, "stream": True}
+    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    return conn
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Two engine simulators, slowed down (0.01 engine s per wall s) and loaded."""
+    tmp = tmp_path_factory.mktemp("sims")
+    procs: list[subprocess.Popen[bytes]] = []
+    conns: list[http.client.HTTPConnection] = []
+    targets: list[Target] = []
+    try:
+        for index in range(2):
+            port = free_port()
+            log = tmp / f"sim-{index}.log"
+            cmd = [sys.executable, "-m", "llmfleet_runtime.simulator", "--host", "127.0.0.1"]
+            cmd += ["--port", str(port), "--profile", "fast", "--time-scale", "0.01"]
+            cmd += ["--max-num-seqs", str(MAX_NUM_SEQS), "--served-model-name", "sim"]
+            with log.open("wb") as out:
+                procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
+            _wait_healthy(procs[-1], port, log, 30)
+            conns += [_load(port) for _ in range(LOAD_PER_ENGINE)]
+            url = f"http://127.0.0.1:{port}"
+            targets.append(Target(f"sim-{index}", url, f"sim-{index}-pod", NAMESPACE))
+        dead_port = free_port()
+        dead = Target("dead", f"http://127.0.0.1:{dead_port}", "dead-pod", NAMESPACE)
+        yield Fleet((*targets, dead), dead)
+    finally:
+        for conn in conns:
+            conn.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def loaded_readings(source: MetricsSource, fleet: Fleet, deadline: float) -> Readings:
+    """Poll until every live engine shows its whole load (requests arrive asynchronously)."""
+    end = time.monotonic() + deadline
+    while True:
+        readings = source.samples(fleet.targets, time.time())
+        full = [s for s in readings.samples if s.running == MAX_NUM_SEQS and s.waiting >= 1]
+        if len(full) == len(fleet.targets) - 1 or time.monotonic() > end:
+            return readings
+        time.sleep(0.2)
+
+
+def test_direct_scrape_reads_loaded_engines_and_reports_the_dead_one(fleet: Fleet) -> None:
+    readings = loaded_readings(DirectScrape(timeout_seconds=2), fleet, 20)
+    assert [s.replica for s in readings.samples] == ["sim-0", "sim-1"]
+    for sample in readings.samples:
+        assert sample.running == MAX_NUM_SEQS
+        assert sample.waiting == LOAD_PER_ENGINE - MAX_NUM_SEQS
+        assert 0 < sample.kv_cache_usage < 1
+        assert sample.pending_prefill_tokens is None
+    [miss] = readings.missing
+    assert (miss.replica, miss.reason) == ("dead", MissReason.UNREACHABLE)
+    assert fleet.dead.url in miss.detail
+    assert "refused" in miss.detail.lower()
+
+
+# --- a real Prometheus -----------------------------------------------------------------
+
+
+def prometheus_binary() -> str:
+    script = REPO / "tests" / "tools" / "install-prometheus-deb.sh"
+    if shutil.which("prometheus") is None:
+        done = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            pytest.fail(f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail(f"no prometheus on PATH after {script}")
+    return binary
+
+
+def scrape_config(fleet: Fleet) -> dict[str, Any]:
+    """Static targets carrying the pod's name and namespace as the Kubernetes SD would."""
+    static = [
+        {
+            "targets": [urllib.parse.urlsplit(t.url).netloc],
+            "labels": {"__meta_pod_name": t.pod, "__meta_namespace": t.namespace},
+        }
+        for t in fleet.targets
+    ]
+    relabel = [
+        {"source_labels": ["__meta_pod_name"], "target_label": "pod"},
+        {"source_labels": ["__meta_namespace"], "target_label": "namespace"},
+    ]
+    job = {
+        "job_name": "engines",
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "static_configs": static,
+        "relabel_configs": relabel,
+    }
+    return {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
+
+
+def query(url: str, promql: str) -> list[Any]:
+    with urllib.request.urlopen(
+        f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=2
+    ) as response:
+        result: list[Any] = json.load(response)["data"]["result"]
+        return result
+
+
+def wait_scraped(proc: subprocess.Popen[bytes], url: str, log: Path, fleet: Fleet) -> None:
+    """Until every target has an ``up`` series and each engine's KV series is in."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            pytest.fail(f"prometheus exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            ups = query(url, 'up{job="engines"}')
+            kv = query(url, "vllm:kv_cache_usage_perc")
+        except OSError:
+            ups, kv = [], []
+        if len(ups) == len(fleet.targets) and len(kv) == len(fleet.targets) - 1:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"prometheus did not scrape every target in 30s:\n{log.read_text()[-3000:]}")
+
+
+def test_prometheus_source_matches_direct_scrape_then_reports_prometheus_gone(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    binary = prometheus_binary()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(fleet)))
+    log = tmp_path / "prometheus.log"
+    cmd = [binary, f"--config.file={tmp_path / 'prometheus.yml'}"]
+    cmd += [f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_scraped(proc, url, log, fleet)
+        with PrometheusSource(url, staleness_seconds=10, timeout_seconds=2) as source:
+            through_prometheus = loaded_readings(source, fleet, 20)
+            direct = DirectScrape().samples(fleet.targets, time.time())
+            assert [s.replica for s in through_prometheus.samples] == ["sim-0", "sim-1"]
+            for theirs, ours in zip(through_prometheus.samples, direct.samples, strict=True):
+                assert (theirs.running, theirs.waiting) == (ours.running, ours.waiting)
+                assert theirs.running == MAX_NUM_SEQS
+                assert theirs.kv_cache_usage == pytest.approx(ours.kv_cache_usage, abs=0.02)
+                assert time.time() - theirs.time < 10
+            [miss] = through_prometheus.missing
+            assert (miss.replica, miss.reason) == ("dead", MissReason.UNREACHABLE)
+            assert "last scrape" in miss.detail
+
+            proc.terminate()
+            proc.wait(timeout=30)
+            started = time.monotonic()
+            gone = source.samples(fleet.targets, time.time())
+            assert time.monotonic() - started < 5
+            assert gone.samples == ()
+            assert [m.replica for m in gone.missing] == [t.replica for t in fleet.targets]
+            assert {m.reason for m in gone.missing} == {MissReason.UNREACHABLE}
+            assert all(url in m.detail for m in gone.missing)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
