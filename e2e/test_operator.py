@@ -27,7 +27,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 from localop import LocalOperator, kubectl
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+
+from llmfleet_operator.metrics import DirectScrape, PrometheusSource, Readings, Target
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -546,6 +547,8 @@ def prometheus(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[str
                 "target_label": "__address__",
             },
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            # The labels llmfleet_operator.metrics.PrometheusSource selects engines by.
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"scrape_configs": [scrape]}))
@@ -574,18 +577,22 @@ def test_prometheus_discovers_and_scrapes_engine_pods(
     kubeconfig: Path,
     namespace: str,
 ) -> None:
+    """Prometheus finds the engines through the API server; the operator's source reads them."""
     name = apply_ready(api_client, kubeconfig, namespace, yaml.safe_load(SIMULATED.read_text()))
-    engines = {p.metadata.name for p in pods(api_client, namespace, name)}
-    query = PrometheusConnect(url=prometheus, disable_ssl=True)
+    targets = [
+        Target(p.metadata.name, f"http://{p.status.pod_ip}:8000", p.metadata.name, namespace)
+        for p in pods(api_client, namespace, name)
+    ]
+    with PrometheusSource(prometheus, staleness_seconds=30) as source:
 
-    def scraped() -> set[str]:
-        try:
-            series = query.custom_query('vllm:num_requests_running{job="llmfleet-engines"}')
-        except (PrometheusApiClientException, OSError, ValueError):
-            return set()
-        found = {s["metric"].get("pod", "") for s in series}
-        return found if found == engines else set()
+        def every_pod() -> Readings | None:
+            readings = source.samples(targets, time.time())
+            return readings if len(readings.samples) == len(targets) else None
 
-    wait_for("vllm:num_requests_running from every engine pod", scraped, timeout=60)
-    cache = query.custom_query('vllm:kv_cache_usage_perc{job="llmfleet-engines"}')
-    assert {s["metric"]["pod"] for s in cache} == engines
+        readings = wait_for("a sample of every engine pod via Prometheus", every_pod, timeout=60)
+    direct = DirectScrape().samples(targets, time.time())
+    assert {s.replica for s in readings.samples} == {t.replica for t in targets}
+    assert readings.missing == ()
+    assert {(s.replica, s.running, s.waiting) for s in readings.samples} == {
+        (s.replica, s.running, s.waiting) for s in direct.samples
+    }
