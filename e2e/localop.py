@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 SYSTEM = "llmfleet-system"
 RELEASE = "llmfleet"
 ACCOUNT = f"{RELEASE}-operator"
+CRD = "crd/llmdeployments.llmfleet.io"
 
 
 def kubectl(
@@ -49,7 +50,11 @@ def _check(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def install_chart(kubeconfig: Path) -> None:
-    """`helm upgrade --install` of the chart (CRD, RBAC; the operator at 0 replicas)."""
+    """`helm upgrade --install` of the chart (CRD, RBAC; the operator at 0 replicas).
+
+    A CRD applied before without Helm (`kubectl apply -f crds/`) is adopted by the
+    release, the way Helm documents: it gets the release's label and annotations first.
+    """
     helm = _check(
         subprocess.run(
             ["bash", str(REPO / "e2e" / "install-helm.sh")],
@@ -58,6 +63,21 @@ def install_chart(kubeconfig: Path) -> None:
             check=False,
         )
     ).split()[-1]
+    if kubectl(kubeconfig, "get", CRD).returncode == 0:
+        _check(
+            kubectl(kubeconfig, "label", CRD, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+        )
+        _check(
+            kubectl(
+                kubeconfig,
+                "annotate",
+                CRD,
+                f"meta.helm.sh/release-name={RELEASE}",
+                f"meta.helm.sh/release-namespace={SYSTEM}",
+                "--overwrite",
+            )
+        )
+    chart = str(REPO / "charts" / "llmfleet")
     _check(
         subprocess.run(
             [
@@ -65,7 +85,7 @@ def install_chart(kubeconfig: Path) -> None:
                 "upgrade",
                 "--install",
                 RELEASE,
-                str(REPO / "charts" / "llmfleet"),
+                chart,
                 f"--kubeconfig={kubeconfig}",
                 "--namespace",
                 SYSTEM,
@@ -80,9 +100,7 @@ def install_chart(kubeconfig: Path) -> None:
             check=False,
         )
     )
-    _check(
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/llmdeployments.llmfleet.io")
-    )
+    _check(kubectl(kubeconfig, "wait", "--for=condition=Established", CRD))
 
 
 def service_account_kubeconfig(admin: Path, out: Path) -> Path:
