@@ -47,7 +47,7 @@ from llmfleet_operator.metrics import (
     pending_prefill_tokens,
 )
 from llmfleet_operator.metrics.prometheus import sample_from_series
-from tests.runtime.conftest import REPO, free_port, traces_dir
+from tests.runtime.conftest import REPO, free_port, traces_dir, wait_healthy
 
 NAMESPACE = "llmfleet-test"
 MAX_NUM_SEQS = 2
@@ -183,23 +183,6 @@ class Fleet:
     dead: Target
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path, deadline: float) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            pytest.fail(f"simulator exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-        finally:
-            conn.close()
-    pytest.fail(f"simulator on port {port} not healthy after {deadline}s")
-
-
 def _load(port: int) -> http.client.HTTPConnection:
     """A long streaming completion, sent and left open (the engine works on it meanwhile)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -224,7 +207,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             cmd += ["--max-num-seqs", str(MAX_NUM_SEQS), "--served-model-name", "sim"]
             with log.open("wb") as out:
                 procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
-            _wait_healthy(procs[-1], port, log, 30)
+            wait_healthy(port, 30, procs[-1], log)
             conns += [_load(port) for _ in range(LOAD_PER_ENGINE)]
             url = f"http://127.0.0.1:{port}"
             targets.append(Target(f"sim-{index}", url, f"sim-{index}-pod", NAMESPACE))

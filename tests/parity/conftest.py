@@ -12,18 +12,16 @@ be installed or started the suite fails, since parity unproven is not parity.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import free_port
+from tests.runtime.conftest import free_port, wait_healthy
 
 HERE = Path(__file__).resolve().parent
 MODEL_NAME = "tiny"
@@ -67,30 +65,13 @@ def tiny_model(vllm_python: str) -> str:
     return _run([vllm_python, str(HERE / "tiny_model.py")], "building the tiny model", 600)
 
 
-def _wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path, deadline: float) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.3)
-        finally:
-            conn.close()
-    pytest.fail(f"server on port {port} not healthy after {deadline}s:\n{log.read_text()[-4000:]}")
-
-
 def _serve(
     cmd: list[str], env: dict[str, str], log: Path, port: int, deadline: float
 ) -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(proc, port, log, deadline)
+        wait_healthy(port, deadline, proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

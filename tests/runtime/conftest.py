@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_healthy(
+    port: int,
+    deadline: float = 20.0,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll ``/health`` on 127.0.0.1:``port`` until it answers 200; fail loudly otherwise.
+
+    With ``process``, fail as soon as it exits; with ``log``, show the log's tail.
+    """
+    tail = (lambda: "\n" + log.read_text()[-4000:]) if log else (lambda: "")
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"server on port {port} exited with {process.returncode}:{tail()}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+        finally:
+            conn.close()
+    pytest.fail(f"server on port {port} not healthy after {deadline}s:{tail()}")

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.runtime.conftest import free_port
+from tests.runtime.conftest import free_port, wait_healthy
 
 SIM = [sys.executable, "-m", "llmfleet_runtime.simulator"]
 LAUNCH = [sys.executable, "-m", "llmfleet_runtime.launcher"]
@@ -28,21 +28,6 @@ LAUNCH = [sys.executable, "-m", "llmfleet_runtime.launcher"]
 
 def launcher_env(config: dict[str, object]) -> dict[str, str]:
     return {**os.environ, "LLMFLEET_ENGINE_CONFIG": json.dumps(config)}
-
-
-def wait_healthy(port: int, deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.1)
-        finally:
-            conn.close()
-    raise AssertionError("engine did not become healthy")
 
 
 def test_sigterm_mid_stream_lets_the_stream_finish() -> None:
