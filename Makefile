@@ -19,7 +19,7 @@ help: ## Show this help
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[operator,gateway,sim,dev]'
+	$(BIN)/pip install -q -e '.[operator,gateway,sim,plot,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv with every extra installed (editable)
