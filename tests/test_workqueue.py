@@ -2,7 +2,8 @@
 
 Cases: duplicate adds run once; the same key never runs concurrently; a key added
 while running runs exactly once more; a failing key is retried (with the backoff delay)
-until it succeeds; keys are independent; the backoff doubles up to its cap.
+until it succeeds; keys are independent; the backoff doubles up to its cap; a run that
+asks to run again after a delay does, and an event before then runs it at once.
 """
 
 from __future__ import annotations
@@ -93,3 +94,29 @@ def test_failures_are_retried_until_success() -> None:
 
     asyncio.run(scenario())
     assert attempts == ["a", "a", "a"]
+
+
+def test_requeue_after_runs_again_and_an_event_comes_first() -> None:
+    runs: list[str] = []
+    done = asyncio.Event()
+    queue_holder: list[WorkQueue] = []
+
+    async def work(key: Hashable) -> float | None:
+        runs.append("event" if len(runs) == 1 else "run")
+        if len(runs) == 1:
+            # A long period: the event below must not wait for it.
+            asyncio.get_running_loop().call_soon(queue_holder[0].add, key)
+            return 60.0
+        if len(runs) == 2:
+            return 0.01  # a short period: runs again by itself
+        done.set()
+        return None
+
+    async def scenario() -> None:
+        queue = WorkQueue(work)
+        queue_holder.append(queue)
+        queue.add("a")
+        await _drain(queue, done)
+
+    asyncio.run(scenario())
+    assert runs == ["run", "event", "run"]

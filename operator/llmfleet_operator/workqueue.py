@@ -4,7 +4,9 @@ Filled by the watch handlers (:mod:`handlers`) with ``(namespace, name)`` keys; 
 by a few worker tasks. A key added while it is being reconciled runs once more
 afterwards (the change may have come too late to be seen); a key whose reconcile
 failed comes back after an exponential backoff, and a storm of events for it does not
-shorten that backoff. A success resets it.
+shorten that backoff. A success resets it, and may ask to run again after a delay (the
+autoscaler's control period): an event before then runs it at once, and the request
+stands for the run after.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class WorkQueue:
 
     def __init__(
         self,
-        work: Callable[[Hashable], Awaitable[None]],
+        work: Callable[[Hashable], Awaitable[float | None]],
         *,
         base_delay: float = 0.5,
         max_delay: float = 300.0,
@@ -71,8 +73,9 @@ class WorkQueue:
             key = await self._ready.get()
             self._queued.discard(key)
             self._running.add(key)
+            requeue_after: float | None = None
             try:
-                await self._work(key)
+                requeue_after = await self._work(key)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -92,3 +95,5 @@ class WorkQueue:
                 self.add(key, delay)
             elif again:
                 self.add(key)
+            if requeue_after is not None and not delay:
+                self.add(key, max(requeue_after, 0.001))
