@@ -4,11 +4,12 @@ Cases:
 
 - the parser on a real vLLM 0.32 ``/metrics`` page (``../shared/notes``), on pages with
   the pre-V1 KV name, two engines, a missing metric and garbage, and on the gateway's
-  pending prefill tokens family;
+  pending prefill tokens and pending requests families;
 - Prometheus range results read purely: stale, failed last scrape, missing metric, and a
   restarted pod whose old series is ignored;
 - DirectScrape against real ``llmfleet engine-sim`` processes under load (running > 0,
-  waiting > 0, KV > 0) plus a dead target reported unreachable;
+  waiting > 0, KV > 0) plus a dead target reported unreachable, and the gateways'
+  pending requests summed (a loopback page stands in for the gateway, a later issue);
 - PrometheusSource against a real Prometheus (Debian's package) scraping those processes:
   the same numbers as DirectScrape, the dead target unreachable through ``up``, then
   Prometheus stopped: every replica missing with the reason, nothing raised.
@@ -45,6 +46,7 @@ from llmfleet_operator.metrics import (
     Target,
     parse_engine,
     pending_prefill_tokens,
+    pending_requests,
 )
 from llmfleet_operator.metrics.prometheus import sample_from_series
 from tests.runtime.conftest import REPO, free_port, traces_dir, wait_healthy
@@ -121,6 +123,20 @@ def test_gateway_pending_prefill_tokens_per_replica() -> None:
     )
     assert pending_prefill_tokens(page) == {"a": 1200, "b": 0}
     assert pending_prefill_tokens(notes_page()) == {}
+
+
+GATEWAY_PAGE = (
+    "# TYPE llmfleet_gateway_pending_requests gauge\n"
+    'llmfleet_gateway_pending_requests{llmdeployment="m",llmdeployment_namespace="a"} 3.0\n'
+    'llmfleet_gateway_pending_requests{llmdeployment="m",llmdeployment_namespace="b"} 7.0\n'
+)
+
+
+def test_gateway_pending_requests_per_llmdeployment() -> None:
+    assert pending_requests(GATEWAY_PAGE, "a", "m") == 3
+    assert pending_requests(GATEWAY_PAGE, "b", "m") == 7
+    assert pending_requests(GATEWAY_PAGE, "a", "other") is None
+    assert pending_requests(notes_page(), "a", "m") is None
 
 
 # --- Prometheus results, read purely ---------------------------------------------------
@@ -252,6 +268,37 @@ def test_direct_scrape_reads_loaded_engines_and_reports_the_dead_one(fleet: Flee
     assert "refused" in miss.detail.lower()
 
 
+def test_direct_scrape_sums_the_gateways_pending_requests() -> None:
+    """The gateway is a later issue: a loopback page server stands in for its /metrics."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = GATEWAY_PAGE.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        up = f"http://127.0.0.1:{server.server_address[1]}"
+        down = f"http://127.0.0.1:{free_port()}"
+        scrape = DirectScrape(timeout_seconds=2, gateway_urls=[up, up, down])
+        assert scrape.gateway_pending("b", "m", time.time()) == 14
+        assert scrape.gateway_pending("b", "other", time.time()) is None
+        assert DirectScrape(gateway_urls=[down]).gateway_pending("b", "m", 0.0) is None
+        assert DirectScrape().gateway_pending("b", "m", 0.0) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- a real Prometheus -----------------------------------------------------------------
 
 
@@ -338,6 +385,7 @@ def test_prometheus_source_matches_direct_scrape_then_reports_prometheus_gone(
                 assert theirs.running == MAX_NUM_SEQS
                 assert theirs.kv_cache_usage == pytest.approx(ours.kv_cache_usage, abs=0.02)
                 assert time.time() - theirs.time < 10
+            assert source.gateway_pending(NAMESPACE, "m", time.time()) is None  # no gateway
             [miss] = through_prometheus.missing
             assert (miss.replica, miss.reason) == ("dead", MissReason.UNREACHABLE)
             assert "last scrape" in miss.detail
@@ -349,7 +397,8 @@ def test_prometheus_source_matches_direct_scrape_then_reports_prometheus_gone(
             assert time.monotonic() - started < 5
             assert gone.samples == ()
             assert [m.replica for m in gone.missing] == [t.replica for t in fleet.targets]
-            assert {m.reason for m in gone.missing} == {MissReason.UNREACHABLE}
+            assert {m.reason for m in gone.missing} == {MissReason.SOURCE_UNREACHABLE}
+            assert source.gateway_pending(NAMESPACE, "m", time.time()) is None
             assert all(url in m.detail for m in gone.missing)
     finally:
         if proc.poll() is None:

@@ -1,13 +1,17 @@
 """Metrics sources: per-replica engine samples for the autoscaler.
 
-The operator's autoscaling timer (a later step) picks a :class:`MetricsSource` from
+The operator's autoscaler (:mod:`llmfleet_operator.autoscaler`) picks a :class:`MetricsSource` from
 ``spec.autoscaling.metrics``: :class:`DirectScrape` (the embedded default) or
 :class:`PrometheusSource`, and feeds the :class:`Readings` to
 :func:`llmfleet_operator.autoscale.decide`. :mod:`.parse` is the pure parser both use.
 """
 
 from llmfleet_operator.metrics.direct import DirectScrape
-from llmfleet_operator.metrics.parse import parse_engine, pending_prefill_tokens
+from llmfleet_operator.metrics.parse import (
+    parse_engine,
+    pending_prefill_tokens,
+    pending_requests,
+)
 from llmfleet_operator.metrics.prometheus import PrometheusSource
 from llmfleet_operator.metrics.readings import MetricsSource, Miss, MissReason, Readings, Target
 
@@ -21,4 +25,5 @@ __all__ = [
     "Target",
     "parse_engine",
     "pending_prefill_tokens",
+    "pending_requests",
 ]

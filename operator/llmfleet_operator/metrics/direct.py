@@ -8,25 +8,32 @@ that does not answer, answers with an error or lacks a metric becomes a
 
 from __future__ import annotations
 
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from llmfleet_operator.autoscale.inputs import Sample
-from llmfleet_operator.metrics.parse import parse_engine
+from llmfleet_operator.metrics.parse import parse_engine, pending_requests
 from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
+
+log = logging.getLogger("llmfleet.metrics")
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """A vLLM page is ~50 KB; anything past this is not an engine's metrics page."""
 
 
 class DirectScrape:
-    """Reads ``{target.url}/metrics`` of every target, at most ``parallel`` at a time."""
+    """Reads ``{target.url}/metrics`` of every target, at most ``parallel`` at a time, and
+    the gateways' ``/metrics`` pages at ``gateway_urls`` for requests waiting on zero."""
 
-    def __init__(self, timeout_seconds: float = 2.0, parallel: int = 16) -> None:
+    def __init__(
+        self, timeout_seconds: float = 2.0, parallel: int = 16, gateway_urls: Sequence[str] = ()
+    ) -> None:
         self._timeout = timeout_seconds
         self._parallel = parallel
+        self._gateways = tuple(url.rstrip("/") + "/metrics" for url in gateway_urls)
         # Pod IPs are reached directly: an HTTP(S)_PROXY meant for the outside must not apply.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -41,11 +48,26 @@ class DirectScrape:
             missing=tuple(r for r in results if isinstance(r, Miss)),
         )
 
+    def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
+        """Requests every gateway holds for ``namespace/name``; None if none reports it."""
+        counts = []
+        for url in self._gateways:
+            try:
+                counts.append(pending_requests(self._get(url), namespace, name))
+            except (OSError, ValueError) as error:
+                log.warning("Gateway metrics at %s unreadable: %s", url, error)
+        known = [count for count in counts if count is not None]
+        return sum(known) if known else None
+
+    def _get(self, url: str) -> str:
+        with self._opener.open(url, timeout=self._timeout) as response:
+            body: bytes = response.read(MAX_BODY_BYTES)
+        return body.decode("utf-8", "replace")
+
     def _read(self, target: Target, now: float) -> Sample | Miss:
         url = target.url.rstrip("/") + "/metrics"
         try:
-            with self._opener.open(url, timeout=self._timeout) as response:
-                body: bytes = response.read(MAX_BODY_BYTES)
+            text = self._get(url)
         except urllib.error.HTTPError as error:
             error.close()
             detail = f"GET {url}: HTTP {error.code}"
@@ -53,4 +75,4 @@ class DirectScrape:
         except (OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
             return Miss(target.replica, MissReason.UNREACHABLE, f"GET {url}: {reason}")
-        return parse_engine(body.decode("utf-8", "replace"), target.replica, now)
+        return parse_engine(text, target.replica, now)

@@ -9,10 +9,15 @@ Called by :class:`~llmfleet_operator.metrics.direct.DirectScrape` on each engine
   than V1: the mean over engines, since each engine has its own cache of the same size
   and a sum would pass 1.
 
-The gateway will export, per replica, the prompt tokens it sent that have no first token
-yet as ``llmfleet_gateway_pending_prefill_tokens{replica="<replica>"}`` (a gauge);
-:func:`pending_prefill_tokens` reads that family from the gateway's page. Until the
-gateway exists, samples carry ``pending_prefill_tokens=None``.
+The gateway exports two gauges the autoscaler reads (its metric contract):
+
+- per replica, the prompt tokens it sent that have no first token yet:
+  ``llmfleet_gateway_pending_prefill_tokens{replica="<replica>"}``
+  (:func:`pending_prefill_tokens`; until the gateway exists, samples carry None);
+- per LLMDeployment, the requests it holds because no replica is ready (the demand that
+  scales from zero): ``llmfleet_gateway_pending_requests{llmdeployment="<name>",
+  llmdeployment_namespace="<namespace>"}`` (:func:`pending_requests`). The labels are not
+  ``namespace``/``pod``, which Prometheus sets to the gateway's own.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"
 KV_CACHE_USAGE_V0 = "vllm:gpu_cache_usage_perc"
 PENDING_PREFILL_TOKENS = "llmfleet_gateway_pending_prefill_tokens"
 """Gateway gauge, one series per replica (label ``replica``)."""
+PENDING_REQUESTS = "llmfleet_gateway_pending_requests"
+"""Gateway gauge, one series per LLMDeployment (labels ``llmdeployment``,
+``llmdeployment_namespace``)."""
 ENGINE_METRICS = (WAITING, RUNNING, KV_CACHE_USAGE, KV_CACHE_USAGE_V0)
 """Every engine series the policy may read (the Prometheus source asks for these)."""
 
@@ -91,3 +99,22 @@ def pending_prefill_tokens(text: str) -> dict[str, int]:
             if sample.name == PENDING_PREFILL_TOKENS and "replica" in sample.labels:
                 pending[sample.labels["replica"]] += round(sample.value)
     return dict(pending)
+
+
+def pending_requests(text: str, namespace: str, name: str) -> int | None:
+    """Requests the gateway holds for LLMDeployment ``namespace/name``; None when the page
+    has no series for it.
+
+    Raises ``ValueError`` when the text is not Prometheus exposition.
+    """
+    found: int | None = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == PENDING_REQUESTS
+                and labels.get("llmdeployment") == name
+                and labels.get("llmdeployment_namespace") == namespace
+            ):
+                found = (found or 0) + round(sample.value)
+    return found

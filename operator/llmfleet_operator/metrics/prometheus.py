@@ -30,7 +30,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from llmfleet_operator.autoscale.inputs import Sample
-from llmfleet_operator.metrics.parse import ENGINE_METRICS, sample_from_values
+from llmfleet_operator.metrics.parse import ENGINE_METRICS, PENDING_REQUESTS, sample_from_values
 from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
 
 UP = "up"
@@ -101,7 +101,7 @@ class PrometheusSource:
         down: str | None = None
         for target in targets:
             if down is not None:
-                results.append(Miss(target.replica, MissReason.UNREACHABLE, down))
+                results.append(Miss(target.replica, MissReason.SOURCE_UNREACHABLE, down))
                 continue
             try:
                 series = self._client.custom_query(
@@ -111,13 +111,28 @@ class PrometheusSource:
                 )
             except (requests.RequestException, PrometheusApiClientException, ValueError) as error:
                 down = f"Prometheus at {self._url} did not answer: {type(error).__name__}"
-                results.append(Miss(target.replica, MissReason.UNREACHABLE, down))
+                results.append(Miss(target.replica, MissReason.SOURCE_UNREACHABLE, down))
                 continue
             results.append(sample_from_series(series, target, now, self._staleness))
         return Readings(
             samples=tuple(r for r in results if isinstance(r, Sample)),
             missing=tuple(r for r in results if isinstance(r, Miss)),
         )
+
+    def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
+        """Requests the gateways hold for ``namespace/name``, summed over gateway pods;
+        None when Prometheus has no such series or does not answer."""
+        query = (
+            f"sum({PENDING_REQUESTS}{{llmdeployment={_quote(name)},"
+            f"llmdeployment_namespace={_quote(namespace)}}})"
+        )
+        try:
+            result = self._client.custom_query(
+                query, params={"time": f"{now:.3f}"}, timeout=self._timeout
+            )
+        except (requests.RequestException, PrometheusApiClientException, ValueError):
+            return None
+        return round(float(result[0]["value"][1])) if result else None
 
     def close(self) -> None:
         """Release the HTTP connections."""

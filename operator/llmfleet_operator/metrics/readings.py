@@ -37,7 +37,9 @@ class MissReason(StrEnum):
     """Why a replica has no sample this period."""
 
     UNREACHABLE = "Unreachable"
-    """The engine (or Prometheus) did not answer, or answered with an error."""
+    """The engine did not answer, or answered with an error."""
+    SOURCE_UNREACHABLE = "SourceUnreachable"
+    """Prometheus itself did not answer: nothing is known of any replica."""
     STALE = "Stale"
     """The newest sample is older than ``metrics.stalenessSeconds``."""
     MISSING_METRIC = "MissingMetric"
@@ -67,4 +69,9 @@ class MetricsSource(Protocol):
 
     def samples(self, targets: Sequence[Target], now: float) -> Readings:
         """A sample or a miss for every target, as of ``now``; never raises for one target."""
+        ...
+
+    def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
+        """Requests the gateway holds for the LLMDeployment ``namespace/name`` because no
+        replica is ready; None when no gateway reports it. Never raises."""
         ...
