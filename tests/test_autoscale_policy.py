@@ -155,8 +155,10 @@ def test_panic_scales_at_once_and_then_forbids_scale_down() -> None:
         "scale_down": {"stabilization_window_seconds": 0},
     }
     first = run(fleet(2, waiting=14), **scaling)
-    assert (first.desired, first.reason, first.panic) == (4, Reason.PANIC, True)
+    # Panic asks for 7; the default step limit (double) lets 4 through.
+    assert (first.desired, first.reason, first.panic) == (4, Reason.STEP_LIMITED, True)
     assert "panic: prefill queue 14.0 per replica > target 4.0" in first.message
+    assert "at most +2 per period" in first.message
     calm = decide(spec(**scaling), fleet(4, waiting=0, at=NOW + 15), first.history, NOW + 15)
     assert (calm.desired, calm.reason, calm.panic) == (4, Reason.PANIC, True)
     after = decide(spec(**scaling), fleet(4, waiting=0, at=NOW + 61), calm.history, NOW + 61)
@@ -183,12 +185,12 @@ def test_starting_replicas_count_as_capacity_to_come() -> None:
 
 def test_below_targets_scales_down_one_step() -> None:
     decision = run(fleet(4, waiting=0, kv_cache_usage=0.1, running=1))
-    assert (decision.desired, decision.reason) == (3, Reason.BELOW_TARGETS)
-    assert "at most -1 per period" in decision.message
+    assert (decision.desired, decision.reason) == (3, Reason.STEP_LIMITED)
+    assert "asks for 1; at most -1 per period" in decision.message
 
 
 @pytest.mark.parametrize(
-    ("age", "desired", "reason"), [(100, 4, Reason.STABILIZING), (400, 3, Reason.BELOW_TARGETS)]
+    ("age", "desired", "reason"), [(100, 4, Reason.STABILIZING), (400, 3, Reason.STEP_LIMITED)]
 )
 def test_scale_down_waits_for_its_stabilization_window(
     age: float, desired: int, reason: Reason
@@ -249,10 +251,10 @@ def test_missing_or_stale_samples_hold(observed: Observation, names: str) -> Non
     assert f"no sample within 60s from {names}: holding 2 replicas" in decision.message
 
 
-def test_no_ready_replica_holds() -> None:
+def test_every_replica_starting_awaits_startup() -> None:
     decision = run(fleet(0, starting=2, gateway=50))
-    assert (decision.desired, decision.reason) == (2, Reason.HOLDING_ON_MISSING_METRICS)
-    assert "no ready replica to measure (2 starting)" in decision.message
+    assert (decision.desired, decision.reason) == (2, Reason.AWAITING_STARTUP)
+    assert "every replica is still starting (2 starting" in decision.message
 
 
 ZERO = {"min_replicas": 0, "scale_to_zero": {"enabled": True, "idle_timeout_seconds": 600}}

@@ -4,7 +4,11 @@ Cases: the decision never leaves [minReplicas, maxReplicas]; more of any signal 
 gives fewer replicas, all else equal; a missing or stale sample never scales down; a
 constant load fed through many control periods (the policy's own decisions and history
 fed back, new replicas starting for a while) never changes direction; a step load scales
-up at the first control period that samples it. Time is a parameter: nothing sleeps.
+up at the first control period that samples it; headroom for a learned startup time never
+asks for fewer replicas than no headroom. Histories carry learned startup times and
+recent levels (a trend), and the fed-back runs let replicas report when they became
+ready, so the startup is learned as it would be in a cluster. Time is a parameter:
+nothing sleeps.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from llmfleet_operator.api import LLMDeploymentSpec
 from llmfleet_operator.autoscale import (
     Decision,
     History,
+    Level,
     Observation,
     Recommendation,
     Replica,
@@ -116,7 +121,19 @@ def histories(draw: st.DrawFn) -> History:
         ),
         last_panic_at=draw(st.one_of(st.none(), st.floats(NOW - 300, NOW))),
         last_demand_at=draw(st.one_of(st.none(), st.floats(NOW - 1200, NOW))),
+        startup_seconds=draw(st.one_of(st.none(), st.floats(0, 600))),
+        levels=tuple(draw(levels())),
     )
+
+
+@st.composite
+def levels(draw: st.DrawFn) -> list[Level]:
+    """Recent short-window levels of every signal, oldest first, before NOW."""
+    ages = sorted(draw(st.lists(st.floats(1, 120), max_size=6, unique=True)), reverse=True)
+    names = ["prefill queue", "pending prefill tokens", "KV cache usage", "slots used"]
+    return [
+        Level(NOW - age, tuple((name, draw(st.floats(0, 20))) for name in names)) for age in ages
+    ]
 
 
 def bounds(spec: LLMDeploymentSpec) -> tuple[int, int]:
@@ -206,13 +223,14 @@ def _run(
     assert spec.autoscaling is not None
     period = spec.autoscaling.period_seconds
     fleet = [Replica(f"r{i}", ReplicaPhase.READY, start - 900) for i in range(current)]
+    ready_at = {r.name: start - 900 + startup_periods * period for r in fleet}
     history = history or History(last_demand_at=start)
     decisions = []
     for n in range(periods):
         now = start + n * period
         ready = [r for r in fleet if r.started_at + startup_periods * period <= now]
         replicas = tuple(
-            replace(r, phase=ReplicaPhase.READY if r in ready else ReplicaPhase.STARTING)
+            replace(r, phase=ReplicaPhase.READY, ready_at=ready_at.get(r.name)) if r in ready else r
             for r in fleet
         )
         count = max(1, len(ready))
@@ -232,9 +250,11 @@ def _run(
         history, current = decision.history, decision.desired
         while len(fleet) > current:
             fleet.pop()  # the newest replica goes first
-        fleet += [
+        new = [
             Replica(f"n{n}-{i}", ReplicaPhase.STARTING, now) for i in range(current - len(fleet))
         ]
+        ready_at.update({r.name: now + startup_periods * period for r in new})
+        fleet += new
     return decisions
 
 
@@ -286,3 +306,13 @@ def test_a_step_load_scales_up_at_the_first_period_that_sees_it(
     start = NOW + 10 * scaling.period_seconds
     first = _run(spec, load, before.desired, 0, periods=1, start=start, history=before.history)[0]
     assert first.desired > before.desired, (first.reason.value, first.message)
+
+
+@settings(max_examples=300)
+@given(specs(), observations(), histories(), st.floats(1, 600))
+def test_headroom_never_asks_for_less(
+    spec: LLMDeploymentSpec, observed: Observation, history: History, startup: float
+) -> None:
+    without = decide(spec, observed, replace(history, startup_seconds=None), NOW)
+    learned = replace(history, startup_seconds=startup, learned_until=NOW)
+    assert decide(spec, observed, learned, NOW).desired >= without.desired

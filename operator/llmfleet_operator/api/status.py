@@ -83,7 +83,9 @@ class Reason(StrEnum):
     IDLE = "Idle"
     DEMAND_FROM_ZERO = "DemandFromZero"
     HOLDING_ON_MISSING_METRICS = "HoldingOnMissingMetrics"
+    AWAITING_STARTUP = "AwaitingStartup"
     STABILIZING = "Stabilizing"
+    STEP_LIMITED = "StepLimited"
     EXTERNAL_SCALER = "ExternalScaler"
     MANUAL = "Manual"
 

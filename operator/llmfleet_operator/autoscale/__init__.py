@@ -7,6 +7,7 @@ sources and the wiring live outside and pass everything in, time included.
 
 from llmfleet_operator.autoscale.inputs import (
     History,
+    Level,
     Observation,
     Recommendation,
     Replica,
@@ -15,10 +16,12 @@ from llmfleet_operator.autoscale.inputs import (
 )
 from llmfleet_operator.autoscale.policy import Decision, decide
 from llmfleet_operator.autoscale.signals import Signal, SignalReading
+from llmfleet_operator.autoscale.victims import deletion_order
 
 __all__ = [
     "Decision",
     "History",
+    "Level",
     "Observation",
     "Recommendation",
     "Replica",
@@ -27,4 +30,5 @@ __all__ = [
     "Signal",
     "SignalReading",
     "decide",
+    "deletion_order",
 ]

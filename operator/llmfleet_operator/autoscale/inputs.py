@@ -55,6 +55,9 @@ class Replica:
     """Ready replicas are measured; starting ones count as capacity to come."""
     started_at: float
     """When its pod (the leader's, for a group) was created."""
+    ready_at: float | None = None
+    """When it became Ready; None while starting or when unknown. With ``started_at`` it
+    teaches the policy the model's startup time."""
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,19 @@ class History:
     """When the short window last asked for ``panicThreshold`` x the ready replicas."""
     last_demand_at: float | None = None
     """When any request was last seen (for the idle timeout)."""
+    startup_seconds: float | None = None
+    """The model's learned startup time (creation to Ready); None until a replica was
+    seen both started and ready."""
+    learned_until: float | None = None
+    """The latest ``ready_at`` already learned from, so each start counts once."""
+    levels: tuple[Level, ...] = field(default=())
+    """Replicas each signal asked for at recent periods, oldest first: the load's trend."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """Replicas each signal asked for at one control period (its short-window reading)."""
+
+    time: float
+    needed: tuple[tuple[str, float], ...]
+    """(signal name, replicas) pairs."""

@@ -8,13 +8,17 @@ The order of the rules:
 
 1. From zero: one replica (or ``minReplicas``) as soon as the gateway queues a request or
    any replica reports one waiting.
-2. Missing or stale samples from a ready replica: hold, never scale down, say which.
+2. No ready replica yet (all starting): hold, awaiting startup. Missing or stale
+   samples from a ready replica: hold, never scale down, say which.
 3. Idle for ``scaleToZero.idleTimeoutSeconds`` (when enabled): zero.
 4. Each signal asks for ``total over ready replicas / target`` replicas, over the stable
    window and over the short (panic) window; the larger counts, so a step in load is seen
    at the next period while a fall must last a whole stable window. The strongest signal
    decides; no change while it is within ``tolerance`` of the current replicas (which
    include those still starting: capacity to come).
+   Headroom: each signal also asks for its rising trend over the model's learned
+   startup time (see :mod:`llmfleet_operator.autoscale.headroom`), so capacity is
+   ordered before the load arrives.
 5. Panic (the short window asks for ``panicThreshold`` x the ready replicas): scale up
    without waiting for the scale-up window, and no scale-down for a stable window after.
 6. Bounds, stabilization windows, then step limits; bounds win over steps.
@@ -25,8 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmfleet_operator.api import AutoscalingSpec, LLMDeploymentSpec, Reason
+from llmfleet_operator.autoscale.headroom import headroom, learn_startup, slopes
 from llmfleet_operator.autoscale.inputs import (
     History,
+    Level,
     Observation,
     Recommendation,
     ReplicaPhase,
@@ -85,7 +91,15 @@ def decide(
     if observed.gateway_pending:
         seen.append(now)
     previous = history.last_demand_at if history.last_demand_at is not None else now
-    history = replace(history, last_demand_at=max([previous, *seen]))
+    startup, learned_until = learn_startup(
+        observed.replicas, history.startup_seconds, history.learned_until, now
+    )
+    history = replace(
+        history,
+        last_demand_at=max([previous, *seen]),
+        startup_seconds=startup,
+        learned_until=learned_until,
+    )
     decision = _Decider(scaling, spec.engine.max_num_seqs, observed, history, now)
     return decision.from_zero() if current == 0 else decision.decide()
 
@@ -168,13 +182,16 @@ class _Decider:
         staleness = self.scaling.metrics.staleness_seconds
         starting = len(self.observed.replicas) - len(self.ready)
         if not self.ready:
-            message = f"no ready replica to measure ({starting} starting)"
-        else:
-            missing = missing_replicas(self.ready, self.observed.samples, self.now, staleness)
-            if not missing:
-                return None
-            message = f"no sample within {staleness}s from {', '.join(missing)}"
-        return self._hold_on(message)
+            return _Step(
+                self.current,
+                Reason.AWAITING_STARTUP,
+                f"every replica is still starting ({starting} starting, none ready to"
+                f" measure): holding {self.current} replicas",
+            )
+        missing = missing_replicas(self.ready, self.observed.samples, self.now, staleness)
+        if not missing:
+            return None
+        return self._hold_on(f"no sample within {staleness}s from {', '.join(missing)}")
 
     def _hold_on(self, message: str) -> _Step:
         return _Step(
@@ -202,13 +219,14 @@ class _Decider:
         args = (scaling.targets, self.ready, self.observed.samples, self.slots)
         short = read(*args, scaling.panic_window_seconds, self.now)
         readings = larger(read(*args, scaling.stable_window_seconds, self.now), short)
+        readings, levels = self._with_headroom(readings, short)
         top, short_top = strongest(readings), strongest(short)
         if top is None or short_top is None:  # not reached: ready replicas give readings
             return self._finish(self._hold_on("no signal read"), (), False, self.history)
         panic_now = short_top.needed >= scaling.panic_threshold * len(self.ready)
         last_panic = self.now if panic_now else self.history.last_panic_at
         panicking = last_panic is not None and self.now - last_panic < scaling.stable_window_seconds
-        history = replace(self.history, last_panic_at=last_panic)
+        history = replace(self.history, last_panic_at=last_panic, levels=levels)
         step = self._recommend(top, readings)
         if panicking and step.replicas <= self.current:
             if step.replicas < self.current:
@@ -222,9 +240,29 @@ class _Decider:
             step = _Step(step.replicas, Reason.PANIC, f"panic: {step.message}")
         return self._finish(step, readings, panicking, history, skip_up=panic_now)
 
+    def _with_headroom(
+        self, readings: tuple[SignalReading, ...], short: tuple[SignalReading, ...]
+    ) -> tuple[tuple[SignalReading, ...], tuple[Level, ...]]:
+        """The readings with headroom for their trend, and the levels to remember (this
+        period's short-window readings added, those older than a stable window gone)."""
+        window, now = self.scaling.stable_window_seconds, self.now
+        level = Level(now, tuple((r.signal.value, r.needed) for r in short))
+        levels = (*(old for old in self.history.levels if now - window < old.time < now), level)
+        trend = slopes(levels, window, now)
+        startup = self.history.startup_seconds
+        with_headroom = tuple(
+            replace(
+                reading,
+                headroom=headroom(trend.get(reading.signal.value, 0.0), startup, reading.needed),
+                startup_seconds=startup,
+            )
+            for reading in readings
+        )
+        return with_headroom, levels
+
     def _recommend(self, top: SignalReading, readings: tuple[SignalReading, ...]) -> _Step:
         tolerance = self.scaling.tolerance
-        if abs(top.needed / self.current - 1) <= tolerance:
+        if abs(top.projected / self.current - 1) <= tolerance:
             return _Step(
                 self.current,
                 Reason.WITHIN_TOLERANCE,
@@ -286,4 +324,4 @@ class _Decider:
         if limited == step.replicas:
             return step
         sign = f"+{up}" if limited > current else f"-{down}"
-        return _Step(limited, step.reason, f"{step.message}; at most {sign} per period")
+        return _Step(limited, Reason.STEP_LIMITED, f"{step.message}; at most {sign} per period")

@@ -52,11 +52,20 @@ class SignalReading:
     """The spec's per-replica target."""
     needed: float
     """Replicas that would bring it to target: the total over ready replicas / target."""
+    headroom: float = 0.0
+    """Replicas added for the signal's rising trend over the learned startup time."""
+    startup_seconds: float | None = None
+    """The learned startup time the headroom covers."""
+
+    @property
+    def projected(self) -> float:
+        """Replicas it asks for: what it needs now plus headroom for the trend."""
+        return self.needed + self.headroom
 
     @property
     def wants(self) -> int:
         """Whole replicas this signal asks for."""
-        return max(0, math.ceil(self.needed - _EPSILON))
+        return max(0, math.ceil(self.projected - _EPSILON))
 
     def describe(self) -> str:
         """``prefill queue 14.0 per replica > target 4.0``."""
@@ -67,10 +76,16 @@ class SignalReading:
             sign = "<"
         else:
             sign = "="
-        return (
+        text = (
             f"{self.signal} {self.per_replica:.{digits}f} per replica {sign} "
             f"target {self.target:.{digits}f}"
         )
+        if self.headroom > 0:
+            text += (
+                f" (+{self.headroom:.1f} replicas for its trend over a"
+                f" {self.startup_seconds or 0:.0f}s startup)"
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -178,4 +193,4 @@ def larger(
 
 def strongest(readings: Sequence[SignalReading]) -> SignalReading | None:
     """The reading that asks for the most replicas (first in signal order on a tie)."""
-    return max(readings, key=lambda reading: reading.needed, default=None)
+    return max(readings, key=lambda reading: reading.projected, default=None)

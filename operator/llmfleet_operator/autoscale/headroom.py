@@ -1,0 +1,83 @@
+"""Headroom for startup: the model's learned startup time and each signal's trend.
+
+Called by :mod:`llmfleet_operator.autoscale.policy` each period. A replica ordered now
+serves only after the model's startup time, so a rising load is met with what it will
+be then: each signal's recent trend (a least-squares line through the replicas it asked
+for at recent periods) is extrapolated over the learned startup time, upward only and
+capped, and added to what the signal asks for now. A constant load has no trend and so
+no headroom; a falling one is left to the scale-down rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from llmfleet_operator.autoscale.inputs import Level, Replica
+
+UNLEARN_WEIGHT = 0.25
+"""How far one faster start pulls the startup estimate down (a slower one sets it)."""
+
+MAX_HEADROOM = 1.0
+"""Headroom is at most this fraction of what the signal asks for now: a noisy trend
+can at most double the ask, never run to maxReplicas on its own."""
+
+MIN_LEVELS = 3
+"""Points needed before a trend counts: two points are a difference, not a trend."""
+
+
+def learn_startup(
+    replicas: Iterable[Replica],
+    estimate: float | None,
+    learned_until: float | None,
+    now: float,
+) -> tuple[float | None, float | None]:
+    """The startup estimate after the replicas that became ready since ``learned_until``.
+
+    Biased up on purpose: a slower start replaces the estimate at once, a faster one
+    moves it a quarter of the way. Ordering too early costs a few GPU-minutes; ordering
+    too late misses the SLO for a whole startup. Returns (estimate, learned_until).
+    """
+    fresh = sorted(
+        (r.ready_at, r.ready_at - r.started_at)
+        for r in replicas
+        if r.ready_at is not None
+        and r.ready_at <= now
+        and r.ready_at >= r.started_at
+        and (learned_until is None or r.ready_at > learned_until)
+    )
+    for ready_at, seconds in fresh:
+        if estimate is None or seconds >= estimate:
+            estimate = seconds
+        else:
+            estimate += UNLEARN_WEIGHT * (seconds - estimate)
+        learned_until = ready_at
+    return estimate, learned_until
+
+
+def slopes(levels: Sequence[Level], window_seconds: float, now: float) -> dict[str, float]:
+    """Per signal, the least-squares slope (replicas per second) of its levels within
+    the window; a signal with fewer than :data:`MIN_LEVELS` points has none."""
+    inside = [level for level in levels if now - window_seconds < level.time <= now]
+    series: dict[str, list[tuple[float, float]]] = {}
+    for level in inside:
+        for signal, needed in level.needed:
+            series.setdefault(signal, []).append((level.time, needed))
+    return {
+        signal: _slope(points) for signal, points in series.items() if len(points) >= MIN_LEVELS
+    }
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if spread == 0:
+        return 0.0
+    return sum((t - mean_t) * (y - mean_y) for t, y in points) / spread
+
+
+def headroom(slope: float, startup_seconds: float | None, needed: float) -> float:
+    """Replicas to add now for the load one startup ahead: upward only, capped."""
+    if startup_seconds is None or slope <= 0:
+        return 0.0
+    return min(slope * startup_seconds, MAX_HEADROOM * needed)

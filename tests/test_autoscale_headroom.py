@@ -1,0 +1,161 @@
+"""Learned startup time and trend headroom, as table tests (no cluster, no sleep).
+
+Cases: the startup estimate learns from replicas seen both started and ready, jumps up
+to a slower start, moves a quarter of the way to a faster one, counts each start once,
+ignores replicas not yet ready or ready in the future; the trend is a least-squares
+slope over the stable window and needs three points; headroom is upward only, zero
+without a learned startup and capped at what the signal asks for now; through
+:func:`decide`: a rising load orders its headroom and says so, a flat or falling one
+adds none, an empty history learns the startup from the replicas it sees, and the
+levels kept stay within the stable window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llmfleet_operator.api import LLMDeploymentSpec, Reason
+from llmfleet_operator.autoscale import (
+    History,
+    Level,
+    Observation,
+    Replica,
+    ReplicaPhase,
+    Sample,
+    decide,
+)
+from llmfleet_operator.autoscale.headroom import headroom, learn_startup, slopes
+
+NOW = 10_000.0
+QUEUE = "prefill queue"
+
+
+def ready(name: str, started: float, became_ready: float | None) -> Replica:
+    phase = ReplicaPhase.READY if became_ready is not None else ReplicaPhase.STARTING
+    return Replica(name, phase, started, became_ready)
+
+
+@pytest.mark.parametrize(
+    ("starts", "estimate", "learned_until", "expected"),
+    [
+        ([], None, None, (None, None)),
+        ([(NOW - 200, NOW - 100)], None, None, (100.0, NOW - 100)),
+        ([(NOW - 200, NOW - 100)], 60.0, None, (100.0, NOW - 100)),  # slower: at once
+        ([(NOW - 100, NOW - 60)], 100.0, None, (85.0, NOW - 60)),  # faster: a quarter
+        ([(NOW - 200, NOW - 100)], 60.0, NOW - 100, (60.0, NOW - 100)),  # counted already
+        ([(NOW - 200, None)], 60.0, None, (60.0, None)),  # still starting
+        ([(NOW - 200, NOW + 5)], None, None, (None, None)),  # ready in the future
+        # Oldest first: 120 sets it, 80 pulls a quarter of the way (110).
+        ([(NOW - 100, NOW - 20), (NOW - 400, NOW - 280)], None, None, (110.0, NOW - 20)),
+    ],
+)
+def test_learn_startup(
+    starts: list[tuple[float, float | None]],
+    estimate: float | None,
+    learned_until: float | None,
+    expected: tuple[float | None, float | None],
+) -> None:
+    replicas = [ready(f"r{i}", s, r) for i, (s, r) in enumerate(starts)]
+    assert learn_startup(replicas, estimate, learned_until, NOW) == expected
+
+
+def levels(*values: float, every: float = 15.0) -> tuple[Level, ...]:
+    """Levels of the prefill queue, the last one at NOW."""
+    count = len(values)
+    return tuple(
+        Level(NOW - (count - 1 - i) * every, ((QUEUE, value),)) for i, value in enumerate(values)
+    )
+
+
+@pytest.mark.parametrize(
+    ("series", "window", "expected"),
+    [
+        (levels(1, 2, 3, 4), 60, {QUEUE: 1 / 15}),
+        (levels(4, 3, 2), 60, {QUEUE: -1 / 15}),
+        (levels(2, 2, 2, 2), 60, {QUEUE: 0.0}),
+        (levels(1, 2), 60, {}),  # two points are not a trend
+        (levels(100, 1, 2, 3), 45, {QUEUE: 1 / 15}),  # the first is outside the window
+    ],
+)
+def test_slopes(series: tuple[Level, ...], window: float, expected: dict[str, float]) -> None:
+    assert slopes(series, window, NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("slope", "startup", "needed", "expected"),
+    [
+        (0.1, 60.0, 10.0, 6.0),
+        (0.1, None, 10.0, 0.0),  # no startup learned
+        (-0.1, 60.0, 10.0, 0.0),  # upward only
+        (1.0, 60.0, 10.0, 10.0),  # capped at what it asks for now
+    ],
+)
+def test_headroom(slope: float, startup: float | None, needed: float, expected: float) -> None:
+    assert headroom(slope, startup, needed) == pytest.approx(expected)
+
+
+def spec(**scaling: Any) -> LLMDeploymentSpec:
+    return LLMDeploymentSpec.model_validate(
+        {
+            "model": {"source": "hf://org/model"},
+            "engine": {"max_num_seqs": 100},
+            "autoscaling": {"min_replicas": 1, "max_replicas": 20, **scaling},
+        }
+    )
+
+
+def two_ready(waiting: int) -> Observation:
+    """Two settled replicas that each report ``waiting`` five seconds ago."""
+    replicas = tuple(ready(f"r{i}", NOW - 900, NOW - 800) for i in range(2))
+    samples = tuple(Sample(NOW - 5, f"r{i}", waiting, None, 0.0, 0) for i in range(2))
+    return Observation(2, replicas, samples)
+
+
+UNLIMITED = {"scale_up": {"max_step": 10}}
+
+
+@pytest.mark.parametrize(
+    ("earlier", "startup", "desired", "headroom_words"),
+    [
+        # 2 x 6 waiting / target 4 asks for 3.0 now; rising 0.5 a period of 15 s.
+        ((1.5, 2.0, 2.5), 60.0, 5, "(+2.0 replicas for its trend over a 60s startup)"),
+        ((1.5, 2.0, 2.5), 180.0, 6, "(+3.0 replicas for its trend over a 180s startup)"),
+        ((1.5, 2.0, 2.5), None, 3, None),  # nothing learned yet
+        ((3.0, 3.0, 3.0), 60.0, 3, None),  # flat
+        ((4.5, 4.0, 3.5), 60.0, 3, None),  # falling
+    ],
+)
+def test_a_rising_load_orders_headroom(
+    earlier: tuple[float, ...], startup: float | None, desired: int, headroom_words: str | None
+) -> None:
+    history = History(
+        last_demand_at=NOW,
+        startup_seconds=startup,
+        learned_until=NOW - 800,
+        levels=levels(*earlier, 0.0)[:-1],
+    )
+    decision = decide(spec(**UNLIMITED), two_ready(6), history, NOW)
+    assert decision.desired == desired
+    assert decision.reason == Reason.PREFILL_QUEUE_ABOVE_TARGET
+    queue = next(r for r in decision.signals if r.signal == QUEUE)
+    assert queue.needed == pytest.approx(3.0)
+    if headroom_words is None:
+        assert queue.headroom == 0
+        assert "trend" not in decision.message
+    else:
+        assert headroom_words in decision.message
+
+
+def test_an_empty_history_learns_the_startup_from_the_replicas() -> None:
+    decision = decide(spec(), two_ready(4), History(last_demand_at=NOW), NOW)
+    assert decision.history.startup_seconds == 100.0
+    assert decision.history.learned_until == NOW - 800
+
+
+def test_levels_stay_within_the_stable_window() -> None:
+    history = History(last_demand_at=NOW, levels=levels(1, 1, 1, 1, 1, 1, every=20)[:-1])
+    decision = decide(spec(stable_window_seconds=60), two_ready(4), history, NOW)
+    assert [level.time for level in decision.history.levels] == [NOW - 40, NOW - 20, NOW]
+    assert decision.history.levels[-1].needed[0] == (QUEUE, 2.0)
