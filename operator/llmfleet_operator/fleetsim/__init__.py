@@ -1,0 +1,74 @@
+"""The fleet simulator (``llmfleet simulate``): a trace through a simulated, autoscaled fleet.
+
+Used by the CLI and by the autoscaling bench (``bench/autoscale``). Pure: no Kubernetes,
+no HTTP; each replica is the engine simulator's :class:`~llmfleet_runtime.simulator.Engine`
+and time is simulated.
+
+The Python API::
+
+    trace = load_trace("azure_llm_2023_conv.csv")
+    spec = LLMDeployment.model_validate(yaml.safe_load(text)).spec
+    slo = Slo(ttft_s=2.0, tpot_s=0.05)
+    rps = capacity(trace, fleet_profile("h100-llama2-70b-tp4", spec), slo)  # once per sweep
+    report = simulate(trace, spec, make_policy("hpa", spec, target=32), "h100-llama2-70b-tp4",
+                      startup_s=60, slo=slo, capacity_rps=rps)
+    report.attainment, report.gpu_hours, report.to_dict()
+
+Modules: :mod:`.trace` (CSV in), :mod:`.fleet` (replicas, router, metrics, startup,
+drain), :mod:`.view` (what a policy sees, the Policy protocol), :mod:`.policies` and
+:mod:`.baselines` (the six policies), :mod:`.oracle`, :mod:`.slo`, :mod:`.report`,
+:mod:`.simulation` (:func:`simulate`), :mod:`.plot` (matplotlib, lazy), :mod:`.cli`.
+"""
+
+from llmfleet_operator.fleetsim.baselines import HpaPolicy, KedaPolicy, KpaPolicy, LlmdPolicy
+from llmfleet_operator.fleetsim.fleet import Change, Outcome, Point, run
+from llmfleet_operator.fleetsim.oracle import Oracle, capacity, oracle
+from llmfleet_operator.fleetsim.policies import (
+    MAIN_TARGET,
+    POLICY_NAMES,
+    LlmfleetPolicy,
+    StaticPolicy,
+    make_policy,
+)
+from llmfleet_operator.fleetsim.report import Report, Settings
+from llmfleet_operator.fleetsim.simulation import fleet_profile, simulate
+from llmfleet_operator.fleetsim.slo import Slo
+from llmfleet_operator.fleetsim.trace import (
+    Trace,
+    TraceError,
+    TraceRequest,
+    load_trace,
+    trace_from_rows,
+)
+from llmfleet_operator.fleetsim.view import FleetView, Policy
+
+__all__ = [
+    "MAIN_TARGET",
+    "POLICY_NAMES",
+    "Change",
+    "FleetView",
+    "HpaPolicy",
+    "KedaPolicy",
+    "KpaPolicy",
+    "LlmdPolicy",
+    "LlmfleetPolicy",
+    "Oracle",
+    "Outcome",
+    "Point",
+    "Policy",
+    "Report",
+    "Settings",
+    "Slo",
+    "StaticPolicy",
+    "Trace",
+    "TraceError",
+    "TraceRequest",
+    "capacity",
+    "fleet_profile",
+    "load_trace",
+    "make_policy",
+    "oracle",
+    "run",
+    "simulate",
+    "trace_from_rows",
+]
