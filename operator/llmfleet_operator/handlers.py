@@ -4,7 +4,8 @@ Called by :mod:`operator_main` (``llmfleet operator``). Only ``on.event`` handle
 used, so kopf keeps no state on the user's objects: no finalizer, no
 last-handled-configuration annotation. Every watch event of an LLMDeployment, or of a
 child or pod labelled with its name, enqueues that LLMDeployment; a resync enqueues every
-known one periodically, so a missed event costs at most one resync period.
+known one periodically, so a missed event costs at most one resync period. A reconcile
+of an autoscaled object asks to run again when its next control period is due.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from llmfleet_operator.api import GROUP, PLURAL, VERSION
+from llmfleet_operator.autoscaler import Autoscaler
 from llmfleet_operator.children import CHILD_KINDS
 from llmfleet_operator.kube import POD, Credentials, Kube
 from llmfleet_operator.labels import DEPLOYMENT
@@ -64,17 +66,20 @@ class Runtime:
     kube: Kube
     credentials: Credentials
     metrics: Metrics
+    autoscaler: Autoscaler | None = None
     workers: int = 4
     resync_seconds: float = 60.0
     known: set[tuple[str, str]] = field(default_factory=set)
     queue: WorkQueue | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def reconcile_key(self, key: Hashable) -> None:
+    async def reconcile_key(self, key: Hashable) -> float | None:
         namespace, name = key if isinstance(key, tuple) else ("", str(key))
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(reconcile, self.kube, namespace, name)
+            requeue = await asyncio.to_thread(
+                reconcile, self.kube, namespace, name, None, self.autoscaler
+            )
         except Exception:
             self.metrics.reconciles.labels(result="error").inc()
             raise
@@ -83,6 +88,7 @@ class Runtime:
         finally:
             self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.queued.set(len(self.queue or ()))
+        return requeue
 
     def enqueue(self, namespace: str | None, name: str | None) -> None:
         if self.queue is not None and namespace and name:
@@ -127,10 +133,13 @@ def make_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def stop(memo: kopf.Memo, **_: Any) -> None:
-        for task in memo["runtime"].tasks:
+        runtime: Runtime = memo["runtime"]
+        for task in runtime.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if runtime.autoscaler is not None:
+            runtime.autoscaler.close()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def llmdeployment_changed(
@@ -141,6 +150,8 @@ def make_registry() -> kopf.OperatorRegistry:
             return
         if type == "DELETED":
             runtime.known.discard((namespace, name))
+            if runtime.autoscaler is not None:
+                runtime.autoscaler.forget(namespace, name)
         else:
             runtime.known.add((namespace, name))
             runtime.enqueue(namespace, name)

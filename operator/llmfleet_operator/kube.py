@@ -60,6 +60,10 @@ class Kube(Protocol):
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> None: ...
 
+    def annotate(
+        self, kind: ChildKind, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None: ...
+
     def event(self, obj: Manifest, kind: str, reason: str, message: str) -> None: ...
 
     def served(self, kind: ChildKind) -> bool: ...
@@ -176,6 +180,21 @@ class DynamicKube:
             namespace=namespace,
             content_type="application/merge-patch+json",
         )
+
+    def annotate(
+        self, kind: ChildKind, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None:
+        try:
+            self._resource(kind).patch(
+                body={"metadata": {"annotations": annotations}},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except DynamicApiError as err:
+            if err.status is not None and 400 <= err.status < 500:
+                raise KubeError(err.status, _message(err)) from err
+            raise
 
     def event(self, obj: Manifest, kind: str, reason: str, message: str) -> None:
         meta = obj["metadata"]

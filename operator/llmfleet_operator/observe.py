@@ -16,6 +16,7 @@ from typing import Any
 
 from llmfleet_operator import labels
 from llmfleet_operator.api import (
+    AutoscalingMode,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -26,7 +27,7 @@ from llmfleet_operator.api import (
 from llmfleet_operator.children import desired_replicas
 
 Manifest = dict[str, Any]
-TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
+TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,15 @@ def _pod_condition(pod: Manifest, kind: str) -> Manifest:
         if condition.get("type") == kind:
             return dict(condition)
     return {}
+
+
+def ready_since(pod: Manifest) -> str | None:
+    """When the pod turned Ready (RFC 3339), or None while it is not ready."""
+    condition = _pod_condition(pod, "Ready")
+    if condition.get("status") != "True":
+        return None
+    since = condition.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp")
+    return str(since)
 
 
 def unschedulable(pods: list[Manifest]) -> list[Manifest]:
@@ -149,7 +159,7 @@ def ready_endpoints(pods: list[Manifest]) -> list[str]:
             role in ("engine", "leader")
             and ip
             and not pod["metadata"].get("deletionTimestamp")
-            and _pod_condition(pod, "Ready").get("status") == "True"
+            and ready_since(pod) is not None
         ):
             found.append(f"{ip}:{labels.ENGINE_PORT}")
     return sorted(found)
@@ -234,6 +244,12 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
         ConditionType.DEGRADED: trouble,
         ConditionType.STALLED: trouble,
     }
+    scaling = obj.spec.autoscaling
+    autoscaled = scaling is not None and scaling.mode is AutoscalingMode.BUILTIN
+    if autoscaled and trouble.reason is Reason.INSUFFICIENT_GPUS and ready < desired:
+        verdicts[ConditionType.SCALING_LIMITED] = Verdict(
+            TRUE, Reason.BLOCKED_BY_GPUS, f"{ready} of {desired} replicas ready: {trouble.message}"
+        )
     generation = obj.metadata.generation
     return old.model_copy(
         update={

@@ -20,9 +20,11 @@ import kopf
 from kubernetes import client
 from prometheus_client import start_http_server
 
+from llmfleet_operator.autoscaler import Autoscaler
 from llmfleet_operator.handlers import Metrics, Runtime, make_registry
 from llmfleet_operator.kube import DynamicKube, connect, credentials
 from llmfleet_operator.leader import LeaseElector
+from llmfleet_operator.metrics import DirectScrape
 
 log = logging.getLogger("llmfleet.operator")
 
@@ -50,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="llmfleet-operator")
     parser.add_argument("--identity", default=os.environ.get("POD_NAME", socket.gethostname()))
+    parser.add_argument(
+        "--gateway-metrics-url",
+        action="append",
+        default=[],
+        help="a gateway's base URL; with metrics.source Direct, its /metrics page's"
+        " llmfleet_gateway_pending_requests wakes a model scaled to zero (repeatable)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -67,6 +76,7 @@ def main(argv: list[str]) -> int:
         kube=DynamicKube(dynamic),
         credentials=credentials(dynamic),
         metrics=Metrics(),
+        autoscaler=Autoscaler(DirectScrape(gateway_urls=args.gateway_metrics_url)),
         workers=args.workers,
         resync_seconds=args.resync_seconds,
     )

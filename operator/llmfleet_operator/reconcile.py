@@ -19,6 +19,7 @@ import pydantic
 
 from llmfleet_operator import labels
 from llmfleet_operator.api import ConditionType, LLMDeployment, LLMDeploymentStatus, Reason
+from llmfleet_operator.autoscaler import Autoscaler, builtin, without_scaling
 from llmfleet_operator.children import (
     CHILD_KINDS,
     DEPLOYMENT,
@@ -28,9 +29,10 @@ from llmfleet_operator.children import (
     children,
 )
 from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, ApiException, Kube, KubeError
-from llmfleet_operator.observe import Observed, blocked_status, compute_status
+from llmfleet_operator.observe import FALSE, Observed, blocked_status, compute_status
 
 Manifest = dict[str, Any]
+METRICS_AVAILABLE = ConditionType.METRICS_AVAILABLE
 log = logging.getLogger("llmfleet.reconcile")
 
 
@@ -62,9 +64,14 @@ def _template_hash(workload: Manifest | None) -> str | None:
 
 
 def plan(
-    desired: list[tuple[ChildKind, Manifest]], existing: dict[ChildKind, Manifest | None]
+    desired: list[tuple[ChildKind, Manifest]],
+    existing: dict[ChildKind, Manifest | None],
+    why_scaled: str = "",
 ) -> Plan:
-    """What to apply (every desired child, with the Event its change earns) and delete."""
+    """What to apply (every desired child, with the Event its change earns) and delete.
+
+    ``why_scaled`` (the autoscaler's reason) ends the message of a replica change.
+    """
     changes = []
     for kind, manifest in desired:
         name = manifest["metadata"]["name"]
@@ -85,7 +92,8 @@ def plan(
             before = (current.get("spec") or {}).get("replicas")
             reason, message = (
                 "Scaled",
-                f"Scaled {kind.kind} {name} from {before} to {manifest['spec']['replicas']}",
+                f"Scaled {kind.kind} {name} from {before} to {manifest['spec']['replicas']}"
+                + (f": {why_scaled}" if why_scaled else ""),
             )
         else:
             reason, message = "", ""  # applied anyway: puts back hand edits, no Event
@@ -116,11 +124,23 @@ def _largest_node_gpus(kube: Kube, resource: str) -> int | None:
     return max(counts, default=0)
 
 
-def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None) -> None:
-    """Bring one LLMDeployment's children and status in line with its spec."""
+def reconcile(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    now: datetime | None = None,
+    autoscaler: Autoscaler | None = None,
+) -> float | None:
+    """Bring one LLMDeployment's children and status in line with its spec.
+
+    With an ``autoscaler``, a ``Builtin`` object gets a control period when one is due.
+    Returns the seconds until the next one (for the work queue), or None.
+    """
     body = kube.get(LLMDEPLOYMENT, namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
-        return  # gone: owner references let the garbage collector remove the children
+        if autoscaler is not None:
+            autoscaler.forget(namespace, name)
+        return None  # gone: owner references let the garbage collector remove the children
     uid = body["metadata"]["uid"]
     now = now or datetime.now(UTC)
     try:
@@ -128,7 +148,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
     except pydantic.ValidationError as err:
         problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         _report_blocked(kube, body, Reason.INVALID_SPEC, "; ".join(problems), now)
-        return
+        return None
     existing = {
         kind: _owned_by(kube.get(kind, namespace, child_name(kind, name)), uid)
         for kind in CHILD_KINDS
@@ -143,8 +163,12 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
             " LeaderWorkerSet (leaderworkerset.x-k8s.io/v1): install it in the cluster",
             now,
         )
-        return
-    todo = plan(children(obj, uid), existing)
+        return None
+    pods = kube.list(POD, namespace, labels.selector_string(name))
+    requeue, why = None, ""
+    if autoscaler is not None:
+        obj, requeue, why = _autoscale(kube, autoscaler, body, obj, pods, now)
+    todo = plan(children(obj, uid), existing, why)
     for kind, child in todo.delete:
         kube.delete(kind, namespace, child)
         kube.event(body, "Normal", "Deleted", f"Deleted {kind.kind} {child}: no longer wanted")
@@ -160,11 +184,64 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
             log.info("%s/%s: %s", namespace, name, change.message)
             kube.event(body, "Normal", change.reason, change.message)
     workload = applied.get(DEPLOYMENT) or applied.get(LEADER_WORKER_SET)
-    pods = kube.list(POD, namespace, labels.selector_string(name))
     observed = Observed(
         workload, pods, _largest_node_gpus(kube, obj.spec.placement.gpu_resource_name)
     )
     _write_status(kube, body, compute_status(obj, observed, now))
+    return requeue
+
+
+def _autoscale(
+    kube: Kube,
+    autoscaler: Autoscaler,
+    body: Manifest,
+    obj: LLMDeployment,
+    pods: list[Manifest],
+    now: datetime,
+) -> tuple[LLMDeployment, float | None, str]:
+    """Run a control period if one is due: the object with its new status, the seconds
+    until the next period, and why the replicas changed (for the Event)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if not builtin(obj):
+        autoscaler.forget(namespace, name)
+        if obj.status is None:
+            return obj, None, ""
+        return obj.model_copy(update={"status": without_scaling(obj.status)}), None, ""
+    uid = body["metadata"]["uid"]
+    wait = autoscaler.due_in(obj, uid, now.timestamp())
+    if wait > 0:
+        return obj, wait, ""
+    period = autoscaler.run(obj, uid, pods, now)
+    old = next(
+        (c for c in (obj.status and obj.status.conditions) or [] if c.type is METRICS_AVAILABLE),
+        None,
+    )
+    if period.metrics.status is FALSE and (old is None or old.status is not FALSE):
+        log.warning("%s/%s: %s", namespace, name, period.metrics.message)
+        kube.event(body, "Warning", period.metrics.reason, period.metrics.message)
+    if obj.spec.parallelism.nodes_per_group == 1:  # a LeaderWorkerSet removes the last groups
+        _set_deletion_costs(kube, namespace, pods, period.deletion_costs)
+    decision = period.decision
+    why = f"{decision.reason}: {decision.message}" if decision.changed else ""
+    seconds = float(obj.spec.autoscaling.period_seconds)  # type: ignore[union-attr]
+    return obj.model_copy(update={"status": period.status}), seconds, why
+
+
+def _set_deletion_costs(
+    kube: Kube, namespace: str, pods: list[Manifest], costs: dict[str, int]
+) -> None:
+    """Annotate the pods so the ReplicaSet removes the cheapest first (best effort)."""
+    for pod in pods:
+        meta = pod["metadata"]
+        cost = costs.get(meta["name"])
+        if cost is None or (meta.get("annotations") or {}).get(labels.POD_DELETION_COST) == str(
+            cost
+        ):
+            continue
+        try:
+            kube.annotate(POD, namespace, meta["name"], {labels.POD_DELETION_COST: str(cost)})
+        except (KubeError, ApiException) as err:  # gone meanwhile: nothing to order
+            log.info("Could not set the deletion cost of pod %s: %s", meta["name"], err)
 
 
 def _without_server_fields(body: Manifest) -> Manifest:

@@ -1,0 +1,318 @@
+"""The built-in autoscaler in the operator: one control period of one LLMDeployment.
+
+Called by :func:`llmfleet_operator.reconcile.reconcile` for LLMDeployments in
+``autoscaling.mode: Builtin``, at most once per ``periodSeconds``: the reconcile asks
+the work queue to come back when the next period is due, so there is no kopf timer and
+no finalizer. A period turns the serving pods into the policy's replicas and the metrics
+source's targets (the leader stands for a multi-node group), reads the source, runs
+:func:`llmfleet_operator.autoscale.decide`, and gives the reconcile a :class:`Period`:
+the new status (desired replicas, signals, the decision, ``MetricsAvailable`` and
+``ScalingLimited``) and, on a scale-down, the pods' deletion costs, so the ReplicaSet
+removes the replicas with the fewest requests in flight.
+
+Recent samples and the policy's history live in this process's memory, per object.
+After a restart or a change of leader the windows start empty and the idle clock
+restarts; the policy handles that safely (it holds until it has samples, and waits a
+whole idle timeout before scaling to zero).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from llmfleet_operator import labels
+from llmfleet_operator.api import (
+    MAX_DECISIONS,
+    AutoscalingMode,
+    ConditionType,
+    LLMDeployment,
+    LLMDeploymentStatus,
+    MetricsSourceKind,
+    Reason,
+    ScalingDecision,
+    Signals,
+)
+from llmfleet_operator.autoscale import (
+    Decision,
+    History,
+    Observation,
+    Replica,
+    ReplicaPhase,
+    Sample,
+    Signal,
+    decide,
+    deletion_order,
+)
+from llmfleet_operator.children import desired_replicas
+from llmfleet_operator.metrics import MetricsSource, Miss, MissReason, PrometheusSource, Target
+from llmfleet_operator.observe import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    Verdict,
+    ready_since,
+    set_condition,
+)
+
+Manifest = dict[str, Any]
+SCALING_CONDITIONS = (ConditionType.METRICS_AVAILABLE, ConditionType.SCALING_LIMITED)
+_SIGNAL_FIELDS = {
+    Signal.PREFILL_QUEUE: "prefill_queue",
+    Signal.PENDING_PREFILL_TOKENS: "pending_prefill_tokens",
+    Signal.KV_CACHE_USAGE: "kv_cache_usage",
+    Signal.SLOTS_USED: "slots_used",
+}
+_LIMITS = {
+    Reason.AT_MAX_REPLICAS: "the policy asks for more than maxReplicas",
+    Reason.AT_MIN_REPLICAS: "the policy asks for fewer than minReplicas",
+}
+
+
+def builtin(obj: LLMDeployment) -> bool:
+    """Whether the built-in autoscaler sizes this LLMDeployment."""
+    scaling = obj.spec.autoscaling
+    return scaling is not None and scaling.mode is AutoscalingMode.BUILTIN
+
+
+def _time(value: str | datetime | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def serving_replicas(pods: list[Manifest]) -> list[tuple[Replica, Target | None]]:
+    """The replicas (serving pods: engines and group leaders, not terminating) and, for the
+    ready ones with an address, where to read their metrics."""
+    found = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        role = (meta.get("labels") or {}).get(labels.ROLE)
+        if role not in ("engine", "leader") or meta.get("deletionTimestamp"):
+            continue
+        since = ready_since(pod)
+        replica = Replica(
+            name=meta["name"],
+            phase=ReplicaPhase.STARTING if since is None else ReplicaPhase.READY,
+            started_at=_time(meta.get("creationTimestamp")) or 0.0,
+            ready_at=_time(since),
+        )
+        ip = (pod.get("status") or {}).get("podIP")
+        target = (
+            Target(
+                meta["name"], f"http://{ip}:{labels.ENGINE_PORT}", meta["name"], meta["namespace"]
+            )
+            if since is not None and ip
+            else None
+        )
+        found.append((replica, target))
+    return sorted(found, key=lambda pair: pair[0].name)
+
+
+def metrics_verdict(ready: int, missing: tuple[Miss, ...], source: str) -> Verdict:
+    """``MetricsAvailable``: every ready replica read, or why not (the policy then holds)."""
+    if not missing:
+        if ready == 0:
+            return Verdict(UNKNOWN, Reason.METRICS_MISSING, "no ready replica to read")
+        return Verdict(TRUE, Reason.METRICS_FRESH, f"{ready} of {ready} ready replicas read")
+    reasons = {miss.reason for miss in missing}
+    if MissReason.SOURCE_UNREACHABLE in reasons:
+        reason = Reason.METRICS_SOURCE_UNREACHABLE
+    elif reasons == {MissReason.STALE}:
+        reason = Reason.METRICS_STALE
+    else:
+        reason = Reason.METRICS_MISSING
+    details = "; ".join(f"{m.replica}: {m.detail}" for m in missing[:3])
+    more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+    message = f"{len(missing)} of {ready} ready replicas not read from {source}: {details}{more}"
+    return Verdict(FALSE, reason, message)
+
+
+def limited_verdict(decision: Decision) -> Verdict:
+    """``ScalingLimited``: True when a bound stopped the policy (GPUs: see observe)."""
+    if decision.reason in _LIMITS:
+        return Verdict(TRUE, decision.reason, f"{_LIMITS[decision.reason]}: {decision.message}")
+    return Verdict(FALSE, Reason.WITHIN_RANGE, f"{decision.desired} replicas: within bounds")
+
+
+def deletion_costs(order: tuple[str, ...]) -> dict[str, int]:
+    """``pod-deletion-cost`` per pod: the first to go costs least."""
+    return {name: rank for rank, name in enumerate(order)}
+
+
+def scaled_status(
+    old: LLMDeploymentStatus,
+    decision: Decision,
+    metrics: Verdict,
+    sampled_at: float | None,
+    now: datetime,
+    generation: int | None,
+) -> LLMDeploymentStatus:
+    """The status after one period: desired replicas, signals, decisions, conditions."""
+    values: dict[str, Any] = {
+        _SIGNAL_FIELDS[reading.signal]: round(reading.per_replica, 4)
+        for reading in decision.signals
+    }
+    if sampled_at is not None:
+        values["sampled_at"] = datetime.fromtimestamp(round(sampled_at), UTC)
+    decisions = list(old.decisions or [])
+    if decision.changed:
+        record = ScalingDecision(
+            time=now.replace(microsecond=0),
+            from_replicas=decision.current,
+            to_replicas=decision.desired,
+            reason=decision.reason,
+            message=decision.message[:1024],
+        )
+        decisions = [*decisions, record][-MAX_DECISIONS:]
+    previous = old.conditions or []
+    verdicts = {
+        ConditionType.METRICS_AVAILABLE: metrics,
+        ConditionType.SCALING_LIMITED: limited_verdict(decision),
+    }
+    fresh = [set_condition(previous, kind, v, now, generation) for kind, v in verdicts.items()]
+    return old.model_copy(
+        update={
+            "observed_generation": generation,
+            "desired_replicas": decision.desired,
+            "signals": Signals(**values) if values else None,
+            "decisions": decisions or None,
+            "conditions": [c for c in previous if c.type not in verdicts] + fresh,
+        }
+    )
+
+
+def without_scaling(status: LLMDeploymentStatus) -> LLMDeploymentStatus:
+    """The status of an object the built-in autoscaler no longer sizes (decisions kept)."""
+    conditions = [c for c in status.conditions or [] if c.type not in SCALING_CONDITIONS]
+    return status.model_copy(update={"signals": None, "conditions": conditions or None})
+
+
+@dataclass(frozen=True)
+class Period:
+    """What one control period decided, for the reconcile to write."""
+
+    decision: Decision
+    status: LLMDeploymentStatus
+    """The object's status with the period's results in it."""
+    deletion_costs: dict[str, int]
+    """Pod name -> ``pod-deletion-cost``; set before a scale-down, else empty."""
+    metrics: Verdict
+
+
+@dataclass
+class _State:
+    uid: str
+    history: History = field(default_factory=History)
+    samples: list[Sample] = field(default_factory=list)
+    last_run: float | None = None
+
+
+class Autoscaler:
+    """Per-object memory and metrics sources; :meth:`run` is one control period.
+
+    ``prometheus`` makes a source for a Prometheus URL and staleness (a seam for tests);
+    sources are kept per URL. Reconciles of different objects may call in parallel.
+    """
+
+    def __init__(
+        self,
+        direct: MetricsSource,
+        prometheus: Callable[[str, float], MetricsSource] = PrometheusSource,
+    ) -> None:
+        self._direct = direct
+        self._make_prometheus = prometheus
+        self._sources: dict[tuple[str, float], MetricsSource] = {}
+        self._states: dict[tuple[str, str], _State] = {}
+        self._lock = threading.Lock()
+
+    def _state(self, obj: LLMDeployment, uid: str) -> _State:
+        key = (obj.metadata.namespace or "", obj.metadata.name)
+        with self._lock:
+            state = self._states.get(key)
+            if state is None or state.uid != uid:  # a new object under an old name
+                state = self._states[key] = _State(uid)
+            return state
+
+    def _source(self, obj: LLMDeployment) -> tuple[MetricsSource, str]:
+        metrics = obj.spec.autoscaling.metrics  # type: ignore[union-attr]
+        if metrics.source is not MetricsSourceKind.PROMETHEUS or not metrics.prometheus_url:
+            return self._direct, "their /metrics"
+        key = (metrics.prometheus_url, float(metrics.staleness_seconds))
+        with self._lock:
+            if key not in self._sources:
+                self._sources[key] = self._make_prometheus(*key)
+            return self._sources[key], f"Prometheus at {metrics.prometheus_url}"
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the memory of an object deleted or no longer autoscaled."""
+        with self._lock:
+            self._states.pop((namespace, name), None)
+
+    def due_in(self, obj: LLMDeployment, uid: str, now: float) -> float:
+        """Seconds until the next period (0 or less: due now)."""
+        period = obj.spec.autoscaling.period_seconds  # type: ignore[union-attr]
+        last = self._state(obj, uid).last_run
+        return 0.0 if last is None else last + period - now
+
+    def run(self, obj: LLMDeployment, uid: str, pods: list[Manifest], now: datetime) -> Period:
+        """One control period: read the metrics, decide, and say what to write."""
+        scaling = obj.spec.autoscaling
+        if scaling is None:
+            raise ValueError("the LLMDeployment has no spec.autoscaling")
+        namespace, name = obj.metadata.namespace or "", obj.metadata.name
+        state, clock = self._state(obj, uid), now.timestamp()
+        source, where = self._source(obj)
+        pairs = serving_replicas(pods)
+        targets = [target for _, target in pairs if target is not None]
+        readings = source.samples(targets, clock)
+        seen = {(s.replica, s.time) for s in state.samples}
+        keep = max(scaling.stable_window_seconds, scaling.metrics.staleness_seconds)
+        state.samples = [
+            s
+            for s in (
+                *state.samples,
+                *(s for s in readings.samples if (s.replica, s.time) not in seen),
+            )
+            if clock - s.time <= keep + scaling.period_seconds
+        ]
+        replicas = tuple(replica for replica, _ in pairs)
+        observation = Observation(
+            current=desired_replicas(obj),
+            replicas=replicas,
+            samples=tuple(state.samples),
+            gateway_pending=source.gateway_pending(namespace, name, clock),
+        )
+        decision = decide(obj.spec, observation, state.history, clock)
+        state.history, state.last_run = decision.history, clock
+        metrics = metrics_verdict(len(targets), readings.missing, where)
+        newest = max((s.time for s in state.samples), default=None)
+        status = scaled_status(
+            obj.status or LLMDeploymentStatus(),
+            decision,
+            metrics,
+            newest,
+            now,
+            obj.metadata.generation,
+        )
+        costs: dict[str, int] = {}
+        if decision.desired < decision.current:
+            order = deletion_order(
+                replicas, tuple(state.samples), clock, scaling.stable_window_seconds
+            )
+            costs = deletion_costs(order)
+        return Period(decision, status, costs, metrics)
+
+    def close(self) -> None:
+        """Close the Prometheus sources' connections."""
+        with self._lock:
+            for source in self._sources.values():
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+            self._sources.clear()

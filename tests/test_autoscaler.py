@@ -1,0 +1,291 @@
+"""The operator's autoscaler shell: pods and readings in, status and deletion costs out.
+
+Cases: serving pods become replicas (engines and leaders; workers and terminating pods
+left out; ready ones get a metrics target); MetricsAvailable says fresh, stale, missing
+or source unreachable with the details; a loaded fleet scales up with the decision,
+signals and conditions in the status; a period is due once per periodSeconds and a new
+object under an old name starts afresh; a source that stops answering holds the count;
+a scale-down gives the idle replica the lowest deletion cost; the gateway's pending
+requests bring a model back from zero; the kept decisions are capped; an object that
+leaves Builtin mode loses its scaling conditions; too few GPUs marks ScalingLimited.
+
+The metrics source is an in-memory fake (the seam the real sources implement; they are
+tested against real engines and a real Prometheus in test_metrics_sources.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import yaml
+
+from llmfleet_operator.api import (
+    MAX_DECISIONS,
+    ConditionStatus,
+    ConditionType,
+    LLMDeployment,
+    LLMDeploymentStatus,
+    Reason,
+)
+from llmfleet_operator.autoscale import Sample
+from llmfleet_operator.autoscaler import (
+    Autoscaler,
+    metrics_verdict,
+    serving_replicas,
+    without_scaling,
+)
+from llmfleet_operator.metrics import Miss, MissReason, Readings, Target
+from llmfleet_operator.observe import Observed, compute_status
+from tests.corpus import ROOT
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def deployment(uid_generation: int = 1, **scaling: Any) -> LLMDeployment:
+    manifest = yaml.safe_load((ROOT / "examples/llama-8b.yaml").read_text())
+    manifest["metadata"].update({"namespace": "serving", "generation": uid_generation})
+    manifest["spec"].pop("replicas", None)
+    manifest["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 6,
+        "periodSeconds": 15,
+        "scaleDown": {"stabilizationWindowSeconds": 0, "maxStep": 1},
+        **scaling,
+    }
+    return LLMDeployment.model_validate(manifest)
+
+
+def pod(
+    name: str,
+    ready_since: datetime | None = T0 - timedelta(minutes=10),
+    role: str = "engine",
+    ip: str = "10.0.0.1",
+    terminating: bool = False,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "serving",
+        "labels": {"llmfleet.io/role": role},
+        "creationTimestamp": (T0 - timedelta(minutes=20)).isoformat().replace("+00:00", "Z"),
+    }
+    if terminating:
+        meta["deletionTimestamp"] = T0.isoformat()
+    conditions = []
+    if ready_since is not None:
+        since = ready_since.isoformat().replace("+00:00", "Z")
+        conditions.append({"type": "Ready", "status": "True", "lastTransitionTime": since})
+    return {"metadata": meta, "status": {"podIP": ip, "conditions": conditions}}
+
+
+@dataclass
+class FakeSource:
+    """Answers each replica with its configured load, or a miss."""
+
+    load: dict[str, tuple[int, int]] = field(default_factory=dict)  # replica -> (waiting, running)
+    misses: dict[str, Miss] = field(default_factory=dict)
+    pending: int | None = None
+    asked: list[list[str]] = field(default_factory=list)
+
+    def samples(self, targets: Sequence[Target], now: float) -> Readings:
+        self.asked.append([t.replica for t in targets])
+        found, missing = [], []
+        for target in targets:
+            if target.replica in self.misses:
+                missing.append(self.misses[target.replica])
+            else:
+                waiting, running = self.load.get(target.replica, (0, 0))
+                found.append(Sample(now, target.replica, waiting, None, 0.1, running))
+        return Readings(tuple(found), tuple(missing))
+
+    def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
+        return self.pending
+
+
+def with_status(obj: LLMDeployment, status: LLMDeploymentStatus) -> LLMDeployment:
+    return obj.model_copy(update={"status": status})
+
+
+def condition(status: LLMDeploymentStatus, kind: ConditionType) -> Any:
+    return next(c for c in status.conditions or [] if c.type == kind)
+
+
+def test_serving_pods_become_replicas_and_targets() -> None:
+    pods = [
+        pod("b-starting", ready_since=None),
+        pod("a-ready", ip="10.0.0.7"),
+        pod("w-worker", role="worker"),
+        pod("c-leaving", terminating=True),
+        pod("d-leader", role="leader", ip="10.0.0.9"),
+    ]
+    found = serving_replicas(pods)
+    assert [replica.name for replica, _ in found] == ["a-ready", "b-starting", "d-leader"]
+    ready, target = found[0]
+    assert ready.phase == "Ready"
+    assert ready.ready_at == (T0 - timedelta(minutes=10)).timestamp()
+    assert ready.started_at == (T0 - timedelta(minutes=20)).timestamp()
+    assert target == Target("a-ready", "http://10.0.0.7:8000", "a-ready", "serving")
+    assert found[1][0].phase == "Starting"
+    assert found[1][1] is None
+    assert found[1][0].ready_at is None
+
+
+@pytest.mark.parametrize(
+    ("misses", "status", "reason", "words"),
+    [
+        ((), ConditionStatus.TRUE, Reason.METRICS_FRESH, "3 of 3 ready replicas read"),
+        (
+            (Miss("r1", MissReason.STALE, "newest sample is 90s old"),),
+            ConditionStatus.FALSE,
+            Reason.METRICS_STALE,
+            "r1: newest sample is 90s old",
+        ),
+        (
+            (
+                Miss("r1", MissReason.STALE, "old"),
+                Miss("r2", MissReason.UNREACHABLE, "GET http://x/metrics: refused"),
+            ),
+            ConditionStatus.FALSE,
+            Reason.METRICS_MISSING,
+            "2 of 3 ready replicas not read",
+        ),
+        (
+            tuple(Miss(f"r{i}", MissReason.SOURCE_UNREACHABLE, "down") for i in range(5)),
+            ConditionStatus.FALSE,
+            Reason.METRICS_SOURCE_UNREACHABLE,
+            "(and 2 more)",
+        ),
+    ],
+)
+def test_metrics_available_says_why(
+    misses: tuple[Miss, ...], status: ConditionStatus, reason: Reason, words: str
+) -> None:
+    verdict = metrics_verdict(3, misses, "Prometheus at http://p:9090")
+    assert (verdict.status, verdict.reason) == (status, reason)
+    assert words in verdict.message
+    nothing = metrics_verdict(0, (), "their /metrics")
+    assert (nothing.status, nothing.reason) == (ConditionStatus.UNKNOWN, Reason.METRICS_MISSING)
+
+
+def test_a_loaded_fleet_scales_up_and_says_why() -> None:
+    obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=2))
+    source = FakeSource(load={"p0": (12, 8), "p1": (12, 8)})
+    scaler = Autoscaler(source)
+    period = scaler.run(obj, "uid-1", [pod("p0"), pod("p1", ip="10.0.0.2")], T0)
+    assert source.asked == [["p0", "p1"]]
+    decision = period.decision
+    assert (decision.current, decision.desired) == (2, 4)  # doubling at most per period
+    status = period.status
+    assert status.desired_replicas == 4
+    [record] = status.decisions or []
+    assert (record.from_replicas, record.to_replicas) == (2, 4)
+    assert record.reason == decision.reason
+    assert "prefill queue" in record.message
+    assert status.signals is not None
+    assert status.signals.prefill_queue == 12
+    assert status.signals.sampled_at == T0
+    metrics = condition(status, ConditionType.METRICS_AVAILABLE)
+    assert (metrics.status, metrics.reason) == ("True", Reason.METRICS_FRESH)
+    limited = condition(status, ConditionType.SCALING_LIMITED)
+    assert (limited.status, limited.reason) == ("False", Reason.WITHIN_RANGE)
+    assert period.deletion_costs == {}
+
+
+def test_one_period_per_period_seconds_and_a_new_object_starts_afresh() -> None:
+    obj = deployment()
+    scaler = Autoscaler(FakeSource())
+    assert scaler.due_in(obj, "uid-1", T0.timestamp()) == 0
+    scaler.run(obj, "uid-1", [pod("p0")], T0)
+    assert scaler.due_in(obj, "uid-1", T0.timestamp() + 5) == 10
+    assert scaler.due_in(obj, "uid-2", T0.timestamp() + 5) == 0  # deleted and made again
+    scaler.forget("serving", obj.metadata.name)
+    assert scaler.due_in(obj, "uid-1", T0.timestamp() + 5) == 0
+
+
+def test_a_silent_source_holds_the_count_and_says_so() -> None:
+    obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=3))
+    down = Miss("p0", MissReason.SOURCE_UNREACHABLE, "Prometheus at http://p:9090 did not answer")
+    source = FakeSource(misses={"p0": down, "p1": down, "p2": down})
+    period = Autoscaler(source).run(obj, "uid", [pod("p0"), pod("p1"), pod("p2")], T0)
+    assert (period.decision.desired, period.decision.reason) == (
+        3,
+        Reason.HOLDING_ON_MISSING_METRICS,
+    )
+    assert period.status.decisions is None
+    metrics = condition(period.status, ConditionType.METRICS_AVAILABLE)
+    assert (metrics.status, metrics.reason) == ("False", Reason.METRICS_SOURCE_UNREACHABLE)
+    assert "did not answer" in metrics.message
+
+
+def test_scale_down_makes_the_least_busy_replica_the_cheapest_to_delete() -> None:
+    obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=3))
+    source = FakeSource(load={"p0": (0, 2), "p1": (0, 0), "p2": (0, 1)})
+    pods = [pod("p0"), pod("p1"), pod("p2")]
+    period = Autoscaler(source).run(obj, "uid", pods, T0)
+    assert period.decision.desired == 2
+    assert period.deletion_costs == {"p1": 0, "p2": 1, "p0": 2}
+
+
+def test_pending_requests_at_the_gateway_scale_from_zero() -> None:
+    obj = with_status(
+        deployment(minReplicas=0, scaleToZero={"enabled": True, "idleTimeoutSeconds": 60}),
+        LLMDeploymentStatus(observed_generation=1, desired_replicas=0),
+    )
+    source = FakeSource()
+    scaler = Autoscaler(source)
+    idle = scaler.run(obj, "uid", [], T0)
+    assert (idle.decision.desired, idle.decision.reason) == (0, Reason.IDLE)
+    source.pending = 2
+    woken = scaler.run(obj, "uid", [], T0 + timedelta(seconds=15))
+    assert (woken.decision.desired, woken.decision.reason) == (1, Reason.DEMAND_FROM_ZERO)
+
+
+def test_decisions_are_capped_newest_last() -> None:
+    obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=1))
+    scaler = Autoscaler(FakeSource(load={f"p{i}": (40, 8) for i in range(6)}))
+    status = obj.status
+    for step in range(MAX_DECISIONS + 3):
+        count = status.desired_replicas if status else 1
+        pods = [pod(f"p{i}") for i in range(count)]
+        period = scaler.run(obj, "uid", pods, T0 + timedelta(seconds=15 * step))
+        status = period.status
+        obj = with_status(obj, status.model_copy(update={"desired_replicas": 1}))
+    assert status is not None
+    assert len(status.decisions or []) == MAX_DECISIONS
+
+
+def test_leaving_builtin_mode_drops_the_scaling_conditions() -> None:
+    obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=2))
+    status = Autoscaler(FakeSource()).run(obj, "uid", [pod("p0"), pod("p1")], T0).status
+    assert {c.type for c in status.conditions or []} >= {
+        ConditionType.METRICS_AVAILABLE,
+        ConditionType.SCALING_LIMITED,
+    }
+    plain = without_scaling(status)
+    assert plain.conditions is None
+    assert plain.signals is None
+    assert plain.decisions == status.decisions
+
+
+def test_missing_gpus_mark_scaling_limited() -> None:
+    obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=3))
+    stuck = pod("p2", ready_since=None)
+    stuck["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+        }
+    ]
+    deployment_status = {
+        "metadata": {"generation": 1},
+        "status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 2},
+    }
+    status = compute_status(obj, Observed(deployment_status, [pod("p0"), pod("p1"), stuck]), T0)
+    limited = condition(status, ConditionType.SCALING_LIMITED)
+    assert (limited.status, limited.reason) == ("True", Reason.BLOCKED_BY_GPUS)
+    assert "2 of 3 replicas ready" in limited.message
