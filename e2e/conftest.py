@@ -23,8 +23,13 @@ import kubernetes
 import pytest
 
 E2E = Path(__file__).resolve().parent
+sys.path.insert(0, str(E2E))  # the helpers beside this file (kit.py, localop.py, ...)
+
+import localop  # noqa: E402
+from kit import LocalPrometheus  # noqa: E402
+from localop import LocalOperator  # noqa: E402
+
 REPO = E2E.parent
-sys.path.insert(0, str(E2E))  # the helpers beside this file (waiting.py, podrunner.py, ...)
 
 _build_error: list[str] = []
 
@@ -92,6 +97,25 @@ def namespace(
     core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, kubeconfig: Path) -> Iterator[LocalOperator]:
+    """The chart installed by helm and the operator run with its service account's token."""
+    localop.down(cluster.state)  # never test an operator started from older code
+    running = localop.up(kubeconfig, cluster.state)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def prometheus(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[LocalPrometheus]:
+    """A Prometheus discovering this test's namespace's pods through the API server."""
+    running = LocalPrometheus(kubeconfig, namespace, tmp_path / "prometheus")
+    running.configure()
+    running.start()
+    yield running
+    running.stop()
 
 
 # ---- state dump on failure -----------------------------------------------------------

@@ -12,50 +12,37 @@ LLMDeployment removes every child; the operator serves its metrics.
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
-import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import localop
 import pytest
 import yaml
+from kit import (
+    EXAMPLES,
+    GROUP,
+    PLURAL,
+    SIMULATED,
+    VERSION,
+    LocalPrometheus,
+    apply,
+    apply_ready,
+    condition,
+    get,
+    pods,
+    ready,
+    wait_for,
+)
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 from localop import LocalOperator, kubectl
 
 from llmfleet_operator.metrics import DirectScrape, PrometheusSource, Readings, Target
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-GROUP, VERSION, PLURAL = "llmfleet.io", "v1alpha1", "llmdeployments"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-# ---- the operator, installed by the chart, run with its service account ------------
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, kubeconfig: Path) -> Iterator[LocalOperator]:
-    localop.down(Path(cluster.state))  # never test an operator started from older code
-    running = localop.up(kubeconfig, Path(cluster.state))
-    yield running
-    running.stop()
 
 
 # ---- example prerequisites, as a user would create them ----------------------------
@@ -116,52 +103,6 @@ def on_this_cluster(path: Path, **spec: Any) -> dict[str, Any]:
     manifest["spec"].setdefault("placement", {})["gpuProducts"] = [GPU_PRODUCT]
     manifest["spec"].update(spec)
     return manifest
-
-
-def apply(kubeconfig: Path, namespace: str, manifest: dict[str, Any]) -> None:
-    result = kubectl(
-        kubeconfig, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest)
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def apply_ready(api: ApiClient, kubeconfig: Path, namespace: str, manifest: dict[str, Any]) -> str:
-    """Apply ``manifest`` and wait until the operator reports it Ready; its name."""
-    apply(kubeconfig, namespace, manifest)
-    name: str = manifest["metadata"]["name"]
-    wait_for(f"{name} Ready", lambda: ready(api, namespace, name), timeout=120)
-    return name
-
-
-def get(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return obj
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    for item in (obj.get("status") or {}).get("conditions") or []:
-        if item["type"] == kind:
-            return dict(item)
-    return {}
-
-
-def ready(api: ApiClient, namespace: str, name: str) -> bool:
-    obj = get(api, namespace, name)
-    return (
-        condition(obj, "Ready").get("status") == "True"
-        and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
-    )
-
-
-def pods(api: ApiClient, namespace: str, name: str) -> list[Any]:
-    items = (
-        CoreV1Api(api)
-        .list_namespaced_pod(namespace, label_selector=f"llmfleet.io/deployment={name}")
-        .items
-    )
-    return [p for p in items if not p.metadata.deletion_timestamp]
 
 
 # ---- the tests -----------------------------------------------------------------------
@@ -380,6 +321,8 @@ def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig:
         ("patch", "llmdeployments.llmfleet.io", "--subresource=status", "yes"),
         ("patch", "llmdeployments.llmfleet.io", "", "no"),
         ("delete", "pods", "", "no"),
+        ("patch", "pods", "", "yes"),  # the pod-deletion-cost annotation before a scale-down
+        ("create", "pods", "", "no"),
         ("get", "secrets", "", "no"),
     ]:
         flags = [f"--as={account}", "-A", *([extra] if extra else [])]
@@ -387,9 +330,6 @@ def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig:
         assert answer.stdout.strip() == allowed, (verb, resource, answer.stdout)
     (user,) = yaml.safe_load(operator.kubeconfig.read_text())["users"]
     assert set(user["user"]) == {"token"}  # no admin client certificate
-
-
-SIMULATED = EXAMPLES / "llama-8b-simulated.yaml"
 
 
 def test_a_refused_child_is_reported_and_blocks_no_one(
@@ -476,103 +416,9 @@ def test_a_second_operator_waits_for_the_lease_then_takes_over(
         operator.start()  # later tests expect the fixture's operator
 
 
-PROMETHEUS_PORT = 19090
-
-
-@pytest.fixture
-def prometheus(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[str]:
-    """Debian's Prometheus discovering pods through this API server, as a read-only account."""
-    binary = subprocess.run(
-        ["bash", str(REPO / "e2e" / "install-prometheus.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[-1]
-    access = [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "prometheus", "namespace": namespace},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "prometheus", "namespace": namespace},
-            "rules": [
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "prometheus", "namespace": namespace},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "prometheus",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "prometheus", "namespace": namespace}],
-        },
-    ]
-    assert kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(access)).returncode == 0
-    token = kubectl(kubeconfig, "create", "token", "prometheus", "-n", namespace).stdout.strip()
-    cluster = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]
-    (tmp_path / "token").write_text(token)
-    (tmp_path / "ca.crt").write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-    scrape = {
-        "job_name": "llmfleet-engines",
-        "scrape_interval": "1s",
-        "kubernetes_sd_configs": [
-            {
-                "role": "pod",
-                "api_server": cluster["server"],
-                "namespaces": {"names": [namespace]},
-                "authorization": {"credentials_file": str(tmp_path / "token")},
-                "tls_config": {"ca_file": str(tmp_path / "ca.crt")},
-            }
-        ],
-        "relabel_configs": [
-            {
-                "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                "regex": "true",
-                "action": "keep",
-            },
-            {
-                "source_labels": [
-                    "__meta_kubernetes_pod_ip",
-                    "__meta_kubernetes_pod_annotation_prometheus_io_port",
-                ],
-                "regex": "(.+);(.+)",
-                "replacement": "$1:$2",
-                "target_label": "__address__",
-            },
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            # The labels llmfleet_operator.metrics.PrometheusSource selects engines by.
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"scrape_configs": [scrape]}))
-    with (tmp_path / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield f"http://127.0.0.1:{PROMETHEUS_PORT}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 def test_prometheus_discovers_and_scrapes_engine_pods(
     operator: LocalOperator,
-    prometheus: str,
+    prometheus: LocalPrometheus,
     api_client: ApiClient,
     kubeconfig: Path,
     namespace: str,
@@ -583,7 +429,7 @@ def test_prometheus_discovers_and_scrapes_engine_pods(
         Target(p.metadata.name, f"http://{p.status.pod_ip}:8000", p.metadata.name, namespace)
         for p in pods(api_client, namespace, name)
     ]
-    with PrometheusSource(prometheus, staleness_seconds=30) as source:
+    with PrometheusSource(prometheus.url, staleness_seconds=30) as source:
 
         def every_pod() -> Readings | None:
             readings = source.samples(targets, time.time())

@@ -1,0 +1,369 @@
+"""The built-in autoscaler on the local control plane, with simulator engines under load.
+
+Cases: a load ramp scales a deployment up to maxReplicas (ScalingLimited says so) and,
+once the load ends, down to minReplicas no sooner than the scale-down stabilization
+window, each change an Event and a decision with its reason; on a scale-down the
+replica with a request in flight stays (pod-deletion-cost) and its stream finishes; a
+stopped Prometheus holds the replicas with MetricsAvailable=False and a Warning Event,
+and its return resumes scaling; a model scales to zero when idle and back when the
+gateway reports a queued request.
+
+The engines are simulator pods (profile ``fast`` slowed 20x, two slots each), loaded by
+the official ``openai`` client from this process through the pods' addresses in
+``status.endpoints``, the least busy first. The gateway is a later issue: a loopback
+page with its ``llmfleet_gateway_pending_requests`` gauge stands in for it, scraped by
+the real Prometheus.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kit import (
+    SIMULATED,
+    LocalPrometheus,
+    apply,
+    apply_ready,
+    condition,
+    get,
+    pods,
+    wait_for,
+)
+from kubernetes.client import ApiClient, CoreV1Api
+from localop import LocalOperator
+from openai import OpenAI
+
+MODEL = "llama-8b"
+FAST_WINDOWS = {
+    "periodSeconds": 2,
+    "stableWindowSeconds": 6,
+    "panicWindowSeconds": 2,
+    "scaleDown": {"stabilizationWindowSeconds": 10, "maxStep": 1},
+    "metrics": {"stalenessSeconds": 5},
+}
+
+
+def autoscaled(name: str, **scaling: Any) -> dict[str, Any]:
+    """The simulated example with two slots per engine and the built-in autoscaler."""
+    manifest: dict[str, Any] = yaml.safe_load(SIMULATED.read_text())
+    manifest["metadata"]["name"] = name
+    spec = manifest["spec"]
+    spec.pop("replicas")
+    spec["engine"] = {"maxNumSeqs": 2, "simulator": {"profile": "fast", "timeScale": 0.05}}
+    spec["autoscaling"] = {**FAST_WINDOWS, **scaling}
+    return manifest
+
+
+def status(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = get(api, namespace, name).get("status") or {}
+    return found
+
+
+def complete(endpoint: str, max_tokens: int) -> str:
+    """Stream one completion from an engine; its finish reason."""
+    client = OpenAI(base_url=f"http://{endpoint}/v1", api_key="unused", max_retries=0)
+    finish = ""
+    stream = client.completions.create(
+        model=MODEL, prompt="count to a thousand", max_tokens=max_tokens, stream=True
+    )
+    for chunk in stream:
+        finish = chunk.choices[0].finish_reason or finish if chunk.choices else finish
+    return finish
+
+
+class Load:
+    """``streams`` clients, each sending one completion after another to the engine with
+    the fewest requests in flight from this load (a stand-in for the gateway's router)."""
+
+    def __init__(self, api: ApiClient, namespace: str, name: str, streams: int) -> None:
+        self.api, self.namespace, self.name = api, namespace, name
+        self.in_flight: dict[str, int] = {}
+        self.errors: list[str] = []
+        self.done = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._client) for _ in range(streams)]
+
+    def _pick(self) -> str | None:
+        endpoints = status(self.api, self.namespace, self.name).get("endpoints") or []
+        with self.lock:
+            if not endpoints:
+                return None
+            chosen: str = min(endpoints, key=lambda e: (self.in_flight.get(e, 0), e))
+            self.in_flight[chosen] = self.in_flight.get(chosen, 0) + 1
+            return chosen
+
+    def _client(self) -> None:
+        while not self.stopping.is_set():
+            endpoint = self._pick()
+            if endpoint is None:
+                time.sleep(0.2)
+                continue
+            try:
+                if complete(endpoint, 50) != "length":
+                    self.errors.append(f"{endpoint}: stream ended early")
+            except Exception as error:  # every failure is a lost request: report it
+                self.errors.append(f"{endpoint}: {error!r}")
+            with self.lock:
+                self.in_flight[endpoint] -= 1
+                self.done += 1
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def patch_scaling(kubeconfig: Path, namespace: str, name: str, **fields: Any) -> None:
+    manifest = get_manifest(kubeconfig, namespace, name)
+    manifest["spec"]["autoscaling"].update(fields)
+    apply(kubeconfig, namespace, manifest)
+
+
+def get_manifest(kubeconfig: Path, namespace: str, name: str) -> dict[str, Any]:
+    from localop import kubectl
+
+    shown = kubectl(kubeconfig, "get", "-n", namespace, f"llmdeployment/{name}", "-o", "yaml")
+    found: dict[str, Any] = yaml.safe_load(shown.stdout)
+    return {
+        "apiVersion": found["apiVersion"],
+        "kind": found["kind"],
+        "metadata": {"name": name},
+        "spec": found["spec"],
+    }
+
+
+def decisions(api: ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = status(api, namespace, name).get("decisions") or []
+    return found
+
+
+def events(api: ApiClient, namespace: str, reason: str) -> list[Any]:
+    return [e for e in CoreV1Api(api).list_namespaced_event(namespace).items if e.reason == reason]
+
+
+def settled(api: ApiClient, namespace: str, name: str, replicas: int) -> bool:
+    now = status(api, namespace, name)
+    return (
+        now.get("desiredReplicas") == replicas
+        and now.get("readyReplicas", 0) == replicas
+        and len(pods(api, namespace, name)) == replicas
+    )
+
+
+def test_a_load_ramp_scales_up_and_the_end_of_load_scales_down_after_the_window(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    window = 20  # scale-down stabilization, well past the 6 s stable window
+    manifest = autoscaled(
+        "ramp",
+        minReplicas=1,
+        maxReplicas=3,
+        targets={"prefillQueuePerReplica": 1},
+        scaleDown={"stabilizationWindowSeconds": window, "maxStep": 1},
+    )
+    name = apply_ready(api_client, kubeconfig, namespace, manifest)
+    with Load(api_client, namespace, name, streams=10) as load:
+        wait_for("3 ready replicas under load", lambda: settled(api_client, namespace, name, 3))
+        limited = wait_for(
+            "ScalingLimited at maxReplicas",
+            lambda: (
+                condition(get(api_client, namespace, name), "ScalingLimited").get("reason")
+                == "AtMaxReplicas"
+            ),
+            timeout=30,
+        )
+        assert limited
+        ended = time.time()  # the clients stop; their last requests finish within ~2 s
+    assert load.errors == []
+    assert load.done > 0
+    ups = decisions(api_client, namespace, name)
+    assert [(d["fromReplicas"], d["toReplicas"]) for d in ups][:2] == [(1, 2), (2, 3)]
+    assert {d["reason"] for d in ups} <= {
+        "PrefillQueueAboveTarget",
+        "Panic",
+        "StepLimited",
+        "AtMaxReplicas",
+    }
+    scaled = [e.message for e in events(api_client, namespace, "Scaled")]
+    assert any(f"Scaled Deployment {name} from 1 to 2: " in m for m in scaled), scaled
+
+    wait_for("back to 1 replica", lambda: settled(api_client, namespace, name, 1), timeout=120)
+    downs = [
+        d for d in decisions(api_client, namespace, name) if d["toReplicas"] < d["fromReplicas"]
+    ]
+    assert [(d["fromReplicas"], d["toReplicas"]) for d in downs] == [(3, 2), (2, 1)]
+    first_down = datetime.fromisoformat(downs[0]["time"]).timestamp()
+    # The window counts from the last high recommendation: up to a period plus the last
+    # requests' 2 s after the clients stopped; decision times are whole seconds.
+    assert first_down >= ended + window - 2 - 1
+    metrics = condition(get(api_client, namespace, name), "MetricsAvailable")
+    assert (metrics["status"], metrics["reason"]) == ("True", "MetricsFresh")
+
+
+def test_scale_down_keeps_the_busy_replica_and_its_stream_finishes(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    manifest = autoscaled(
+        "drain", minReplicas=2, maxReplicas=2, scaleDown={"stabilizationWindowSeconds": 4}
+    )
+    name = apply_ready(api_client, kubeconfig, namespace, manifest)
+    wait_for("2 ready replicas", lambda: settled(api_client, namespace, name, 2))
+    by_ip = {f"{p.status.pod_ip}:8000": p.metadata.name for p in pods(api_client, namespace, name)}
+    busy_endpoint = sorted(by_ip)[-1]  # the later name: a plain name order would remove it
+    result: list[str] = []
+    stream = threading.Thread(target=lambda: result.append(complete(busy_endpoint, 400)))
+    stream.start()
+    try:
+        patch_scaling(kubeconfig, namespace, name, minReplicas=1)
+        wait_for("1 replica", lambda: settled(api_client, namespace, name, 1), timeout=60)
+        [kept] = pods(api_client, namespace, name)
+        assert kept.metadata.name == by_ip[busy_endpoint]
+        assert kept.metadata.annotations["controller.kubernetes.io/pod-deletion-cost"] == "1"
+        [down] = decisions(api_client, namespace, name)
+        assert (down["fromReplicas"], down["toReplicas"]) == (2, 1)
+    finally:
+        stream.join(timeout=60)
+    assert result == ["length"]  # every token arrived: nothing lost to the scale-down
+
+
+def test_a_stopped_prometheus_holds_replicas_and_its_return_resumes_scaling(
+    operator: LocalOperator,
+    prometheus: LocalPrometheus,
+    api_client: ApiClient,
+    kubeconfig: Path,
+    namespace: str,
+) -> None:
+    manifest = autoscaled(
+        "hold",
+        minReplicas=2,
+        maxReplicas=3,
+        metrics={"source": "Prometheus", "prometheusUrl": prometheus.url, "stalenessSeconds": 5},
+    )
+    name = apply_ready(api_client, kubeconfig, namespace, manifest)
+
+    def metrics(reason: str) -> bool:
+        return condition(get(api_client, namespace, name), "MetricsAvailable").get("reason") == (
+            reason
+        )
+
+    wait_for("metrics through Prometheus", lambda: metrics("MetricsFresh"), timeout=60)
+    prometheus.stop()
+    wait_for("MetricsSourceUnreachable", lambda: metrics("MetricsSourceUnreachable"), timeout=30)
+    found = condition(get(api_client, namespace, name), "MetricsAvailable")
+    assert found["status"] == "False"
+    assert prometheus.url in found["message"]
+    assert any(
+        e.type == "Warning" for e in events(api_client, namespace, "MetricsSourceUnreachable")
+    )
+
+    patch_scaling(kubeconfig, namespace, name, minReplicas=1)  # idle: it would scale down
+    held_until = time.monotonic() + 20  # stabilization 10 s + periods, well past
+    while time.monotonic() < held_until:
+        assert status(api_client, namespace, name)["desiredReplicas"] == 2
+        assert len(pods(api_client, namespace, name)) == 2
+        time.sleep(1)
+
+    prometheus.start()
+    wait_for("metrics back", lambda: metrics("MetricsFresh"), timeout=60)
+    wait_for("scaled down once metrics returned", lambda: settled(api_client, namespace, name, 1))
+
+
+@contextmanager
+def stand_in_gateway(namespace: str, name: str) -> Iterator[tuple[str, list[int]]]:
+    """A loopback page with the gateway's pending-requests gauge (the gateway is a later
+    issue); set ``pending[0]`` to change it. Yields its address and the mutable count."""
+    pending = [0]
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (
+                "# TYPE llmfleet_gateway_pending_requests gauge\n"
+                f'llmfleet_gateway_pending_requests{{llmdeployment="{name}",'
+                f'llmdeployment_namespace="{namespace}"}} {pending[0]}\n'
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", pending
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.timeout(300)
+def test_scale_to_zero_when_idle_and_back_on_a_queued_request(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    name = "zero"
+    with stand_in_gateway(namespace, name) as (address, pending):
+        prometheus = LocalPrometheus(kubeconfig, namespace, tmp_path / "prom", [address])
+        prometheus.configure()
+        prometheus.start()
+        try:
+            manifest = autoscaled(
+                name,
+                minReplicas=0,
+                maxReplicas=2,
+                scaleToZero={"enabled": True, "idleTimeoutSeconds": 30},
+                metrics={
+                    "source": "Prometheus",
+                    "prometheusUrl": prometheus.url,
+                    "stalenessSeconds": 5,
+                },
+            )
+            apply_ready(api_client, kubeconfig, namespace, manifest)
+            ready = condition(get(api_client, namespace, name), "Ready")
+            assert ready["reason"] == "ScaledToZero"
+            assert pods(api_client, namespace, name) == []
+
+            for round_ in range(2):
+                pending[0] = 2
+                wait_for(
+                    "a replica for the queued request",
+                    lambda: settled(api_client, namespace, name, 1),
+                )
+                woke = decisions(api_client, namespace, name)[-1]
+                assert (woke["fromReplicas"], woke["toReplicas"], woke["reason"]) == (
+                    0,
+                    1,
+                    "DemandFromZero",
+                )
+                pending[0] = 0  # the gateway delivered it
+                [endpoint] = status(api_client, namespace, name)["endpoints"]
+                assert complete(endpoint, 5) == "length"
+                if round_ == 0:
+                    wait_for(
+                        "scaled to zero after the idle timeout",
+                        lambda: settled(api_client, namespace, name, 0),
+                        timeout=120,
+                    )
+                    idle = decisions(api_client, namespace, name)[-1]
+                    assert (idle["toReplicas"], idle["reason"]) == (0, "Idle")
+                    ready = condition(get(api_client, namespace, name), "Ready")
+                    assert (ready["status"], ready["reason"]) == ("True", "ScaledToZero")
+        finally:
+            prometheus.stop()
