@@ -3,8 +3,9 @@
 Cases: `helm lint --strict` passes; every rendered built-in object is valid for
 Kubernetes 1.33 (kubernetes-validate, strict: `helm lint` misses schema errors); the
 chart's CRD is the generated one, with `keep` by default; `crds.enabled=false` and
-`crds.keep=false` do what they say; the operator's RBAC grants no write on pods or nodes
-and no secrets at all.
+`crds.keep=false` do what they say; the operator's RBAC grants no write on nodes, only
+patch on pods (the deletion-cost annotation) and no secrets at all; gateway metrics URLs
+reach the operator's arguments.
 """
 
 from __future__ import annotations
@@ -71,3 +72,16 @@ def test_operator_rbac_is_least_privilege() -> None:
             assert not writes & set(rule["verbs"]), rule
         if "pods" in rule["resources"]:  # patch only: the pod-deletion-cost annotation
             assert not (writes - {"patch"}) & set(rule["verbs"]), rule
+
+
+def test_gateway_metrics_urls_reach_the_operator() -> None:
+    (plain,) = [d for d in render() if d["kind"] == "Deployment"]
+    assert not [
+        a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"] if "gateway" in a
+    ]
+    url = "http://gw.llmfleet:9090"
+    (deployment,) = [
+        d for d in render(f"operator.gatewayMetricsUrls[0]={url}") if d["kind"] == "Deployment"
+    ]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--gateway-metrics-url={url}" in args
