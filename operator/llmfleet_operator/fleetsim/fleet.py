@@ -24,18 +24,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import cast
+from dataclasses import dataclass
 
 from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample
 from llmfleet_operator.fleetsim.trace import Trace
 from llmfleet_operator.fleetsim.view import FleetView, Policy
 from llmfleet_runtime.simulator import Engine, Profile, Request
-
-# Replica.ready_at (when the policy can learn the startup time) exists in newer policies.
-_REPLICA_HAS_READY_AT = "ready_at" in {f.name for f in fields(Replica)}
-_make_replica = cast(Callable[..., Replica], Replica)
 
 
 @dataclass(frozen=True)
@@ -80,10 +74,13 @@ class Outcome:
 
 
 class _Replica:
-    __slots__ = ("created_at", "draining", "engine", "last_end", "name", "ready", "ready_at")
+    __slots__ = (
+        "created_at", "draining", "engine", "last_end", "name", "ready", "ready_at", "serial",
+    )  # fmt: skip
 
-    def __init__(self, name: str, engine: Engine, created_at: float, ready_at: float) -> None:
-        self.name = name
+    def __init__(self, serial: int, engine: Engine, created_at: float, ready_at: float) -> None:
+        self.serial = serial
+        self.name = f"replica-{serial}"
         self.engine = engine
         self.created_at = created_at
         self.ready_at = ready_at
@@ -96,13 +93,11 @@ class _Replica:
 
     def state(self) -> Replica:
         phase = ReplicaPhase.READY if self.ready else ReplicaPhase.STARTING
-        if _REPLICA_HAS_READY_AT:
-            ready_at = self.ready_at if self.ready else None
-            return _make_replica(self.name, phase, self.created_at, ready_at=ready_at)
-        return Replica(self.name, phase, self.created_at)
+        ready_at = self.ready_at if self.ready else None
+        return Replica(self.name, phase, self.created_at, ready_at)
 
 
-class _Fleet:
+class Fleet:
     """Mutable state of one replay; :func:`run` drives it."""
 
     def __init__(self, trace: Trace, profile: Profile, startup_s: float, lag_s: float) -> None:
@@ -131,7 +126,7 @@ class _Fleet:
     def create(self, now: float, warm: bool = False) -> _Replica:
         self.created += 1
         ready_at = now if warm else now + self.startup_s
-        replica = _Replica(f"replica-{self.created}", Engine(self.profile), now, ready_at)
+        replica = _Replica(self.created, Engine(self.profile), now, ready_at)
         self.alive.append(replica)
         if warm:
             replica.ready = True
@@ -149,11 +144,15 @@ class _Fleet:
         return [r for r in self.alive if not r.draining]
 
     def apply(self, desired: int, now: float) -> list[_Replica]:
-        """Scale to ``desired`` non-draining replicas; returns the ones created."""
+        """Scale to ``desired`` non-draining replicas; returns the ones created.
+
+        Victims: fewest in-flight first (starting ones have none, and go before ready
+        ones), the newest among equals.
+        """
         active = self.active()
         if desired > len(active):
             return [self.create(now) for _ in range(desired - len(active))]
-        victims = sorted(active, key=lambda r: (r.in_flight(), r.ready, -r.created_at))
+        victims = sorted(active, key=lambda r: (r.in_flight(), r.ready, -r.serial))
         for victim in victims[: len(active) - desired]:
             if victim.ready and victim.engine.has_work():
                 victim.draining = True
@@ -267,7 +266,7 @@ def run(
     """
     if startup_s < 0 or scrape_s <= 0 or lag_s < 0 or policy.period_s <= 0:
         raise ValueError("startup_s and lag_s must be >= 0; scrape_s and the period > 0")
-    fleet = _Fleet(trace, profile, startup_s, lag_s)
+    fleet = Fleet(trace, profile, startup_s, lag_s)
     for _ in range(policy.initial_replicas):
         fleet.create(0.0, warm=True)
     arrivals = [r.arrival_s for r in trace.requests]

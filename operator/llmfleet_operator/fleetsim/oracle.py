@@ -4,11 +4,14 @@ Called by :func:`llmfleet_operator.fleetsim.simulate` (and by the bench, which m
 measure a capacity once and pass it to every run). Two steps:
 
 1. :func:`capacity`: the request rate one replica sustains at the SLO. A probe of
-   ``probe_requests`` requests picked evenly through the trace (its own prompt and output
-   sizes) arrives at one replica evenly spaced at a rate ``r``; the capacity is the
-   largest ``r`` (bisection, 1% precision) at which the share of probe requests meeting
-   the SLO is at least ``goal`` (0.99) times the share that meets it when each request
-   is served alone (some requests cannot meet a tight TTFT even alone).
+   requests picked evenly through the trace (its own prompt and output sizes; cycled
+   for ``probe_s`` seconds of arrivals, at least ``probe_requests``) arrives at one
+   replica evenly spaced at a rate ``r``; the capacity is the largest ``r`` (bisection,
+   1% precision) at which the share of probe requests meeting the SLO is at least
+   ``goal`` (0.99) times the share that meets it when each request is served alone (some
+   requests cannot meet a tight TTFT even alone). A queue that grows by ``e`` requests a
+   second needs ``TTFT x r / e`` seconds to break the SLO, so a longer probe sees closer
+   to the true capacity (120 s: within about TTFT / 120 s).
 2. :func:`oracle`: per ``bucket_s`` (60 s) of the trace, the fewest replicas whose
    capacity covers that bucket's arrivals, ``ceil(arrivals / (capacity x bucket_s))``,
    held for exactly that bucket; GPU-hours sum those replica-buckets. It knows the future,
@@ -44,13 +47,19 @@ class Oracle:
 
 
 def _attainment(
-    profile: Profile, slo: Slo, requests: list[TraceRequest], rate: float | None
+    profile: Profile,
+    slo: Slo,
+    requests: list[TraceRequest],
+    rate: float | None,
+    probe_s: float = 0.0,
 ) -> float:
     """Share of ``requests`` meeting ``slo`` on one replica (``rate`` None: each alone)."""
     engine = Engine(profile)
     finished: list[FinishedRequest] = []
     now = 0.0
-    for index, request in enumerate(requests):
+    count = len(requests) if rate is None else max(len(requests), math.ceil(rate * probe_s))
+    for index in range(count):
+        request = requests[index % len(requests)]
         if rate is None:
             results = engine.advance(math.inf)  # the previous request leaves first
             now = results[-1].end if results else now
@@ -67,7 +76,7 @@ def _attainment(
         meets(slo, done.arrival, done.first_token, done.last_token, done.output_tokens)
         for done in finished
     )
-    return met / len(requests)
+    return met / count
 
 
 def capacity(
@@ -76,6 +85,7 @@ def capacity(
     slo: Slo,
     *,
     probe_requests: int = 300,
+    probe_s: float = 120.0,
     goal: float = 0.99,
 ) -> float:
     """Requests per second one replica sustains at ``slo`` (module docstring, step 1)."""
@@ -91,13 +101,13 @@ def capacity(
         return 0.0
     needed = goal * alone
     low, high = 0.0, 1.0
-    while _attainment(profile, slo, probe, high) >= needed:
+    while _attainment(profile, slo, probe, high, probe_s) >= needed:
         low, high = high, high * 2
         if high > 1e6:
             return low
     while high - low > 0.01 * high:
         middle = (low + high) / 2
-        if _attainment(profile, slo, probe, middle) >= needed:
+        if _attainment(profile, slo, probe, middle, probe_s) >= needed:
             low = middle
         else:
             high = middle

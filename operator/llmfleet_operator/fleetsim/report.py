@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from llmfleet_operator.fleetsim.fleet import Outcome, Point
+from llmfleet_operator.fleetsim.fleet import Change, Outcome, Point
 from llmfleet_operator.fleetsim.oracle import Oracle
 from llmfleet_operator.fleetsim.slo import Slo, meets, percentile, tpot
 from llmfleet_operator.fleetsim.trace import Trace
@@ -83,6 +83,8 @@ class Report:
     """Simulated seconds, from the first arrival to the last answer."""
     wall_s: float
     """Seconds the replay took on this machine."""
+    changes: tuple[Change, ...] = field(default=(), repr=False, compare=False)
+    """Every change of the replica count, in order (not in :meth:`to_dict`)."""
     timeline: tuple[Point, ...] = field(default=(), repr=False, compare=False)
     """The fleet at each scrape (for the plot; not in :meth:`to_dict`)."""
     ttfts: tuple[tuple[float, float], ...] = field(default=(), repr=False, compare=False)
@@ -91,7 +93,7 @@ class Report:
     def to_dict(self) -> dict[str, object]:
         """Every number, JSON-ready (the series for the plot left out)."""
         out = asdict(self)
-        del out["timeline"], out["ttfts"]
+        del out["changes"], out["timeline"], out["ttfts"]
         return out
 
     def to_json(self) -> str:
@@ -192,6 +194,7 @@ def build(
         ),
         duration_s=duration,
         wall_s=wall_s,
+        changes=outcome.changes,
         timeline=outcome.timeline,
         ttfts=tuple(ttfts),
     )

@@ -1,0 +1,113 @@
+"""``llmfleet simulate``: the table, ``--json`` (parses, has the keys), ``--plot`` (a PNG),
+and bad arguments or inputs refused with a message and exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmfleet_operator.cli import main as llmfleet
+from llmfleet_operator.fleetsim.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def trace_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.csv"
+    rows = "".join(f"{i * 0.25},64,8\n" for i in range(120))
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + rows)
+    return path
+
+
+def args(trace: Path, deployment: Path, *extra: str) -> list[str]:
+    return [
+        "--trace", str(trace), "--deployment", str(deployment), "--policy", "llmfleet",
+        "--profile", "fast", "--startup-s", "10", "--slo-ttft-s", "0.5", "--slo-tpot-s", "0.05",
+        "--capacity-rps", "20", *extra,
+    ]  # fmt: skip
+
+
+def test_table(trace_file: Path, deployment_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert llmfleet(["simulate", *args(trace_file, deployment_file)]) == 0
+    out = capsys.readouterr().out
+    assert "attainment" in out
+    assert "oracle GPU-hours" in out
+
+
+def test_json(trace_file: Path, deployment_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args(trace_file, deployment_file, "--json", "--speed", "2")) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["attainment"] == 1.0
+    assert data["settings"]["speed"] == 2
+    assert data["settings"]["gpus_per_replica"] == 2
+    assert {"gpu_hours", "oracle_gpu_hours", "direction_flips", "goodput_rps"} <= set(data)
+
+
+def test_plot_writes_a_png(
+    trace_file: Path, deployment_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "run.png"
+    assert main(args(trace_file, deployment_file, "--plot", str(png))) == 0
+    assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--policy", "vpa"], "invalid choice: 'vpa'"),
+        (["--startup-s", "-1"], "must be zero or more"),
+        (["--slo-ttft-s", "0"], "must be positive"),
+        (["--speed", "fast"], "'fast' is not a number"),
+        (["--profile", "tpu"], "unknown 'tpu'"),
+        (["--replicas", "3"], "only for --policy static"),
+        (["--policy", "llm-d", "--target", "2"], "kvCacheThreshold"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    trace_file: Path,
+    deployment_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: list[str],
+    message: str,
+) -> None:
+    assert main(args(trace_file, deployment_file, *change)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--policy", "hpa"]) == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_bad_trace_names_the_line(
+    tmp_path: Path, deployment_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,ten,5\n")
+    assert main(args(bad, deployment_file)) == 2
+    assert "line 3: prompt tokens 'ten'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: Deployment\n", "no LLMDeployment"),
+        ("a: [", "not YAML"),
+        ("kind: LLMDeployment\napiVersion: llmfleet.io/v1alpha1\nmetadata: {name: x}\n"
+         "spec: {}\n", "invalid LLMDeployment"),
+    ],
+)  # fmt: skip
+def test_bad_deployment_exit_2(
+    tmp_path: Path,
+    trace_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    message: str,
+) -> None:
+    deployment = tmp_path / "d.yaml"
+    deployment.write_text(text)
+    assert main(args(trace_file, deployment)) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,132 @@
+"""The simulated fleet: least-loaded routing among ready replicas, the gateway queue,
+startup (serving only once Ready), GPU time of starting and draining replicas, victims
+on scale-down, the metrics pipeline's scrape interval and lag, and scale-up timing."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmfleet_operator.autoscale import ReplicaPhase
+from llmfleet_operator.fleetsim import Change, Slo, run, trace_from_rows
+from llmfleet_operator.fleetsim.fleet import Fleet
+from llmfleet_runtime.simulator import FAST, Request
+from tests.fleetsim.conftest import Scripted, steady
+
+
+def fleet_with(loads: list[int]) -> Fleet:
+    """A fleet of warm replicas holding ``loads`` long requests each."""
+    trace = trace_from_rows("t", [(0.0, 64, 1000)] * (sum(loads) + 2))
+    fleet = Fleet(trace, FAST, startup_s=30.0, lag_s=0.0)
+    replicas = [fleet.create(0.0, warm=True) for _ in loads]
+    index = 0
+    for replica, load in zip(replicas, loads, strict=True):
+        for _ in range(load):
+            replica.engine.add(Request(f"{index}", 64, 1000), 0.0)
+            index += 1
+    return fleet
+
+
+def test_router_picks_the_least_loaded_ready_replica() -> None:
+    fleet = fleet_with([2, 0, 1])
+    assert fleet.route(3, 0.0)
+    assert [r.in_flight() for r in fleet.alive] == [2, 1, 1]
+    assert fleet.route(4, 0.0)  # ties go to the oldest
+    assert [r.in_flight() for r in fleet.alive] == [2, 2, 1]
+
+
+def test_router_skips_starting_and_draining_replicas() -> None:
+    fleet = fleet_with([3, 0])
+    fleet.alive[1].draining = True
+    fleet.create(0.0)  # starting: not a candidate
+    assert fleet.route(3, 0.0)
+    assert [r.in_flight() for r in fleet.alive] == [4, 0, 0]
+    assert fleet.route(4, 0.0) is True
+
+
+def test_requests_wait_at_the_gateway_until_a_replica_is_ready() -> None:
+    trace = trace_from_rows("t", [(0.5, 64, 4), (2.0, 64, 4)])
+    policy = Scripted(plan=[(1.0, 1)], initial_replicas=0)
+    outcome = run(trace, policy, FAST, startup_s=10.0, scrape_s=1.0, lag_s=0.0)
+    first = outcome.first_token
+    assert first[0] is not None
+    assert first[0] > 11.0  # created at 1, Ready at 11
+    assert first[1] is not None
+    assert first[1] > 11.0
+    assert outcome.timeline[5].gateway_pending == 2
+    assert outcome.timeline[5].in_flight == 2
+
+
+def test_a_replica_costs_from_creation_and_serves_after_startup() -> None:
+    trace = trace_from_rows("t", [(0.0, 64, 4), (30.0, 64, 4)])
+    policy = Scripted(plan=[(2.0, 2)], initial_replicas=1, period_s=2.0)
+    outcome = run(trace, policy, FAST, startup_s=20.0, scrape_s=5.0, lag_s=0.0)
+    # replica-1 lives 0..end, replica-2 from 2 (not 22) to the end.
+    assert outcome.replica_seconds == pytest.approx(2 * outcome.end_s - 2.0)
+    starting = [v for v in policy.seen if v.current == 2 and len(v.ready) == 1]
+    assert starting
+    assert all(any(r.phase is ReplicaPhase.STARTING for r in v.replicas) for v in starting)
+    assert outcome.capacity_delays == (22.0,)  # burst first seen at the scrape at 0
+
+
+def test_a_cancelled_start_costs_until_it_is_removed() -> None:
+    trace = trace_from_rows("t", [(0.0, 64, 4), (20.0, 64, 4)])
+    policy = Scripted(plan=[(2.0, 2), (6.0, 1)], initial_replicas=1, period_s=2.0)
+    outcome = run(trace, policy, FAST, startup_s=100.0, scrape_s=5.0, lag_s=0.0)
+    assert outcome.replica_seconds == pytest.approx(outcome.end_s + 4.0)
+    assert outcome.capacity_delays == ()  # it never served
+
+
+def test_a_draining_replica_finishes_its_requests_and_costs_until_empty() -> None:
+    # Two long requests at 0 land on both replicas; at 1 s one replica must go.
+    trace = trace_from_rows("t", [(0.0, 64, 1500), (0.0, 64, 1500), (0.5, 64, 4)])
+    policy = Scripted(plan=[(1.0, 1)], initial_replicas=2)
+    outcome = run(trace, policy, FAST, startup_s=5.0, scrape_s=1.0, lag_s=0.0)
+    assert all(t is not None for t in outcome.last_token)
+    drained_at = outcome.last_token[1]
+    assert drained_at is not None
+    assert drained_at > 1.0
+    assert outcome.replica_seconds == pytest.approx(outcome.end_s + drained_at)
+    # the victim was the newer of the two equally loaded; the third request avoided it
+    assert outcome.changes[0] == Change(1.0, 2, 1)
+
+
+def test_scale_down_removes_starting_replicas_first() -> None:
+    trace = trace_from_rows("t", [(0.0, 64, 4), (10.0, 64, 4)])
+    policy = Scripted(plan=[(1.0, 3), (2.0, 2)], initial_replicas=1)
+    run(trace, policy, FAST, startup_s=50.0, scrape_s=1.0, lag_s=0.0)
+    after = policy.seen[2]  # at t=3
+    assert [r.name for r in after.replicas] == ["replica-1", "replica-2"]
+
+
+def test_samples_arrive_after_the_lag() -> None:
+    policy = Scripted(plan=[], initial_replicas=2, period_s=1.0)
+    run(steady(20, 12), policy, FAST, startup_s=5.0, scrape_s=5.0, lag_s=2.0)
+    by_time = {float(i + 1): view for i, view in enumerate(policy.seen)}  # a tick a second
+    assert by_time[1.0].samples == ()
+    assert {s.time for s in by_time[2.0].samples} == {0.0}
+    assert {s.time for s in by_time[6.0].samples} == {0.0}
+    assert {s.time for s in by_time[7.0].samples} == {0.0, 5.0}
+    assert {s.replica for s in by_time[7.0].samples} == {"replica-1", "replica-2"}
+    assert by_time[7.0].gateway_pending == 0
+
+
+def test_unanswerable_requests_are_refused_and_the_replay_ends() -> None:
+    trace = trace_from_rows("t", [(0.0, FAST.max_model_len, 10), (1.0, 64, 4)])
+    outcome = run(trace, Scripted(plan=[]), FAST, startup_s=1.0, scrape_s=1.0, lag_s=0.0)
+    assert outcome.rejected == (True, False)
+    assert outcome.first_token[0] is None
+    assert outcome.first_token[1] is not None
+
+
+def test_gives_up_after_max_drain_when_nothing_serves() -> None:
+    trace = trace_from_rows("t", [(0.0, 64, 4)])
+    policy = Scripted(plan=[], initial_replicas=0, period_s=5.0)
+    outcome = run(trace, policy, FAST, startup_s=1.0, scrape_s=5.0, lag_s=0.0, max_drain_s=60.0)
+    assert outcome.first_token == (None,)
+    assert outcome.end_s == 60.0
+    assert outcome.replica_seconds == 0.0
+
+
+def test_slo_needs_positive_bounds() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Slo(0.0, 0.05)
