@@ -158,3 +158,10 @@ def test_make_policy_refuses_what_it_cannot_build(spec: LLMDeploymentSpec) -> No
         make_policy("llm-d", spec, 5.0)
     with pytest.raises(ValueError, match=r"needs spec\.autoscaling"):
         make_policy("hpa", spec.model_copy(update={"autoscaling": None}))
+
+
+def test_initial_replicas_override(spec: LLMDeploymentSpec) -> None:
+    report = simulate(
+        steady(5, 30), spec, "hpa", "fast", 30, SLO, capacity_rps=20.0, initial_replicas=3
+    )
+    assert report.timeline[0].total == 3

@@ -257,17 +257,20 @@ def run(
     lag_s: float,
     history_s: float = 600.0,
     max_drain_s: float = 3600.0,
+    initial_replicas: int | None = None,
 ) -> Outcome:
     """Replay ``trace`` through a fleet scaled by ``policy`` (see the module docstring).
 
-    The replay starts with ``policy.initial_replicas`` ready replicas and ends when the
-    last request has finished, or ``max_drain_s`` after the last arrival (requests still
-    unanswered then count as failed).
+    The replay starts with ``initial_replicas`` (default ``policy.initial_replicas``)
+    ready replicas and ends when the last request has finished, or ``max_drain_s`` after
+    the last arrival (requests still unanswered then count as failed). A policy sees the
+    samples of the last ``history_s`` seconds.
     """
     if startup_s < 0 or scrape_s <= 0 or lag_s < 0 or policy.period_s <= 0:
         raise ValueError("startup_s and lag_s must be >= 0; scrape_s and the period > 0")
     fleet = Fleet(trace, profile, startup_s, lag_s)
-    for _ in range(policy.initial_replicas):
+    warm = policy.initial_replicas if initial_replicas is None else initial_replicas
+    for _ in range(warm):
         fleet.create(0.0, warm=True)
     arrivals = [r.arrival_s for r in trace.requests]
     deadline = trace.duration_s + max_drain_s

@@ -41,6 +41,12 @@ def fleet_profile(profile: Profile | str, spec: LLMDeploymentSpec) -> Profile:
     )
 
 
+def _history_s(spec: LLMDeploymentSpec) -> float:
+    """Samples a policy is shown: 10 minutes, or two stable windows if longer."""
+    scaling = spec.autoscaling
+    return max(600.0, 2.0 * scaling.stable_window_seconds if scaling else 0.0)
+
+
 def simulate(
     trace: Trace,
     spec: LLMDeploymentSpec,
@@ -56,6 +62,7 @@ def simulate(
     capacity_rps: float | None = None,
     oracle_bucket_s: float = 60.0,
     max_drain_s: float = 3600.0,
+    initial_replicas: int | None = None,
 ) -> Report:
     """Replay ``trace`` through a fleet of ``spec``'s replicas scaled by ``policy``.
 
@@ -73,6 +80,8 @@ def simulate(
       (:func:`.oracle.capacity`, a few seconds on a 70B profile): measure once per trace,
       profile and SLO with :func:`.oracle.capacity` and pass it to every run of a sweep.
     * ``max_drain_s``: give up this long after the last arrival; unanswered requests fail.
+    * ``initial_replicas``: warm replicas at the start (default: the policy's, which is
+      ``max(1, minReplicas)`` for the autoscalers and the fleet size for static).
     """
     engine_profile = fleet_profile(profile, spec)
     replay = trace.faster(speed)
@@ -106,6 +115,8 @@ def simulate(
         scrape_s=scrape_s,
         lag_s=lag_s,
         max_drain_s=max_drain_s,
+        history_s=_history_s(spec),
+        initial_replicas=initial_replicas,
     )
     wall = time.perf_counter() - started
     return build(settings, replay, slo, outcome, best, capacity_rps, wall)
