@@ -132,6 +132,7 @@ def test_a_rising_load_orders_headroom(
 ) -> None:
     history = History(
         last_demand_at=NOW,
+        watching_since=NOW - 3600,
         startup_seconds=startup,
         learned_until=NOW - 800,
         levels=levels(*earlier, 0.0)[:-1],

@@ -7,7 +7,9 @@ replicas count as capacity to come; below targets scales down one step after the
 scale-down stabilization window; the scale-up window holds a spike; step limits (count
 and percent); min and max bounds (and a lowered max applies at once); missing and stale
 samples hold; idle scales to zero only when enabled and after the timeout; demand scales
-from zero; history keeps only the window; a spec without autoscaling is refused.
+from zero; history keeps only the window; a young history (a restart) does not scale down until it
+has watched a scale-down window, yet scales up and obeys a lowered max; a spec without
+autoscaling is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from llmfleet_operator.autoscale import (
 
 NOW = 10_000.0
 SLOTS = 100
+WATCHED = NOW - 3_600
+"""A history that has watched longer than any window (no restart in the way)."""
 
 
 def spec(**scaling: Any) -> LLMDeploymentSpec:
@@ -73,7 +77,12 @@ def fleet(
 
 
 def run(observed: Observation, history: History | None = None, **scaling: Any) -> Decision:
-    return decide(spec(**scaling), observed, history or History(last_demand_at=NOW), NOW)
+    return decide(
+        spec(**scaling),
+        observed,
+        history or History(last_demand_at=NOW, watching_since=WATCHED),
+        NOW,
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,6 +169,7 @@ def test_panic_scales_at_once_and_then_forbids_scale_down() -> None:
     assert "panic: prefill queue 14.0 per replica > target 4.0" in first.message
     assert "at most +2 per period" in first.message
     calm = decide(spec(**scaling), fleet(4, waiting=0, at=NOW + 15), first.history, NOW + 15)
+    assert first.history.watching_since == WATCHED
     assert (calm.desired, calm.reason, calm.panic) == (4, Reason.PANIC, True)
     after = decide(spec(**scaling), fleet(4, waiting=0, at=NOW + 61), calm.history, NOW + 61)
     assert after.panic is False
@@ -195,13 +205,13 @@ def test_below_targets_scales_down_one_step() -> None:
 def test_scale_down_waits_for_its_stabilization_window(
     age: float, desired: int, reason: Reason
 ) -> None:
-    history = History((Recommendation(NOW - age, 4),), last_demand_at=NOW)
+    history = History((Recommendation(NOW - age, 4),), last_demand_at=NOW, watching_since=WATCHED)
     decision = run(fleet(4, waiting=0), history)
     assert (decision.desired, decision.reason) == (desired, reason)
 
 
 def test_scale_up_window_holds_a_spike() -> None:
-    history = History((Recommendation(NOW - 30, 2),), last_demand_at=NOW)
+    history = History((Recommendation(NOW - 30, 2),), last_demand_at=NOW, watching_since=WATCHED)
     decision = run(fleet(2, waiting=6), history, scale_up={"stabilization_window_seconds": 60})
     assert (decision.desired, decision.reason) == (2, Reason.STABILIZING)
     assert "scale-up to 3 held at 2 by the 60s stabilization window" in decision.message
@@ -312,3 +322,30 @@ def test_a_spec_without_autoscaling_is_refused() -> None:
     plain = LLMDeploymentSpec.model_validate({"model": {"source": "hf://org/model"}})
     with pytest.raises(ValueError, match=r"no spec\.autoscaling"):
         decide(plain, fleet(1), History(), NOW)
+
+
+@pytest.mark.parametrize(
+    ("watching_since", "desired", "reason"),
+    [
+        (None, 4, Reason.STABILIZING),  # a restart: nothing watched yet
+        (NOW - 200, 4, Reason.STABILIZING),
+        (NOW - 300, 3, Reason.STEP_LIMITED),
+    ],
+)
+def test_a_young_history_does_not_scale_down(
+    watching_since: float | None, desired: int, reason: Reason
+) -> None:
+    history = History(last_demand_at=NOW, watching_since=watching_since)
+    decision = run(fleet(4, waiting=0), history)
+    assert (decision.desired, decision.reason) == (desired, reason)
+    if reason == Reason.STABILIZING:
+        watched = 0 if watching_since is None else NOW - watching_since
+        assert f"held at 4 by the 300s stabilization window (watched for {watched:.0f}s)" in (
+            decision.message
+        )
+    assert decision.history.watching_since == (watching_since or NOW)
+
+
+def test_a_young_history_still_scales_up_and_obeys_a_lowered_max() -> None:
+    assert run(fleet(2, waiting=6), History(last_demand_at=NOW)).desired == 3
+    assert run(fleet(12, waiting=0), History(last_demand_at=NOW), max_replicas=10).desired == 10

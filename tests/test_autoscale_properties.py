@@ -123,6 +123,7 @@ def histories(draw: st.DrawFn) -> History:
         last_demand_at=draw(st.one_of(st.none(), st.floats(NOW - 1200, NOW))),
         startup_seconds=draw(st.one_of(st.none(), st.floats(0, 600))),
         levels=tuple(draw(levels())),
+        watching_since=draw(st.one_of(st.none(), st.floats(NOW - 1200, NOW))),
     )
 
 

@@ -87,8 +87,9 @@ class Recommendation:
 class History:
     """The policy's memory, handed back in each :class:`Decision` and passed to the next call.
 
-    An empty history (after an operator restart) is safe: the idle clock restarts and
-    the stabilization windows start empty.
+    An empty history (after an operator restart) is safe: the idle clock restarts, and
+    no scale-down happens until the policy has watched a whole scale-down window (the
+    peak it would have kept is unknown).
     """
 
     recommendations: tuple[Recommendation, ...] = field(default=())
@@ -104,6 +105,8 @@ class History:
     """The latest ``ready_at`` already learned from, so each start counts once."""
     levels: tuple[Level, ...] = field(default=())
     """Replicas each signal asked for at recent periods, oldest first: the load's trend."""
+    watching_since: float | None = None
+    """When this history's first decision was made."""
 
 
 @dataclass(frozen=True)

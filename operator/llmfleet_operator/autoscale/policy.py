@@ -96,6 +96,7 @@ def decide(
     )
     history = replace(
         history,
+        watching_since=now if history.watching_since is None else history.watching_since,
         last_demand_at=max([previous, *seen]),
         startup_seconds=startup,
         learned_until=learned_until,
@@ -292,15 +293,21 @@ class _Decider:
         up_window = 0 if skip_up else scaling.scale_up.stabilization_window_seconds
         down_window = scaling.scale_down.stabilization_window_seconds
         kept = history.recommendations
-        stable = stabilize(bounded, current, kept, up_window, down_window, now)
+        # A history younger than the scale-down window (a restart) has not seen the
+        # window's peak: it counts as having recommended what runs now.
+        watched = now - (history.watching_since if history.watching_since is not None else now)
+        young = watched < down_window
+        unseen = (Recommendation(now, min(current, scaling.max_replicas)),) if young else ()
+        stable = stabilize(bounded, current, (*kept, *unseen), up_window, down_window, now)
         if stable != bounded:
             verb = "up" if bounded > current else "down"
             window = up_window if verb == "up" else down_window
+            since = f" (watched for {watched:.0f}s)" if young and verb == "down" else ""
             step = _Step(
                 stable,
                 Reason.STABILIZING,
                 f"{step.message}; scale-{verb} to {bounded} held at {stable} by the"
-                f" {window}s stabilization window",
+                f" {window}s stabilization window{since}",
             )
         step = self._limit_step(step)
         if step.replicas == bounded != asked:
