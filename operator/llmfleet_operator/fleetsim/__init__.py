@@ -15,14 +15,16 @@ The Python API::
     report.attainment, report.gpu_hours, report.to_dict()
 
 Modules: :mod:`.trace` (CSV in), :mod:`.fleet` (replicas, router, metrics, startup,
-drain), :mod:`.view` (what a policy sees, the Policy protocol), :mod:`.policies` and
-:mod:`.baselines` (the six policies), :mod:`.oracle`, :mod:`.slo`, :mod:`.report`,
-:mod:`.simulation` (:func:`simulate`), :mod:`.plot` (matplotlib, lazy), :mod:`.cli`.
+drain) and :mod:`.outcome` (what a replay produced), :mod:`.view` (what a policy sees,
+the Policy protocol), :mod:`.policies` and :mod:`.baselines` (the six policies),
+:mod:`.oracle`, :mod:`.slo`, :mod:`.report`, :mod:`.simulation` (:func:`simulate`),
+:mod:`.plot` (matplotlib, lazy), :mod:`.cli`.
 """
 
 from llmfleet_operator.fleetsim.baselines import HpaPolicy, KedaPolicy, KpaPolicy, LlmdPolicy
-from llmfleet_operator.fleetsim.fleet import Change, Outcome, Point, run
+from llmfleet_operator.fleetsim.fleet import run
 from llmfleet_operator.fleetsim.oracle import Oracle, capacity, oracle
+from llmfleet_operator.fleetsim.outcome import Change, Outcome, Point
 from llmfleet_operator.fleetsim.policies import (
     MAIN_TARGET,
     POLICY_NAMES,

@@ -24,53 +24,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample
+from llmfleet_operator.fleetsim.outcome import Change, Outcome, Point
 from llmfleet_operator.fleetsim.trace import Trace
 from llmfleet_operator.fleetsim.view import FleetView, Policy
 from llmfleet_runtime.simulator import Engine, Profile, Request
-
-
-@dataclass(frozen=True)
-class Change:
-    """One applied change of the replica count."""
-
-    time: float
-    before: int
-    after: int
-
-
-@dataclass(frozen=True)
-class Point:
-    """The fleet at one scrape, for the plot."""
-
-    time: float
-    in_flight: int
-    """Requests in the engines plus those queued at the gateway."""
-    gateway_pending: int
-    ready: int
-    total: int
-    """Every replica that costs GPU time: ready, starting and draining."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened during one replay (raw; :mod:`.report` turns it into numbers)."""
-
-    end_s: float
-    """When the last request finished (or the replay gave up)."""
-    first_token: tuple[float | None, ...]
-    """Per trace request: when its first token came out (None: never)."""
-    last_token: tuple[float | None, ...]
-    rejected: tuple[bool, ...]
-    """Per trace request: refused (longer than the engine's max model length)."""
-    replica_seconds: float
-    """Sum over replicas of the time from creation to removal (or the end)."""
-    changes: tuple[Change, ...]
-    capacity_delays: tuple[float, ...]
-    """Per scale-up: seconds from the first sample asking for it to a new replica Ready."""
-    timeline: tuple[Point, ...]
 
 
 class _Replica:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from llmfleet_operator.fleetsim.fleet import Change, Outcome, Point
 from llmfleet_operator.fleetsim.oracle import Oracle
+from llmfleet_operator.fleetsim.outcome import Change, Outcome, Point
 from llmfleet_operator.fleetsim.slo import Slo, meets, percentile, tpot
 from llmfleet_operator.fleetsim.trace import Trace
 
