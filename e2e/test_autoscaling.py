@@ -1,9 +1,11 @@
 """The built-in autoscaler on the local control plane, with simulator engines under load.
 
-Cases: a load ramp scales a deployment up to maxReplicas (ScalingLimited says so) and,
+Cases: through a real Prometheus that discovers the pods via the API server, a load ramp
+scales a deployment up to maxReplicas (ScalingLimited says so) and,
 once the load ends, down to minReplicas no sooner than the scale-down stabilization
 window, each change an Event and a decision with its reason; on a scale-down the
-replica with a request in flight stays (pod-deletion-cost) and its stream finishes; a
+replica with a request in flight stays (pod-deletion-cost) and its stream finishes
+(read by direct scrapes, the default source); a
 stopped Prometheus holds the replicas with MetricsAvailable=False and a Warning Event,
 and its return resumes scaling; a model scales to zero when idle and back when the
 gateway reports a queued request.
@@ -165,8 +167,16 @@ def settled(api: ApiClient, namespace: str, name: str, replicas: int) -> bool:
     )
 
 
+def through(prometheus: LocalPrometheus) -> dict[str, Any]:
+    return {"source": "Prometheus", "prometheusUrl": prometheus.url, "stalenessSeconds": 5}
+
+
 def test_a_load_ramp_scales_up_and_the_end_of_load_scales_down_after_the_window(
-    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+    operator: LocalOperator,
+    prometheus: LocalPrometheus,
+    api_client: ApiClient,
+    kubeconfig: Path,
+    namespace: str,
 ) -> None:
     window = 20  # scale-down stabilization, well past the 6 s stable window
     manifest = autoscaled(
@@ -175,6 +185,7 @@ def test_a_load_ramp_scales_up_and_the_end_of_load_scales_down_after_the_window(
         maxReplicas=3,
         targets={"prefillQueuePerReplica": 1},
         scaleDown={"stabilizationWindowSeconds": window, "maxStep": 1},
+        metrics=through(prometheus),
     )
     name = apply_ready(api_client, kubeconfig, namespace, manifest)
     with Load(api_client, namespace, name, streams=10) as load:
@@ -248,12 +259,7 @@ def test_a_stopped_prometheus_holds_replicas_and_its_return_resumes_scaling(
     kubeconfig: Path,
     namespace: str,
 ) -> None:
-    manifest = autoscaled(
-        "hold",
-        minReplicas=2,
-        maxReplicas=3,
-        metrics={"source": "Prometheus", "prometheusUrl": prometheus.url, "stalenessSeconds": 5},
-    )
+    manifest = autoscaled("hold", minReplicas=2, maxReplicas=3, metrics=through(prometheus))
     name = apply_ready(api_client, kubeconfig, namespace, manifest)
 
     def metrics(reason: str) -> bool:
@@ -329,11 +335,7 @@ def test_scale_to_zero_when_idle_and_back_on_a_queued_request(
                 minReplicas=0,
                 maxReplicas=2,
                 scaleToZero={"enabled": True, "idleTimeoutSeconds": 30},
-                metrics={
-                    "source": "Prometheus",
-                    "prometheusUrl": prometheus.url,
-                    "stalenessSeconds": 5,
-                },
+                metrics=through(prometheus),
             )
             apply_ready(api_client, kubeconfig, namespace, manifest)
             ready = condition(get(api_client, namespace, name), "Ready")
