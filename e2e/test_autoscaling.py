@@ -1,14 +1,13 @@
 """The built-in autoscaler on the local control plane, with simulator engines under load.
 
 Cases: through a real Prometheus that discovers the pods via the API server, a load ramp
-scales a deployment up to maxReplicas (ScalingLimited says so) and,
-once the load ends, down to minReplicas no sooner than the scale-down stabilization
-window, each change an Event and a decision with its reason; on a scale-down the
-replica with a request in flight stays (pod-deletion-cost) and its stream finishes
-(read by direct scrapes, the default source); a
-stopped Prometheus holds the replicas with MetricsAvailable=False and a Warning Event,
-and its return resumes scaling; a model scales to zero when idle and back when the
-gateway reports a queued request.
+scales a deployment up to maxReplicas (ScalingLimited says so) and, once the load ends,
+down to minReplicas no sooner than the scale-down stabilization window, each change an
+Event and a decision with its reason; on a scale-down the replica with a request in
+flight stays (pod-deletion-cost) and its stream finishes (read by direct scrapes, the
+default source); a stopped Prometheus holds the replicas with MetricsAvailable=False and
+a Warning Event, and its return resumes scaling; a model scales to zero when idle and
+back when the gateway reports a queued request.
 
 The engines are simulator pods (profile ``fast`` slowed 20x, two slots each), loaded by
 the official ``openai`` client from this process through the pods' addresses in
