@@ -3,7 +3,8 @@
 Cases: serving pods become replicas (engines and leaders; workers and terminating pods
 left out; ready ones get a metrics target); MetricsAvailable says fresh, stale, missing
 or source unreachable with the details; a loaded fleet scales up with the decision,
-signals and conditions in the status; a period is due once per periodSeconds and a new
+signals and conditions in the status; a readiness flap does not teach a slow start; a
+period is due once per periodSeconds and a new
 object under an old name starts afresh; a source that stops answering holds the count;
 a scale-down gives the idle replica the lowest deletion cost; the gateway's pending
 requests bring a model back from zero; the kept decisions are capped; an object that
@@ -192,6 +193,16 @@ def test_a_loaded_fleet_scales_up_and_says_why() -> None:
     limited = condition(status, ConditionType.SCALING_LIMITED)
     assert (limited.status, limited.reason) == ("False", Reason.WITHIN_RANGE)
     assert period.deletion_costs == {}
+
+
+def test_a_readiness_flap_does_not_read_as_a_slow_start() -> None:
+    obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=1))
+    scaler = Autoscaler(FakeSource())
+    first = T0 - timedelta(minutes=19)  # a 60 s start
+    scaler.run(obj, "uid", [pod("p0", ready_since=first)], T0)
+    flapped = T0 + timedelta(seconds=10)  # unready a moment, ready again
+    period = scaler.run(obj, "uid", [pod("p0", ready_since=flapped)], T0 + timedelta(seconds=15))
+    assert period.decision.history.startup_seconds == 60
 
 
 def test_one_period_per_period_seconds_and_a_new_object_starts_afresh() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -211,6 +211,20 @@ class _State:
     history: History = field(default_factory=History)
     samples: list[Sample] = field(default_factory=list)
     last_run: float | None = None
+    first_ready: dict[str, float] = field(default_factory=dict)
+    """When each pod was first seen Ready: a later flap of readiness moves the pod's
+    Ready transition, which must not read as a slow start."""
+
+    def remember_first_ready(self, replicas: tuple[Replica, ...]) -> tuple[Replica, ...]:
+        for replica in replicas:
+            if replica.ready_at is not None:
+                self.first_ready.setdefault(replica.name, replica.ready_at)
+        names = {replica.name for replica in replicas}
+        self.first_ready = {n: t for n, t in self.first_ready.items() if n in names}
+        return tuple(
+            replace(r, ready_at=self.first_ready[r.name]) if r.ready_at is not None else r
+            for r in replicas
+        )
 
 
 class Autoscaler:
@@ -281,7 +295,7 @@ class Autoscaler:
             )
             if clock - s.time <= keep + scaling.period_seconds
         ]
-        replicas = tuple(replica for replica, _ in pairs)
+        replicas = state.remember_first_ready(tuple(replica for replica, _ in pairs))
         observation = Observation(
             current=desired_replicas(obj),
             replicas=replicas,
