@@ -24,6 +24,7 @@ import pytest
 
 E2E = Path(__file__).resolve().parent
 sys.path.insert(0, str(E2E))  # the helpers beside this file (kit.py, localop.py, ...)
+sys.path.insert(1, str(E2E.parent))  # tests.pages: test stand-ins shared with the fast tier
 
 import localop  # noqa: E402
 from kit import LocalPrometheus  # noqa: E402

@@ -18,7 +18,6 @@ the real Prometheus.
 
 from __future__ import annotations
 
-import http.server
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +41,8 @@ from kit import (
 from kubernetes.client import ApiClient, CoreV1Api
 from localop import LocalOperator
 from openai import OpenAI
+
+from tests.pages import serve_page
 
 MODEL = "llama-8b"
 FAST_WINDOWS = {
@@ -294,29 +295,15 @@ def stand_in_gateway(namespace: str, name: str) -> Iterator[tuple[str, list[int]
     issue); set ``pending[0]`` to change it. Yields its address and the mutable count."""
     pending = [0]
 
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = (
-                "# TYPE llmfleet_gateway_pending_requests gauge\n"
-                f'llmfleet_gateway_pending_requests{{llmdeployment="{name}",'
-                f'llmdeployment_namespace="{namespace}"}} {pending[0]}\n'
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def page() -> str:
+        return (
+            "# TYPE llmfleet_gateway_pending_requests gauge\n"
+            f'llmfleet_gateway_pending_requests{{llmdeployment="{name}",'
+            f'llmdeployment_namespace="{namespace}"}} {pending[0]}\n'
+        )
 
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", pending
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_page(page) as address:
+        yield address, pending
 
 
 @pytest.mark.timeout(300)

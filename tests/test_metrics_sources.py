@@ -49,6 +49,7 @@ from llmfleet_operator.metrics import (
     pending_requests,
 )
 from llmfleet_operator.metrics.prometheus import sample_from_series
+from tests.pages import serve_page
 from tests.runtime.conftest import REPO, free_port, traces_dir, wait_healthy
 
 NAMESPACE = "llmfleet-test"
@@ -269,34 +270,15 @@ def test_direct_scrape_reads_loaded_engines_and_reports_the_dead_one(fleet: Flee
 
 
 def test_direct_scrape_sums_the_gateways_pending_requests() -> None:
-    """The gateway is a later issue: a loopback page server stands in for its /metrics."""
-    import http.server
-    import threading
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = GATEWAY_PAGE.encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        up = f"http://127.0.0.1:{server.server_address[1]}"
+    """The gateway is a later issue: a loopback page stands in for its /metrics."""
+    with serve_page(lambda: GATEWAY_PAGE) as address:
+        up = f"http://{address}"
         down = f"http://127.0.0.1:{free_port()}"
         scrape = DirectScrape(timeout_seconds=2, gateway_urls=[up, up, down])
         assert scrape.gateway_pending("b", "m", time.time()) == 14
         assert scrape.gateway_pending("b", "other", time.time()) is None
         assert DirectScrape(gateway_urls=[down]).gateway_pending("b", "m", 0.0) is None
         assert DirectScrape().gateway_pending("b", "m", 0.0) is None
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- a real Prometheus -----------------------------------------------------------------
