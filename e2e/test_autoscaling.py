@@ -39,7 +39,7 @@ from kit import (
     wait_for,
 )
 from kubernetes.client import ApiClient, CoreV1Api
-from localop import LocalOperator
+from localop import LocalOperator, kubectl
 from openai import OpenAI
 
 from tests.pages import serve_page
@@ -137,8 +137,6 @@ def patch_scaling(kubeconfig: Path, namespace: str, name: str, **fields: Any) ->
 
 
 def get_manifest(kubeconfig: Path, namespace: str, name: str) -> dict[str, Any]:
-    from localop import kubectl
-
     shown = kubectl(kubeconfig, "get", "-n", namespace, f"llmdeployment/{name}", "-o", "yaml")
     found: dict[str, Any] = yaml.safe_load(shown.stdout)
     return {
