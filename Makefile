@@ -64,6 +64,7 @@ cluster-down: ## Stop the local operator and every control-plane process started
 bench: $(STAMP) ## Run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/simulator/calibration.py
 	$(BIN)/python bench/simulator/capacity.py
+	$(BIN)/python bench/fleetsim/speed.py
 	bash e2e/cluster.sh up
 	$(BIN)/python bench/operator/throughput.py
 
