@@ -6,8 +6,9 @@ ignores replicas not yet ready or ready in the future; the trend is a least-squa
 slope over the stable window and needs three points; headroom is upward only, zero
 without a learned startup and capped at what the signal asks for now; through
 :func:`decide`: a rising load orders its headroom and says so, a flat or falling one
-adds none, an empty history learns the startup from the replicas it sees, and the
-levels kept stay within the stable window.
+adds none, an empty history learns the startup from the replicas it sees; the trend
+is fitted over the stable window or the learned startup, the longer (capped), and the
+levels kept stay within it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from llmfleet_operator.autoscale import (
     Sample,
     decide,
 )
-from llmfleet_operator.autoscale.headroom import headroom, learn_startup, slopes
+from llmfleet_operator.autoscale.headroom import fit_window, headroom, learn_startup, slopes
 
 NOW = 10_000.0
 QUEUE = "prefill queue"
@@ -155,8 +156,23 @@ def test_an_empty_history_learns_the_startup_from_the_replicas() -> None:
     assert decision.history.learned_until == NOW - 800
 
 
-def test_levels_stay_within_the_stable_window() -> None:
-    history = History(last_demand_at=NOW, levels=levels(1, 1, 1, 1, 1, 1, every=20)[:-1])
+@pytest.mark.parametrize(
+    ("stable", "startup", "window"),
+    [(60, None, 60), (60, 30.0, 60), (60, 100.0, 100), (60, 3600.0, 600), (900, 100.0, 900)],
+)
+def test_fit_window(stable: float, startup: float | None, window: float) -> None:
+    assert fit_window(stable, startup) == window
+
+
+def test_levels_stay_within_the_fit_window() -> None:
+    # The replicas teach a 100 s startup: the fit window is 100 s, longer than 60 s.
+    history = History(last_demand_at=NOW, levels=levels(1, 1, 1, 1, 1, 1, 1, every=20)[:-1])
     decision = decide(spec(stable_window_seconds=60), two_ready(4), history, NOW)
-    assert [level.time for level in decision.history.levels] == [NOW - 40, NOW - 20, NOW]
+    assert [level.time for level in decision.history.levels] == [
+        NOW - 80,
+        NOW - 60,
+        NOW - 40,
+        NOW - 20,
+        NOW,
+    ]
     assert decision.history.levels[-1].needed[0] == (QUEUE, 2.0)

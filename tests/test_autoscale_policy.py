@@ -14,6 +14,7 @@ autoscaling is refused.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -349,3 +350,27 @@ def test_a_young_history_does_not_scale_down(
 def test_a_young_history_still_scales_up_and_obeys_a_lowered_max() -> None:
     assert run(fleet(2, waiting=6), History(last_demand_at=NOW)).desired == 3
     assert run(fleet(12, waiting=0), History(last_demand_at=NOW), max_replicas=10).desired == 10
+
+
+def _just_ready(load: dict[str, Any], ready_for: float) -> Observation:
+    """Two measured replicas with ``load`` and a third ready ``ready_for`` seconds ago,
+    not scraped yet."""
+    observed = fleet(2, current=3, **load)
+    fresh = Replica("new", ReplicaPhase.READY, NOW - ready_for - 60, NOW - ready_for)
+    return replace(observed, replicas=(*observed.replicas, fresh))
+
+
+def test_a_replica_just_ready_without_a_sample_does_not_hold_a_scale_up() -> None:
+    decision = run(_just_ready({"waiting": 7}, ready_for=10))
+    assert (decision.desired, decision.reason) == (4, Reason.PREFILL_QUEUE_ABOVE_TARGET)
+
+
+def test_a_replica_just_ready_without_a_sample_forbids_scale_down() -> None:
+    decision = run(_just_ready({"waiting": 0}, ready_for=10))
+    assert (decision.desired, decision.reason) == (3, Reason.AWAITING_STARTUP)
+    assert "new just became ready and has no sample yet: no scale-down" in decision.message
+
+
+def test_a_replica_ready_for_longer_than_the_staleness_without_a_sample_holds() -> None:
+    decision = run(_just_ready({"waiting": 7}, ready_for=61))
+    assert (decision.desired, decision.reason) == (3, Reason.HOLDING_ON_MISSING_METRICS)

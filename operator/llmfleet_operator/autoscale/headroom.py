@@ -21,6 +21,9 @@ MAX_HEADROOM = 1.0
 """Headroom is at most this fraction of what the signal asks for now: a noisy trend
 can at most double the ask, never run to maxReplicas on its own."""
 
+MAX_FIT_SECONDS = 600.0
+"""The longest window the trend is fitted over."""
+
 MIN_LEVELS = 3
 """Points needed before a trend counts: two points are a difference, not a trend."""
 
@@ -52,6 +55,13 @@ def learn_startup(
             estimate += UNLEARN_WEIGHT * (seconds - estimate)
         learned_until = ready_at
     return estimate, learned_until
+
+
+def fit_window(stable_window_seconds: float, startup_seconds: float | None) -> float:
+    """Seconds of levels the trend is fitted over: at least the stable window, and as
+    long as the startup it is extrapolated over (up to :data:`MAX_FIT_SECONDS`), so a
+    long extrapolation rests on as long a history, not on a minute of noise."""
+    return max(stable_window_seconds, min(startup_seconds or 0.0, MAX_FIT_SECONDS))
 
 
 def slopes(levels: Sequence[Level], window_seconds: float, now: float) -> dict[str, float]:

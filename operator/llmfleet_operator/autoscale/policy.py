@@ -9,7 +9,9 @@ The order of the rules:
 1. From zero: one replica (or ``minReplicas``) as soon as the gateway queues a request or
    any replica reports one waiting.
 2. No ready replica yet (all starting): hold, awaiting startup. Missing or stale
-   samples from a ready replica: hold, never scale down, say which.
+   samples from a ready replica: hold, never scale down, say which. A replica ready for
+   less than the staleness and not scraped yet is not missing: it may scale up, never
+   down.
 3. Idle for ``scaleToZero.idleTimeoutSeconds`` (when enabled): zero.
 4. Each signal asks for ``total over ready replicas / target`` replicas, over the stable
    window and over the short (panic) window; the larger counts, so a step in load is seen
@@ -29,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmfleet_operator.api import AutoscalingSpec, LLMDeploymentSpec, Reason
-from llmfleet_operator.autoscale.headroom import headroom, learn_startup, slopes
+from llmfleet_operator.autoscale.headroom import fit_window, headroom, learn_startup, slopes
 from llmfleet_operator.autoscale.inputs import (
     History,
     Level,
@@ -124,6 +126,7 @@ class _Decider:
         self.current = observed.current
         self.lowest = max(1, scaling.min_replicas)
         self.ready = [r.name for r in observed.replicas if r.phase is ReplicaPhase.READY]
+        self.unmeasured: tuple[str, ...] = ()
 
     def _done(
         self,
@@ -190,6 +193,16 @@ class _Decider:
                 f" measure): holding {self.current} replicas",
             )
         missing = missing_replicas(self.ready, self.observed.samples, self.now, staleness)
+        # Ready for less than the staleness and not scraped yet: not yet measured, not
+        # missing. It counts as capacity (it serves) but forbids scale-down this period.
+        self.unmeasured = tuple(
+            r.name
+            for r in self.observed.replicas
+            if r.name in missing
+            and r.ready_at is not None
+            and 0 <= self.now - r.ready_at <= staleness
+        )
+        missing = tuple(name for name in missing if name not in self.unmeasured)
         if not missing:
             return None
         return self._hold_on(f"no sample within {staleness}s from {', '.join(missing)}")
@@ -219,8 +232,8 @@ class _Decider:
         scaling = self.scaling
         args = (scaling.targets, self.ready, self.observed.samples, self.slots)
         short = read(*args, scaling.panic_window_seconds, self.now)
-        readings = larger(read(*args, scaling.stable_window_seconds, self.now), short)
-        readings, levels = self._with_headroom(readings, short)
+        stable = read(*args, scaling.stable_window_seconds, self.now)
+        readings, levels = self._with_headroom(larger(stable, short), stable)
         top, short_top = strongest(readings), strongest(short)
         if top is None or short_top is None:  # not reached: ready replicas give readings
             return self._finish(self._hold_on("no signal read"), (), False, self.history)
@@ -229,7 +242,14 @@ class _Decider:
         panicking = last_panic is not None and self.now - last_panic < scaling.stable_window_seconds
         history = replace(self.history, last_panic_at=last_panic, levels=levels)
         step = self._recommend(top, readings)
-        if panicking and step.replicas <= self.current:
+        if self.unmeasured and step.replicas < self.current:
+            step = _Step(
+                self.current,
+                Reason.AWAITING_STARTUP,
+                f"{step.message}; {', '.join(self.unmeasured)} just became ready and has no"
+                " sample yet: no scale-down",
+            )
+        elif panicking and step.replicas <= self.current:
             if step.replicas < self.current:
                 step = _Step(
                     self.current,
@@ -242,15 +262,15 @@ class _Decider:
         return self._finish(step, readings, panicking, history, skip_up=panic_now)
 
     def _with_headroom(
-        self, readings: tuple[SignalReading, ...], short: tuple[SignalReading, ...]
+        self, readings: tuple[SignalReading, ...], stable: tuple[SignalReading, ...]
     ) -> tuple[tuple[SignalReading, ...], tuple[Level, ...]]:
         """The readings with headroom for their trend, and the levels to remember (this
-        period's short-window readings added, those older than a stable window gone)."""
-        window, now = self.scaling.stable_window_seconds, self.now
-        level = Level(now, tuple((r.signal.value, r.needed) for r in short))
+        period's stable-window readings added, those older than the fit window gone)."""
+        startup, now = self.history.startup_seconds, self.now
+        window = fit_window(self.scaling.stable_window_seconds, startup)
+        level = Level(now, tuple((r.signal.value, r.needed) for r in stable))
         levels = (*(old for old in self.history.levels if now - window < old.time < now), level)
         trend = slopes(levels, window, now)
-        startup = self.history.startup_seconds
         with_headroom = tuple(
             replace(
                 reading,
