@@ -218,9 +218,13 @@ def test_one_period_per_period_seconds_and_a_new_object_starts_afresh() -> None:
 
 def test_a_silent_source_holds_the_count_and_says_so() -> None:
     obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=3))
+    source = FakeSource(load={"p0": (0, 1)})
+    scaler = Autoscaler(source)
+    scaler.run(obj, "uid", [pod("p0"), pod("p1"), pod("p2")], T0 - timedelta(seconds=2))
     down = Miss("p0", MissReason.SOURCE_UNREACHABLE, "Prometheus at http://p:9090 did not answer")
-    source = FakeSource(misses={"p0": down, "p1": down, "p2": down})
-    period = Autoscaler(source).run(obj, "uid", [pod("p0"), pod("p1"), pod("p2")], T0)
+    source.misses = {"p0": down, "p1": down, "p2": down}
+    # The samples of 2 s ago are fresh by stalenessSeconds, but the source is down now.
+    period = scaler.run(obj, "uid", [pod("p0"), pod("p1"), pod("p2")], T0)
     assert (period.decision.desired, period.decision.reason) == (
         3,
         Reason.HOLDING_ON_MISSING_METRICS,

@@ -296,10 +296,13 @@ class Autoscaler:
             if clock - s.time <= keep + scaling.period_seconds
         ]
         replicas = state.remember_first_ready(tuple(replica for replica, _ in pairs))
+        # A replica the source could not read now is missing now, however fresh its last
+        # sample: the policy holds, as MetricsAvailable says.
+        unread = {miss.replica for miss in readings.missing}
         observation = Observation(
             current=desired_replicas(obj),
             replicas=replicas,
-            samples=tuple(state.samples),
+            samples=tuple(s for s in state.samples if s.replica not in unread),
             gateway_pending=source.gateway_pending(namespace, name, clock),
         )
         decision = decide(obj.spec, observation, state.history, clock)
