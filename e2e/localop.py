@@ -5,7 +5,8 @@ the e2e fixtures. `up` installs the chart with `helm upgrade --install` (CRD,
 service account, least-privilege RBAC; the operator Deployment at 0 replicas, since no
 image runs here), then runs `llmfleet operator` on this machine with a kubeconfig holding
 only that service account's token, as the in-cluster operator would run. `demo` also
-applies the simulated example and asks one of its pods. `down` stops it by PID.
+applies the simulated example and asks one of its pods, then applies the autoscaled
+simulated example and sends it a burst until it scales out. `down` stops it by PID.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -197,27 +199,66 @@ def up(admin: Path, state: Path) -> LocalOperator:
 
 
 DEMO = REPO / "examples" / "llama-8b-simulated.yaml"
+AUTOSCALED = REPO / "examples" / "llama-8b-simulated-autoscaled.yaml"
+
+
+def complete(ip_port: str, max_tokens: int) -> str:
+    """POST one completion to an engine; the reply's body."""
+    body = json.dumps({"model": "llama-8b", "prompt": "Hello", "max_tokens": max_tokens})
+    request = urllib.request.Request(
+        f"http://{ip_port}/v1/completions", body.encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        text: str = reply.read().decode()
+    return text
 
 
 def demo(admin: Path) -> None:
-    """Apply the simulated example, wait until it is Ready, and ask one of its pods."""
-    name = yaml.safe_load(DEMO.read_text())["metadata"]["name"]
-    selector = f"llmfleet.io/deployment={name}"
+    """Apply the simulated example, wait until it is Ready, and ask one of its pods; then
+    apply the autoscaled one and send it a burst until it has scaled to its maximum."""
 
     def run(*args: str) -> str:
         return _check(kubectl(admin, *args, "-n", "default"))
 
+    name = yaml.safe_load(DEMO.read_text())["metadata"]["name"]
+    selector = f"llmfleet.io/deployment={name}"
     run("apply", "-f", str(DEMO))
     run("wait", f"llmdeployment/{name}", "--for=condition=Ready", "--timeout=180s")
     print(run("get", "llmdeployments"))
     print(run("get", "pods", "-o", "wide", "-l", selector))
     ip = run("get", "pods", "-l", selector, "-o", "jsonpath={.items[0].status.podIP}")
-    body = json.dumps({"model": "llama-8b", "prompt": "Hello", "max_tokens": 8}).encode()
-    request = urllib.request.Request(
-        f"http://{ip}:8000/v1/completions", body, {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        print(f"POST http://{ip}:8000/v1/completions ->", reply.read().decode())
+    print(f"POST http://{ip}:8000/v1/completions ->", complete(f"{ip}:8000", 8))
+
+    scaled = yaml.safe_load(AUTOSCALED.read_text())
+    name, most = scaled["metadata"]["name"], scaled["spec"]["autoscaling"]["maxReplicas"]
+    run("apply", "-f", str(AUTOSCALED))
+    run("wait", f"llmdeployment/{name}", "--for=condition=Ready", "--timeout=180s")
+    print(f"\nA burst of 10 concurrent clients on {name}, spread over its ready pods:")
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        while not stop.is_set():
+            endpoints = run("get", f"llmdeployment/{name}", "-o", "jsonpath={.status.endpoints}")
+            choices = json.loads(endpoints or "[]")
+            if choices:
+                complete(choices[number % len(choices)], 50)
+
+    clients = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(10)]
+    for thread in clients:
+        thread.start()
+    deadline = time.monotonic() + 120
+    ready = 0
+    while ready < most and time.monotonic() < deadline:
+        time.sleep(2)
+        ready = int(run("get", f"llmdeployment/{name}", "-o", "jsonpath={.status.readyReplicas}"))
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=60)
+    print(run("get", "llmdeployment", name))
+    decisions = run("get", f"llmdeployment/{name}", "-o", "jsonpath={.status.decisions}")
+    for decision in json.loads(decisions or "[]"):
+        print(f"  {decision['fromReplicas']} -> {decision['toReplicas']}: {decision['message']}")
+    print(f"Quiet now: it scales back to 1 after 20 s (kubectl get llmd {name} -w).")
 
 
 def down(state: Path) -> None:

@@ -9,7 +9,8 @@ default source); a stopped Prometheus holds the replicas with MetricsAvailable=F
 a Warning Event, and its return resumes scaling; a model scales to zero when idle and
 back when the gateway reports a queued request.
 
-The engines are simulator pods (profile ``fast`` slowed 20x, two slots each), loaded by
+The engines are simulator pods (examples/llama-8b-simulated-autoscaled.yaml: profile
+``fast`` slowed 20x, two slots each, a 2 s control period), loaded by
 the official ``openai`` client from this process through the pods' addresses in
 ``status.endpoints``, the least busy first. The gateway is a later issue: a loopback
 page with its ``llmfleet_gateway_pending_requests`` gauge stands in for it, scraped by
@@ -29,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from kit import (
-    SIMULATED,
+    EXAMPLES,
     LocalPrometheus,
     apply,
     apply_ready,
@@ -42,26 +43,19 @@ from kubernetes.client import ApiClient, CoreV1Api
 from localop import LocalOperator, kubectl
 from openai import OpenAI
 
+from llmfleet_operator.metrics import DirectScrape, Target
 from tests.pages import serve_page
 
 MODEL = "llama-8b"
-FAST_WINDOWS = {
-    "periodSeconds": 2,
-    "stableWindowSeconds": 6,
-    "panicWindowSeconds": 2,
-    "scaleDown": {"stabilizationWindowSeconds": 10, "maxStep": 1},
-    "metrics": {"stalenessSeconds": 5},
-}
+AUTOSCALED = EXAMPLES / "llama-8b-simulated-autoscaled.yaml"
 
 
 def autoscaled(name: str, **scaling: Any) -> dict[str, Any]:
-    """The simulated example with two slots per engine and the built-in autoscaler."""
-    manifest: dict[str, Any] = yaml.safe_load(SIMULATED.read_text())
+    """The autoscaled simulator example (2 s period, two slots per engine), renamed, with
+    ``scaling`` merged into its ``spec.autoscaling``."""
+    manifest: dict[str, Any] = yaml.safe_load(AUTOSCALED.read_text())
     manifest["metadata"]["name"] = name
-    spec = manifest["spec"]
-    spec.pop("replicas")
-    spec["engine"] = {"maxNumSeqs": 2, "simulator": {"profile": "fast", "timeScale": 0.05}}
-    spec["autoscaling"] = {**FAST_WINDOWS, **scaling}
+    manifest["spec"]["autoscaling"].update(scaling)
     return manifest
 
 
@@ -176,15 +170,9 @@ def test_a_load_ramp_scales_up_and_the_end_of_load_scales_down_after_the_window(
     kubeconfig: Path,
     namespace: str,
 ) -> None:
-    window = 20  # scale-down stabilization, well past the 6 s stable window
-    manifest = autoscaled(
-        "ramp",
-        minReplicas=1,
-        maxReplicas=3,
-        targets={"prefillQueuePerReplica": 1},
-        scaleDown={"stabilizationWindowSeconds": window, "maxStep": 1},
-        metrics=through(prometheus),
-    )
+    manifest = autoscaled("ramp", metrics=through(prometheus))
+    window = manifest["spec"]["autoscaling"]["scaleDown"]["stabilizationWindowSeconds"]
+    assert window > 6  # the stable window alone would scale down after 6 s
     name = apply_ready(api_client, kubeconfig, namespace, manifest)
     with Load(api_client, namespace, name, streams=10) as load:
         wait_for("3 ready replicas under load", lambda: settled(api_client, namespace, name, 3))
@@ -232,11 +220,28 @@ def test_scale_down_keeps_the_busy_replica_and_its_stream_finishes(
     )
     name = apply_ready(api_client, kubeconfig, namespace, manifest)
     wait_for("2 ready replicas", lambda: settled(api_client, namespace, name, 2))
-    by_ip = {f"{p.status.pod_ip}:8000": p.metadata.name for p in pods(api_client, namespace, name)}
-    busy_endpoint = sorted(by_ip)[-1]  # the later name: a plain name order would remove it
+    running = pods(api_client, namespace, name)
+    # A replica ready for less than the stable window goes last whatever its load (it is
+    # new, not idle): let both settle so that only the requests in flight decide.
+    ready_at = max(
+        c.last_transition_time.timestamp()
+        for p in running
+        for c in p.status.conditions
+        if c.type == "Ready"
+    )
+    time.sleep(max(0.0, ready_at + 7 - time.time()))
+    by_ip = {f"{p.status.pod_ip}:8000": p.metadata.name for p in running}
+    # The first name: were the costs a tie, the ReplicaSet would remove it.
+    busy_endpoint = min(by_ip, key=lambda endpoint: by_ip[endpoint])
     result: list[str] = []
     stream = threading.Thread(target=lambda: result.append(complete(busy_endpoint, 400)))
     stream.start()
+    busy = Target("busy", f"http://{busy_endpoint}", by_ip[busy_endpoint], namespace)
+    wait_for(
+        "the stream running on its engine",
+        lambda: any(s.running for s in DirectScrape().samples([busy], time.time()).samples),
+        timeout=20,
+    )
     try:
         patch_scaling(kubeconfig, namespace, name, minReplicas=1)
         wait_for("1 replica", lambda: settled(api_client, namespace, name, 1), timeout=60)
@@ -257,7 +262,12 @@ def test_a_stopped_prometheus_holds_replicas_and_its_return_resumes_scaling(
     kubeconfig: Path,
     namespace: str,
 ) -> None:
-    manifest = autoscaled("hold", minReplicas=2, maxReplicas=3, metrics=through(prometheus))
+    manifest = autoscaled(
+        "hold",
+        minReplicas=2,
+        scaleDown={"stabilizationWindowSeconds": 0},  # nothing but the hold keeps replicas
+        metrics=through(prometheus),
+    )
     name = apply_ready(api_client, kubeconfig, namespace, manifest)
 
     def metrics(reason: str) -> bool:
@@ -276,7 +286,7 @@ def test_a_stopped_prometheus_holds_replicas_and_its_return_resumes_scaling(
     )
 
     patch_scaling(kubeconfig, namespace, name, minReplicas=1)  # idle: it would scale down
-    held_until = time.monotonic() + 20  # stabilization 10 s + periods, well past
+    held_until = time.monotonic() + 15  # without the hold: down within two periods
     while time.monotonic() < held_until:
         assert status(api_client, namespace, name)["desiredReplicas"] == 2
         assert len(pods(api_client, namespace, name)) == 2
