@@ -1,0 +1,411 @@
+"""Autoscaling bench: every policy over both Azure traces, two SLO tiers, two startup times.
+
+    .venv/bin/python bench/autoscale/run.py [--traces DIR] [--workers 2] [--quick]
+
+For each trace (Azure LLM inference 2023, code and conversation, sped up by ``SPEED`` so
+that autoscaling has a fleet to size), each startup time (60 s, 180 s) and each policy
+(ours, static, HPA, KEDA, Knative KPA, llm-d), sweeps the policy's main target over a
+few points and replays the trace through the fleet simulator (``llmfleet_operator.
+fleetsim``) on the H100 70B TP4 profile with the deployment in ``llama-70b-tp4.yaml``.
+Each replay is judged at both SLO tiers (TTFT <= 2 s and TTFT <= 500 ms, TPOT <= 50 ms
+for both): one replay, two reports. The oracle (a lower bound on GPU-hours) is measured
+once per trace and tier.
+
+Writes bench/results/autoscale.json (every point), autoscale.md (the table, see
+:mod:`summary`) and autoscale-<trace>-<tier>.png (attainment against GPU-hours).
+Traces come from ``--traces``, else ``$LLMFLEET_TRACES``, else ``../shared/traces``
+beside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import summary  # the bench's own module, beside this script
+
+from llmfleet_operator.api import LLMDeploymentSpec
+from llmfleet_operator.fleetsim import Slo, capacity, fleet_profile, load_trace, make_policy, oracle
+from llmfleet_operator.fleetsim.fleet import run
+from llmfleet_operator.fleetsim.report import Settings, build
+from llmfleet_operator.fleetsim.slo import meets
+from llmfleet_operator.fleetsim.trace import Trace
+from llmfleet_operator.fleetsim.view import FleetView, Policy
+from llmfleet_runtime.simulator import Engine, Profile, Request
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = REPO / "bench" / "results"
+SPEC_FILE = HERE / "llama-70b-tp4.yaml"
+PROFILE = "h100-llama2-70b-tp4"
+TRACES = ("code", "conv")
+SPEED = {"code": 2.0, "conv": 4.0}
+"""Arrivals this many times faster: one hour of either trace at speed 1 needs only a
+handful of 70B TP4 replicas (the oracle: ~3 on average); sped up, tens at the peaks,
+where autoscaling decides the bill. The code trace only x2: its bursts are 13x its mean
+within 10 s, and faster still they are shorter than any startup."""
+STARTUPS = (60.0, 180.0)
+TIERS = {"relaxed": Slo(ttft_s=2.0, tpot_s=0.05), "strict": Slo(ttft_s=0.5, tpot_s=0.05)}
+TIER_TEXT = {"relaxed": "TTFT<=2s TPOT<=50ms", "strict": "TTFT<=500ms TPOT<=50ms"}
+SCRAPE_S, LAG_S = 15.0, 2.0
+POLICIES = ("llmfleet", "static", "hpa", "keda", "kpa", "llm-d")
+
+SWEEPS: dict[str, tuple[float, ...]] = {
+    # Ours: slotsUsed, running / maxNumSeqs (64) per replica; the spec file sets the rest.
+    "llmfleet": (0.02, 0.05, 0.1, 0.15, 0.175, 0.19, 0.2, 0.25),
+    # Replicas, warm for the whole replay, as multiples of the oracle's peak need.
+    "static": (0.75, 1.0, 1.25, 1.5, 2.0, 2.5),
+    # vllm:num_requests_running per pod (0.8 x maxNumSeqs = 51 is the usual setting).
+    "hpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 51.0),
+    # vllm:num_requests_waiting per replica (the production-stack default is 5).
+    "keda": (0.5, 1.0, 2.0, 5.0),
+    # Requests in flight per pod (Knative's default container concurrency target is 100).
+    "kpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 100.0),
+    # KV usage at which a replica counts as saturated (the default is 0.8).
+    "llm-d": (0.02, 0.05, 0.1, 0.2, 0.4, 0.8),
+}
+"""The main target each policy is swept over (what ``make_policy(target=...)`` sets)."""
+
+
+def traces_dir(option: str | None) -> Path:
+    if option:
+        return Path(option)
+    if "LLMFLEET_TRACES" in os.environ:
+        return Path(os.environ["LLMFLEET_TRACES"])
+    return REPO.parent / "shared" / "traces"
+
+
+@cache
+def spec() -> LLMDeploymentSpec:
+    return LLMDeploymentSpec.model_validate(yaml.safe_load(SPEC_FILE.read_text())["spec"])
+
+
+@cache
+def profile() -> Profile:
+    return fleet_profile(PROFILE, spec())
+
+
+@cache
+def replay(path: str, speed: float) -> Trace:
+    return load_trace(path).faster(speed)
+
+
+@dataclass(frozen=True)
+class Job:
+    trace: str
+    path: str
+    speed: float
+    startup_s: float
+    policy: str
+    target: float
+    capacities: tuple[tuple[str, float], ...]
+    """Per tier, one replica's capacity at the SLO (requests per second)."""
+    initial: int
+    """Replicas warm at the start, for every autoscaler alike."""
+    tweaks: tuple[tuple[str, str], ...] = ()
+    """``--set`` overrides of ours' spec.autoscaling (dotted camelCase paths), for tuning."""
+
+
+@dataclass
+class Warm:
+    """A policy that starts the replay with ``initial_replicas`` warm replicas.
+
+    The traces start at full load; starting every autoscaler at one replica would make
+    the first minutes (a cold start no SLO survives) dominate every run. Every
+    autoscaler starts at what the oracle needs in the first minute, and decides only
+    once it has a sample taken under load: the scrape at time 0 sees warm, empty
+    replicas, which a controller attached to a live fleet would never see.
+    """
+
+    inner: Policy
+    initial_replicas: int
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def period_s(self) -> float:
+        return self.inner.period_s
+
+    def decide(self, view: FleetView, now: float) -> int:
+        if not any(sample.time > 0 for sample in view.samples):
+            return view.current
+        return self.inner.decide(view, now)
+
+
+def tuned(
+    deployment: LLMDeploymentSpec, slots_used: float, tweaks: tuple[tuple[str, str], ...]
+) -> LLMDeploymentSpec:
+    """``deployment`` with ours' swept target and any ``--set`` overrides, validated."""
+    body = deployment.model_dump(by_alias=True, exclude_none=True)
+    scaling = body["autoscaling"]
+    scaling.setdefault("targets", {})["slotsUsed"] = slots_used
+    for path, value in tweaks:
+        *parents, leaf = path.split(".")
+        node = scaling
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(value)
+    return LLMDeploymentSpec.model_validate(body)
+
+
+@dataclass
+class OracleFleet:
+    """The oracle's replica count per bucket, replayed (with instant starts): how far
+    its lower bound is from a fleet that meets the SLO through a real router."""
+
+    needs: tuple[int, ...]
+    bucket_s: float
+    name: str = "oracle"
+    period_s: float = 5.0
+
+    @property
+    def initial_replicas(self) -> int:
+        return max(1, self.needs[0])
+
+    def decide(self, view: FleetView, now: float) -> int:
+        index = min(int(now // self.bucket_s), len(self.needs) - 1)
+        return max(1, self.needs[index])
+
+
+def policy_for(job: Job) -> Policy:
+    """A fresh policy for one replay. Ours sweeps ``targets.slotsUsed`` (what holds a TPOT
+    SLO on this profile; make_policy's target for ours is the prefill queue)."""
+    deployment = spec()
+    if job.policy == "llmfleet":
+        inner = make_policy("llmfleet", tuned(deployment, job.target, job.tweaks))
+    else:
+        inner = make_policy(job.policy, deployment, job.target)
+    return inner if job.policy == "static" else Warm(inner, job.initial)
+
+
+def run_job(job: Job) -> list[dict[str, Any]]:
+    """One replay, judged at every tier."""
+    trace = replay(job.path, job.speed)
+    deployment = spec()
+    target = job.target
+    policy = policy_for(job)
+    started = time.perf_counter()
+    outcome = run(trace, policy, profile(), startup_s=job.startup_s, scrape_s=SCRAPE_S, lag_s=LAG_S)
+    wall = time.perf_counter() - started
+    gpus = deployment.parallelism.gpus_per_group
+    points = []
+    for tier, rps in job.capacities:
+        slo = TIERS[tier]
+        settings = Settings(
+            policy=job.policy,
+            trace=job.trace,
+            profile=profile().name,
+            slo_ttft_s=slo.ttft_s,
+            slo_tpot_s=slo.tpot_s,
+            startup_s=job.startup_s,
+            scrape_s=SCRAPE_S,
+            lag_s=LAG_S,
+            speed=job.speed,
+            period_s=policy.period_s,
+            gpus_per_replica=gpus,
+        )
+        report = build(settings, trace, slo, outcome, oracle(trace, rps, gpus), rps, wall)
+        points.append(
+            {
+                "trace": job.trace,
+                "tier": tier,
+                "startup_s": job.startup_s,
+                "policy": job.policy,
+                "target": target,
+                "attainment": report.attainment,
+                "gpu_hours": report.gpu_hours,
+                "oracle_gpu_hours": report.oracle_gpu_hours,
+                "flips": report.direction_flips,
+                "scale_ups": report.scale_ups,
+                "scale_downs": report.scale_downs,
+                "peak_replicas": report.peak_replicas,
+                "mean_replicas": report.mean_replicas,
+                "ttft_p99_s": report.ttft_p99_s,
+                "tpot_p99_s": report.tpot_p99_s,
+                "time_to_capacity_median_s": report.time_to_capacity_median_s,
+                "refused": report.refused,
+                "unanswered": report.unanswered,
+                "wall_s": wall,
+            }
+        )
+    return points
+
+
+def ceilings(trace: Trace) -> dict[str, float]:
+    """Per tier, the share of the trace's requests that meet the SLO each alone on an idle
+    replica: no fleet does better (a long prompt's prefill alone can exceed a tight TTFT)."""
+    met = dict.fromkeys(TIERS, 0)
+    now = 0.0
+    engine = Engine(profile())
+    for index, request in enumerate(trace.requests):
+        if request.prompt_tokens + request.output_tokens > profile().max_model_len:
+            continue
+        engine.add(Request(str(index), request.prompt_tokens, request.output_tokens), now)
+        engine.advance(now)
+        for result in engine.advance(math.inf):
+            now = result.end
+            for done in result.finished:
+                for tier, slo in TIERS.items():
+                    met[tier] += meets(
+                        slo, done.arrival, done.first_token, done.last_token, done.output_tokens
+                    )
+    return {tier: count / len(trace.requests) for tier, count in met.items()}
+
+
+def prepare(trace: str, path: str, speed: float) -> dict[str, Any]:
+    """Per tier: one replica's capacity, the oracle's GPU-hours and the attainment ceiling."""
+    sped = replay(path, speed)
+    gpus = spec().parallelism.gpus_per_group
+    out: dict[str, Any] = {}
+    alone = ceilings(sped)
+    for tier, slo in TIERS.items():
+        rps = capacity(sped, profile(), slo)
+        best = oracle(sped, rps, gpus)
+        assert best is not None
+        replayed = run(
+            sped,
+            OracleFleet(best.needs, best.bucket_s),
+            profile(),
+            startup_s=0.0,
+            scrape_s=SCRAPE_S,
+            lag_s=LAG_S,
+        )
+        met = sum(
+            meets(
+                slo, r.arrival_s, replayed.first_token[i], replayed.last_token[i], r.output_tokens
+            )
+            for i, r in enumerate(sped.requests)
+        )
+        out[tier] = {
+            "oracle_replayed_attainment": met / len(sped.requests),
+            "oracle_replayed_gpu_hours": replayed.replica_seconds * gpus / 3600,
+            "capacity_rps": rps,
+            "oracle_gpu_hours": best.gpu_hours if best else None,
+            "oracle_peak": best.peak if best else None,
+            "oracle_first": best.needs[0] if best else 1,
+            "ceiling": alone[tier],
+        }
+    return {"trace": trace, **out}
+
+
+def sweep(policy: str, override: str | None, prepared: dict[str, Any]) -> list[float]:
+    """The targets to replay ``policy`` at (``--targets`` overrides ours)."""
+    if policy == "llmfleet" and override:
+        return [float(t) for t in override.split(",")]
+    if policy == "static":
+        peak = prepared["relaxed"]["oracle_peak"]
+        return sorted({float(max(1, round(peak * share))) for share in SWEEPS["static"]})
+    return list(SWEEPS[policy])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--traces", help="directory of azure_llm_2023_{code,conv}.csv")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--trace", action="append", choices=TRACES)
+    parser.add_argument("--startup", action="append", type=float)
+    parser.add_argument("--targets", help="override ours' sweep: comma-separated slotsUsed")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override ours' spec.autoscaling, e.g. scaleDown.maxStep=20%% (tuning)",
+    )
+    parser.add_argument("--speed", action="append", default=[], metavar="TRACE=X")
+    parser.add_argument("--out", default=str(RESULTS / "autoscale"), help="output path prefix")
+    args = parser.parse_args(argv)
+    directory = traces_dir(args.traces)
+    tweaks = tuple(tuple(item.split("=", 1)) for item in args.set)
+    for item in args.speed:
+        name, value = item.split("=")
+        SPEED[name] = float(value)
+    names = args.trace or list(TRACES)
+    paths = {name: str(directory / f"azure_llm_2023_{name}.csv") for name in names}
+    policies = args.policies.split(",")
+    startups = args.startup or list(STARTUPS)
+    started = time.monotonic()
+    with ProcessPoolExecutor(args.workers) as pool:
+        prepared = list(
+            pool.map(prepare, names, [paths[n] for n in names], [SPEED[n] for n in names])
+        )
+        by_trace = {p["trace"]: p for p in prepared}
+        jobs = [
+            Job(
+                name,
+                paths[name],
+                SPEED[name],
+                startup,
+                policy,
+                float(target),
+                tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in TIERS),
+                max(by_trace[name][tier]["oracle_first"] for tier in TIERS),
+                tweaks if policy == "llmfleet" else (),  # type: ignore[arg-type]
+            )
+            for name in names
+            for startup in startups
+            for policy in policies
+            for target in sweep(policy, args.targets, by_trace[name])
+            # A static fleet never starts a replica: one replay serves every startup time.
+            if policy != "static" or startup == startups[0]
+        ]
+        points = [p for batch in pool.map(run_job, jobs) for p in batch]
+    points += [
+        {**p, "startup_s": startup}
+        for p in points
+        if p["policy"] == "static"
+        for startup in startups[1:]
+    ]
+    elapsed = time.monotonic() - started
+    result = {
+        "bench": "autoscale",
+        "profile": PROFILE,
+        "deployment": str(SPEC_FILE.relative_to(REPO)),
+        "speed": {n: SPEED[n] for n in names},
+        "tiers": {tier: TIER_TEXT[tier] for tier in TIERS},
+        "scrape_s": SCRAPE_S,
+        "lag_s": LAG_S,
+        "sweeps": {p: SWEEPS[p] for p in policies},
+        "prepared": by_trace,
+        "points": points,
+        "runtime_s": round(elapsed, 1),
+        "workers": args.workers,
+        "replays": len(jobs),
+        "command": " ".join(
+            ["bench/autoscale/run.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(summary.markdown(result))
+    summary.plots(result, out)
+    print(f"{len(jobs)} replays in {elapsed:.0f}s with {args.workers} workers -> {out}.json")
+    for p in sorted(
+        points, key=lambda p: (p["trace"], p["tier"], p["startup_s"], p["policy"], p["target"])
+    ):
+        print(
+            f"{p['trace']:5} {p['tier']:8} {p['startup_s']:4.0f} {p['policy']:9} {p['target']:6.2f}"
+            f"  att {p['attainment']:.4f}  gpu-h {p['gpu_hours']:6.1f}"
+            f" (oracle {p['oracle_gpu_hours']:.1f})  flips {p['flips']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
