@@ -136,3 +136,19 @@ def test_llmd_reads_the_peak_of_the_last_minute() -> None:
     llmd = LlmdPolicy(kv_threshold=0.8, lowest=1, highest=10)
     history = [(20.0, [(10, 0, 0.75), (10, 0, 0.75)])]
     assert llmd.decide(view(60, [(10, 0, 0.1)] * 2, history=history), 60) == 3
+
+
+def test_hpa_first_pass_seeds_the_window_with_the_current_count() -> None:
+    # A fresh HPA on 13 idle pods: the controller seeds its recommendations with the
+    # current count, so the first pass holds 13 and the drop waits for the window.
+    hpa = HpaPolicy(target=10, lowest=1, highest=20)
+    for now in range(15, 315, 15):
+        assert hpa.decide(view(now, [(0, 0, 0.0)] * 13), now) == 13
+    assert hpa.decide(view(315, [(0, 0, 0.0)] * 13), 315) == 1
+
+
+def test_keda_first_pass_seeds_the_hpa_window_too() -> None:
+    keda = KedaPolicy(threshold=5, lowest=1, highest=20)
+    for now in range(15, 315, 15):
+        assert keda.decide(view(now, [(1, 0, 0.1)] * 13), now) == 13
+    assert keda.decide(view(315, [(1, 0, 0.1)] * 13), 315) == 1

@@ -11,8 +11,10 @@ keeps its own controller memory. A metric older than ``fresh_s`` (60 s) counts a
   Starting pods have no metric yet: counted as 0 when the ratio asks to scale up and as
   exactly the target when it asks to scale down (and the result may not reverse the
   direction); draining pods are ignored. Then the default behavior: scale-down to the
-  highest recommendation of the last 300 s, scale-up by at most max(4 pods, 100%) per
-  15 s, scale-down by up to 100%; ``minReplicas >= 1``.
+  highest recommendation of the last 300 s (the controller seeds that window with the
+  current replica count on its first pass, so a fresh HPA cannot drop at once),
+  scale-up by at most max(4 pods, 100%) per 15 s, scale-down by up to 100%;
+  ``minReplicas >= 1``.
 * **KEDA** with the vLLM production-stack chart's default trigger
   (``helm/templates/scaledobject-vllm.yaml``: Prometheus, ``vllm:num_requests_waiting``,
   threshold 5, KEDA's defaults ``pollingInterval: 30``, ``cooldownPeriod: 300``): KEDA
@@ -61,8 +63,13 @@ class _HpaBehavior:
     highest: int
     down_window_s: float = HPA_DOWN_WINDOW_S
     recommendations: deque[tuple[float, int]] = field(default_factory=deque)
+    seeded: bool = False
 
     def normalize(self, current: int, desired: int, now: float) -> int:
+        if not self.seeded:
+            # reconcileAutoscaler: a new HPA's recommendations start as [current replicas].
+            self.seeded = True
+            self.recommendations.append((now, current))
         while self.recommendations and self.recommendations[0][0] <= now - self.down_window_s:
             self.recommendations.popleft()
         self.recommendations.append((now, desired))
