@@ -4,10 +4,13 @@ on scale-down, the metrics pipeline's scrape interval and lag, and scale-up timi
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from llmfleet_operator.autoscale import ReplicaPhase
-from llmfleet_operator.fleetsim import Change, Slo, run, trace_from_rows
+from llmfleet_operator.api import LLMDeploymentSpec
+from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample, deletion_order
+from llmfleet_operator.fleetsim import Change, FleetView, LlmfleetPolicy, Slo, run, trace_from_rows
 from llmfleet_operator.fleetsim.fleet import Fleet
 from llmfleet_runtime.simulator import FAST, Request
 from tests.fleetsim.conftest import Scripted, steady
@@ -130,3 +133,56 @@ def test_gives_up_after_max_drain_when_nothing_serves() -> None:
 def test_slo_needs_positive_bounds() -> None:
     with pytest.raises(ValueError, match="positive"):
         Slo(0.0, 0.05)
+
+
+def test_default_victims_follow_the_replicaset_order() -> None:
+    # Kubernetes' ReplicaSet: not ready first, then the newest; load does not count.
+    fleet = fleet_with([0, 3, 1])
+    fleet.create(5.0)  # replica-4, starting
+    fleet.apply(2, 10.0)
+    assert [r.name for r in fleet.alive] == ["replica-1", "replica-2", "replica-3"]
+    assert [r.name for r in fleet.active()] == ["replica-1", "replica-2"]
+    assert fleet.alive[2].draining  # the newest ready one drains, though replica-1 is idle
+
+
+def test_a_policy_with_a_victim_order_picks_the_victims() -> None:
+    fleet = fleet_with([0, 3, 1])
+    fleet.apply(2, 10.0, order=("replica-2", "replica-3", "replica-1"))
+    assert [r.name for r in fleet.active()] == ["replica-1", "replica-3"]
+
+
+def test_ours_picks_victims_by_deletion_order_in_a_replay(spec: LLMDeploymentSpec) -> None:
+    # Ours orders by fewest in flight (the operator's pod-deletion-cost); the fleet uses it.
+    policy = LlmfleetPolicy(spec)
+    replicas = (
+        Replica("replica-1", ReplicaPhase.READY, 0.0, 0.0),
+        Replica("replica-2", ReplicaPhase.READY, 0.0, 0.0),
+        Replica("replica-3", ReplicaPhase.STARTING, 50.0, None),
+    )
+    samples = (
+        Sample(90.0, "replica-1", 0, None, 0.5, 9),
+        Sample(90.0, "replica-2", 0, None, 0.1, 1),
+    )
+    view = FleetView(3, replicas, samples, 0)
+    assert policy.victim_order(view, 100.0) == deletion_order(replicas, samples, 100.0, 60.0)
+    assert policy.victim_order(view, 100.0) == ("replica-3", "replica-2", "replica-1")
+    # In a replay: two warm replicas; at 2 s the older one (replica-1) is idle (its
+    # request took 0.2 s), the newer one busy until ~3.8 s.
+    trace = trace_from_rows("t", [(0.0, 64, 100), (0.0, 64, 1900)])
+    seen: list[tuple[str, ...]] = []
+
+    @dataclasses.dataclass
+    class Ordered(Scripted):
+        def victim_order(self, view: FleetView, now: float) -> tuple[str, ...]:
+            order = policy.victim_order(view, now)
+            seen.append(order)
+            return order
+
+    scripted = Ordered(plan=[(2.0, 1)], initial_replicas=2, period_s=1.0)
+    run(trace, scripted, FAST, startup_s=5.0, scrape_s=1.0, lag_s=0.0)
+    assert seen[0] == ("replica-1", "replica-2")  # the idle one, though it is the older
+    assert [r.name for r in scripted.seen[2].replicas] == ["replica-2"]
+    # Without an order (a baseline), the ReplicaSet's: the newer, busy one drains.
+    plain = Scripted(plan=[(2.0, 1)], initial_replicas=2, period_s=1.0)
+    run(trace, plain, FAST, startup_s=5.0, scrape_s=1.0, lag_s=0.0)
+    assert [r.name for r in plain.seen[2].replicas] == ["replica-1"]

@@ -12,9 +12,12 @@ The rules, as a real cluster would apply them:
 * The router sends each request to the ready, non-draining replica with the fewest
   in-flight requests (running + waiting; ties: the oldest replica). With none, the
   request waits in the gateway queue, flushed in order when a replica becomes ready.
-* Scale-down removes starting replicas first (nothing to drain), then the ready ones with
-  the fewest in-flight requests; those drain: no new requests, in-flight ones finish, and
-  they cost GPU time until the last one has finished.
+* Scale-down picks its victims as the workload controller would. By default Kubernetes'
+  ReplicaSet order: not ready (starting) first, then the most recently ready, then the
+  newest. A policy with a ``victim_order(view, now)`` method that returns names (ours:
+  :func:`llmfleet_operator.autoscale.deletion_order`, which the operator turns into
+  pod-deletion-cost) sets the order instead. Ready victims drain: no new requests,
+  in-flight ones finish, and they cost GPU time until the last one has finished.
 * Every ``scrape_s`` each ready replica is sampled (``vllm:num_requests_waiting``,
   ``num_requests_running``, ``kv_cache_usage_perc``, and the gateway's pending prefill
   tokens), and so is the gateway queue; a policy sees a sample ``lag_s`` after it was taken.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 
 from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample
 from llmfleet_operator.fleetsim.outcome import Change, Outcome, Point
@@ -54,6 +58,14 @@ class _Replica:
         phase = ReplicaPhase.READY if self.ready else ReplicaPhase.STARTING
         ready_at = self.ready_at if self.ready else None
         return Replica(self.name, phase, self.created_at, ready_at)
+
+
+def replicaset_rank(replica: _Replica) -> tuple[bool, float, float, int]:
+    """Kubernetes' ReplicaSet scale-down order (``controller.ActivePodsWithRanks``, with
+    every pod on its own node and no deletion cost): not ready first, then ready for the
+    least time, then the newest creation."""
+    since = -replica.ready_at if replica.ready else 0.0
+    return (replica.ready, since, -replica.created_at, -replica.serial)
 
 
 class Fleet:
@@ -102,16 +114,20 @@ class Fleet:
     def active(self) -> list[_Replica]:
         return [r for r in self.alive if not r.draining]
 
-    def apply(self, desired: int, now: float) -> list[_Replica]:
+    def apply(self, desired: int, now: float, order: Sequence[str] | None = None) -> list[_Replica]:
         """Scale to ``desired`` non-draining replicas; returns the ones created.
 
-        Victims: fewest in-flight first (starting ones have none, and go before ready
-        ones), the newest among equals.
+        Victims in ``order`` (names, first to go first; replicas it omits go last), else
+        in the ReplicaSet's default order (module docstring).
         """
         active = self.active()
         if desired > len(active):
             return [self.create(now) for _ in range(desired - len(active))]
-        victims = sorted(active, key=lambda r: (r.in_flight(), r.ready, -r.serial))
+        if order is None:
+            victims = sorted(active, key=replicaset_rank)
+        else:
+            rank = {name: index for index, name in enumerate(order)}
+            victims = sorted(active, key=lambda r: (rank.get(r.name, len(rank)), r.serial))
         for victim in victims[: len(active) - desired]:
             if victim.ready and victim.engine.has_work():
                 victim.draining = True
@@ -237,6 +253,7 @@ def run(
     last_calm: float | None = None
     changes: list[Change] = []
     scale_ups: list[tuple[float, list[_Replica]]] = []
+    victim_order = getattr(policy, "victim_order", None)
     inf = math.inf
     now = 0.0
     while True:
@@ -265,6 +282,9 @@ def run(
             ticks += 1
             view = fleet.view(now, history_s)
             desired = max(0, policy.decide(view, now))
+            order = None
+            if desired < view.current and victim_order is not None:
+                order = victim_order(view, now)
             if desired > view.current:
                 # The first sample the last calm decision had not seen started the burst.
                 seen = -inf if last_calm is None else last_calm - lag_s
@@ -272,7 +292,7 @@ def run(
                 scale_ups.append((min(first * scrape_s, now), fleet.apply(desired, now)))
             else:
                 last_calm = now
-                fleet.apply(desired, now)
+                fleet.apply(desired, now, order)
             if desired != view.current:
                 changes.append(Change(now, view.current, desired))
     end = max(fleet.last_finish, trace.duration_s) if fleet.unfinished == 0 else now

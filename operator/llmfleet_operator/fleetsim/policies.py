@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmfleet_operator.api import LLMDeploymentSpec
-from llmfleet_operator.autoscale import Decision, History, Observation, decide
+from llmfleet_operator.autoscale import Decision, History, Observation, decide, deletion_order
 from llmfleet_operator.fleetsim.baselines import HpaPolicy, KedaPolicy, KpaPolicy, LlmdPolicy
 from llmfleet_operator.fleetsim.view import FleetView, Policy
 
@@ -37,7 +37,9 @@ class LlmfleetPolicy:
     """Ours: :func:`llmfleet_operator.autoscale.decide` with the deployment's spec.
 
     Decides every ``spec.autoscaling.periodSeconds``, passes back the decision's history,
-    and keeps the last decision (with its reason) for inspection.
+    keeps the last decision (with its reason) for inspection, and orders scale-down
+    victims as the operator does (:meth:`victim_order`); every other policy gets the
+    ReplicaSet's default order.
     """
 
     spec: LLMDeploymentSpec
@@ -69,6 +71,14 @@ class LlmfleetPolicy:
         self.last = decide(self.spec, observed, self.history, now)
         self.history = self.last.history
         return self.last.desired
+
+    def victim_order(self, view: FleetView, now: float) -> tuple[str, ...]:
+        """Scale-down victims, first to go first: what the operator sets through
+        pod-deletion-cost (:func:`llmfleet_operator.autoscale.deletion_order`, replicas
+        ready for less than the stable window go last)."""
+        assert self.spec.autoscaling is not None
+        settle = float(self.spec.autoscaling.stable_window_seconds)
+        return deletion_order(view.replicas, view.samples, now, settle)
 
 
 @dataclass

@@ -54,7 +54,12 @@ class FleetView:
 
 
 class Policy(Protocol):
-    """A scaling policy under simulation: one decision per control period."""
+    """A scaling policy under simulation: one decision per control period.
+
+    Optionally ``victim_order(view, now) -> tuple[str, ...] | None``: the replicas to
+    remove first on scale-down (ours sets it, as the operator does through
+    pod-deletion-cost); without it, or on None, the fleet uses the ReplicaSet's order.
+    """
 
     @property
     def name(self) -> str:
