@@ -8,7 +8,8 @@ period is due once per periodSeconds and a new
 object under an old name starts afresh; a source that stops answering holds the count;
 a scale-down gives the idle replica the lowest deletion cost; the gateway's pending
 requests bring a model back from zero; the kept decisions are capped; an object that
-leaves Builtin mode loses its scaling conditions; too few GPUs marks ScalingLimited.
+leaves Builtin mode loses its scaling conditions; too few GPUs mark ScalingLimited once
+(not a new transition each period) until the pods find their GPUs.
 
 The metrics source is an in-memory fake (the seam the real sources implement; they are
 tested against real engines and a real Prometheus in test_metrics_sources.py).
@@ -285,7 +286,7 @@ def test_leaving_builtin_mode_drops_the_scaling_conditions() -> None:
     assert plain.decisions == status.decisions
 
 
-def test_missing_gpus_mark_scaling_limited() -> None:
+def test_missing_gpus_mark_scaling_limited_once_until_they_are_found() -> None:
     obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=3))
     stuck = pod("p2", ready_since=None)
     stuck["status"]["conditions"] = [
@@ -296,11 +297,29 @@ def test_missing_gpus_mark_scaling_limited() -> None:
             "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
         }
     ]
-    deployment_status = {
+    workload = {
         "metadata": {"generation": 1},
         "status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 2},
     }
-    status = compute_status(obj, Observed(deployment_status, [pod("p0"), pod("p1"), stuck]), T0)
+    scaler = Autoscaler(FakeSource(load={"p0": (12, 2), "p1": (12, 2)}))
+    pods = [pod("p0"), pod("p1"), stuck]
+    since = []
+    for step in range(3):  # each period: the autoscaler, then the reconcile's status
+        now = T0 + timedelta(seconds=15 * step)
+        period = scaler.run(obj, "uid", pods, now)
+        status = compute_status(with_status(obj, period.status), Observed(workload, pods), now)
+        limited = condition(status, ConditionType.SCALING_LIMITED)
+        assert (limited.status, limited.reason) == ("True", Reason.BLOCKED_BY_GPUS)
+        assert "Insufficient" not in limited.message  # observe's words, not the scheduler's
+        assert "2 of " in limited.message
+        since.append(limited.last_transition_time)
+        obj = with_status(obj, status)
+    assert since == [T0, T0, T0]  # one transition, not one per period
+
+    found = [pod("p0"), pod("p1"), pod("p2")]
+    ready = {**workload, "status": {**workload["status"], "readyReplicas": 3}}
+    now = T0 + timedelta(seconds=60)
+    period = scaler.run(obj, "uid", found, now)
+    status = compute_status(with_status(obj, period.status), Observed(ready, found), now)
     limited = condition(status, ConditionType.SCALING_LIMITED)
-    assert (limited.status, limited.reason) == ("True", Reason.BLOCKED_BY_GPUS)
-    assert "2 of 3 replicas ready" in limited.message
+    assert (limited.status, limited.reason) == ("False", Reason.WITHIN_RANGE)

@@ -175,6 +175,10 @@ def test_desired_replicas() -> None:
     external["spec"]["autoscaling"]["mode"] = "External"
     external["spec"]["replicas"] = 6
     assert desired_replicas(LLMDeployment.model_validate(external)) == 6
+    # Switched from Builtin to External before the scaler wrote spec.replicas: it holds.
+    manifest["spec"]["autoscaling"]["mode"] = "External"
+    manifest["status"]["desiredReplicas"] = 4
+    assert desired_replicas(LLMDeployment.model_validate(manifest)) == 4
 
 
 @pytest.mark.parametrize(

@@ -390,3 +390,38 @@ def test_prometheus_source_matches_direct_scrape_then_reports_prometheus_gone(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_messages_never_show_credentials_in_the_prometheus_url() -> None:
+    from llmfleet_operator.metrics import redacted
+
+    assert redacted("https://user:s3cret@prom.example:9443/api?token=abc") == (
+        "https://prom.example:9443/api"
+    )
+    assert redacted("http://127.0.0.1:19090") == "http://127.0.0.1:19090"
+    with PrometheusSource(f"http://user:s3cret@127.0.0.1:{free_port()}/?token=abc") as source:
+        [miss] = source.samples([TARGET], time.time()).missing
+    assert miss.reason is MissReason.SOURCE_UNREACHABLE
+    assert "s3cret" not in miss.detail
+    assert "abc" not in miss.detail
+
+
+def test_a_port_that_does_not_speak_http_is_a_miss_not_an_exception() -> None:
+    import socketserver
+    import threading
+
+    class Garbage(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(1024)
+            self.request.sendall(b"SSH-2.0-not-http\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Garbage) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            target = Target("odd", url, "odd", NAMESPACE)
+            [miss] = DirectScrape(timeout_seconds=2).samples([target], time.time()).missing
+            assert miss.reason is MissReason.UNREACHABLE
+            assert DirectScrape(gateway_urls=[url]).gateway_pending("b", "m", 0.0) is None
+        finally:
+            server.shutdown()

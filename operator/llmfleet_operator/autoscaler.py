@@ -48,7 +48,14 @@ from llmfleet_operator.autoscale import (
     deletion_order,
 )
 from llmfleet_operator.children import desired_replicas
-from llmfleet_operator.metrics import MetricsSource, Miss, MissReason, PrometheusSource, Target
+from llmfleet_operator.metrics import (
+    MetricsSource,
+    Miss,
+    MissReason,
+    PrometheusSource,
+    Target,
+    redacted,
+)
 from llmfleet_operator.observe import (
     FALSE,
     TRUE,
@@ -171,10 +178,14 @@ def scaled_status(
         )
         decisions = [*decisions, record][-MAX_DECISIONS:]
     previous = old.conditions or []
-    verdicts = {
-        ConditionType.METRICS_AVAILABLE: metrics,
-        ConditionType.SCALING_LIMITED: limited_verdict(decision),
-    }
+    verdicts = {ConditionType.METRICS_AVAILABLE: metrics}
+    limited = limited_verdict(decision)
+    blocked = any(
+        c.type is ConditionType.SCALING_LIMITED and c.reason is Reason.BLOCKED_BY_GPUS
+        for c in previous
+    )
+    if limited.status is TRUE or not blocked:  # GPU blockage is observe's to clear
+        verdicts[ConditionType.SCALING_LIMITED] = limited
     fresh = [set_condition(previous, kind, v, now, generation) for kind, v in verdicts.items()]
     return old.model_copy(
         update={
@@ -211,18 +222,21 @@ class _State:
     history: History = field(default_factory=History)
     samples: list[Sample] = field(default_factory=list)
     last_run: float | None = None
-    first_ready: dict[str, float] = field(default_factory=dict)
-    """When each pod was first seen Ready: a later flap of readiness moves the pod's
-    Ready transition, which must not read as a slow start."""
+    first_ready: dict[tuple[str, float], float] = field(default_factory=dict)
+    """When each pod (name and creation: a LeaderWorkerSet's recreated leader keeps its
+    name) was first seen Ready: a later flap of readiness moves the pod's Ready
+    transition, which must not read as a slow start."""
 
     def remember_first_ready(self, replicas: tuple[Replica, ...]) -> tuple[Replica, ...]:
         for replica in replicas:
             if replica.ready_at is not None:
-                self.first_ready.setdefault(replica.name, replica.ready_at)
-        names = {replica.name for replica in replicas}
-        self.first_ready = {n: t for n, t in self.first_ready.items() if n in names}
+                self.first_ready.setdefault((replica.name, replica.started_at), replica.ready_at)
+        present = {(replica.name, replica.started_at) for replica in replicas}
+        self.first_ready = {k: t for k, t in self.first_ready.items() if k in present}
         return tuple(
-            replace(r, ready_at=self.first_ready[r.name]) if r.ready_at is not None else r
+            replace(r, ready_at=self.first_ready[r.name, r.started_at])
+            if r.ready_at is not None
+            else r
             for r in replicas
         )
 
@@ -261,7 +275,7 @@ class Autoscaler:
         with self._lock:
             if key not in self._sources:
                 self._sources[key] = self._make_prometheus(*key)
-            return self._sources[key], f"Prometheus at {metrics.prometheus_url}"
+            return self._sources[key], f"Prometheus at {redacted(metrics.prometheus_url)}"
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the memory of an object deleted or no longer autoscaled."""

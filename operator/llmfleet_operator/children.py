@@ -49,21 +49,21 @@ def desired_replicas(obj: LLMDeployment) -> int:
     """The replica count the workload should have now.
 
     Without autoscaling it is ``spec.replicas`` (default 1); an external scaler writes
-    ``spec.replicas`` too, clamped here to the bounds; the built-in autoscaler writes
-    ``status.desiredReplicas`` (never the spec, so GitOps never fights it).
+    ``spec.replicas`` too, clamped here to the bounds (until it has, the last desired count
+    holds); the built-in autoscaler writes ``status.desiredReplicas`` (never the spec, so
+    GitOps never fights it).
     """
     scaling = obj.spec.autoscaling
     if scaling is None:
         return 1 if obj.spec.replicas is None else obj.spec.replicas
-    if scaling.mode == AutoscalingMode.EXTERNAL:
-        wanted = scaling.min_replicas if obj.spec.replicas is None else obj.spec.replicas
+    status = obj.status
+    # What the operator drove last: where a switch to External starts before the external
+    # scaler has written spec.replicas (no sudden drop to minReplicas).
+    last = status.desired_replicas if status and status.observed_generation else None
+    if scaling.mode == AutoscalingMode.EXTERNAL and obj.spec.replicas is not None:
+        wanted = obj.spec.replicas
     else:
-        status = obj.status
-        wanted = (
-            status.desired_replicas
-            if status and status.observed_generation
-            else scaling.min_replicas
-        )
+        wanted = scaling.min_replicas if last is None else last
     return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
 
 

@@ -70,6 +70,8 @@ class Runtime:
     workers: int = 4
     resync_seconds: float = 60.0
     known: set[tuple[str, str]] = field(default_factory=set)
+    generations: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    """The ``metadata.generation`` of each LLMDeployment's last enqueued event."""
     queue: WorkQueue | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -141,23 +143,38 @@ def make_registry() -> kopf.OperatorRegistry:
         if runtime.autoscaler is not None:
             runtime.autoscaler.close()
 
+    # The handlers are coroutines: kopf runs a plain function in a thread, and the work
+    # queue belongs to the event loop.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def llmdeployment_changed(
-        type: str, namespace: str | None, name: str, memo: Any, **_: Any
+    async def llmdeployment_changed(
+        type: str | None,
+        namespace: str | None,
+        name: str,
+        body: kopf.Body,
+        memo: Any,
+        **_: Any,
     ) -> None:
         runtime: Runtime = memo["runtime"]
         if not namespace:
             return
+        key = (namespace, name)
         if type == "DELETED":
-            runtime.known.discard((namespace, name))
+            runtime.known.discard(key)
+            runtime.generations.pop(key, None)
             if runtime.autoscaler is not None:
                 runtime.autoscaler.forget(namespace, name)
         else:
-            runtime.known.add((namespace, name))
-            runtime.enqueue(namespace, name)
+            runtime.known.add(key)
+            generation = body.get("metadata", {}).get("generation")
+            # The operator's own status writes change no generation: reconciling on them
+            # would double the API calls of every control period. The resync covers
+            # label and annotation edits.
+            if type != "MODIFIED" or runtime.generations.get(key) != generation:
+                runtime.generations[key] = generation
+                runtime.enqueue(namespace, name)
         runtime.metrics.known.set(len(runtime.known))
 
-    def child_changed(
+    async def child_changed(
         namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
     ) -> None:
         memo["runtime"].enqueue(namespace, labels.get(DEPLOYMENT))

@@ -246,9 +246,17 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
     }
     scaling = obj.spec.autoscaling
     autoscaled = scaling is not None and scaling.mode is AutoscalingMode.BUILTIN
+    was_blocked = any(
+        c.type is ConditionType.SCALING_LIMITED and c.reason is Reason.BLOCKED_BY_GPUS
+        for c in old.conditions or []
+    )
     if autoscaled and trouble.reason is Reason.INSUFFICIENT_GPUS and ready < desired:
         verdicts[ConditionType.SCALING_LIMITED] = Verdict(
             TRUE, Reason.BLOCKED_BY_GPUS, f"{ready} of {desired} replicas ready: {trouble.message}"
+        )
+    elif autoscaled and was_blocked:
+        verdicts[ConditionType.SCALING_LIMITED] = Verdict(
+            FALSE, Reason.WITHIN_RANGE, "the new replicas found their GPUs"
         )
     generation = obj.metadata.generation
     return old.model_copy(

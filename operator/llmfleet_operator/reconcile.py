@@ -211,7 +211,12 @@ def _autoscale(
     wait = autoscaler.due_in(obj, uid, now.timestamp())
     if wait > 0:
         return obj, wait, ""
-    period = autoscaler.run(obj, uid, pods, now)
+    seconds = float(obj.spec.autoscaling.period_seconds)  # type: ignore[union-attr]
+    try:
+        period = autoscaler.run(obj, uid, pods, now)
+    except Exception:  # a bug must not stop rollouts and status: hold, and say it in the log
+        log.exception("%s/%s: the autoscaler failed; holding the replicas", namespace, name)
+        return obj, seconds, ""
     old = next(
         (c for c in (obj.status and obj.status.conditions) or [] if c.type is METRICS_AVAILABLE),
         None,
@@ -223,7 +228,6 @@ def _autoscale(
         _set_deletion_costs(kube, namespace, pods, period.deletion_costs)
     decision = period.decision
     why = f"{decision.reason}: {decision.message}" if decision.changed else ""
-    seconds = float(obj.spec.autoscaling.period_seconds)  # type: ignore[union-attr]
     return obj.model_copy(update={"status": period.status}), seconds, why
 
 

@@ -12,7 +12,7 @@ from llmfleet_operator.metrics.parse import (
     pending_prefill_tokens,
     pending_requests,
 )
-from llmfleet_operator.metrics.prometheus import PrometheusSource
+from llmfleet_operator.metrics.prometheus import PrometheusSource, redacted
 from llmfleet_operator.metrics.readings import MetricsSource, Miss, MissReason, Readings, Target
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "parse_engine",
     "pending_prefill_tokens",
     "pending_requests",
+    "redacted",
 ]

@@ -8,6 +8,7 @@ that does not answer, answers with an error or lacks a metric becomes a
 
 from __future__ import annotations
 
+import http.client
 import logging
 import urllib.error
 import urllib.request
@@ -54,7 +55,7 @@ class DirectScrape:
         for url in self._gateways:
             try:
                 counts.append(pending_requests(self._get(url), namespace, name))
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, http.client.HTTPException) as error:
                 log.warning("Gateway metrics at %s unreadable: %s", url, error)
         known = [count for count in counts if count is not None]
         return sum(known) if known else None
@@ -72,7 +73,7 @@ class DirectScrape:
             error.close()
             detail = f"GET {url}: HTTP {error.code}"
             return Miss(target.replica, MissReason.UNREACHABLE, detail)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", error)
             return Miss(target.replica, MissReason.UNREACHABLE, f"GET {url}: {reason}")
         return parse_engine(text, target.replica, now)

@@ -19,6 +19,8 @@ exception leaves :meth:`PrometheusSource.samples`.
 
 from __future__ import annotations
 
+import math
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Sequence
 from types import TracebackType
@@ -34,6 +36,15 @@ from llmfleet_operator.metrics.parse import ENGINE_METRICS, PENDING_REQUESTS, sa
 from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
 
 UP = "up"
+
+
+def redacted(url: str) -> str:
+    """``url`` without user info or query, for messages: either may hold a credential."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _quote(value: str) -> str:
@@ -110,7 +121,7 @@ class PrometheusSource:
                     timeout=self._timeout,
                 )
             except (requests.RequestException, PrometheusApiClientException, ValueError) as error:
-                down = f"Prometheus at {self._url} did not answer: {type(error).__name__}"
+                down = f"Prometheus at {redacted(self._url)} did not answer: {type(error).__name__}"
                 results.append(Miss(target.replica, MissReason.SOURCE_UNREACHABLE, down))
                 continue
             results.append(sample_from_series(series, target, now, self._staleness))
@@ -132,7 +143,8 @@ class PrometheusSource:
             )
         except (requests.RequestException, PrometheusApiClientException, ValueError):
             return None
-        return round(float(result[0]["value"][1])) if result else None
+        value = float(result[0]["value"][1]) if result else math.nan
+        return round(value) if math.isfinite(value) else None
 
     def close(self) -> None:
         """Release the HTTP connections."""
