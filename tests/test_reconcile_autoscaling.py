@@ -1,0 +1,120 @@
+"""The reconcile with the autoscaler in it, on an in-memory Kube (the ``Kube`` seam).
+
+Cases: a due period scales the Deployment down, sets the pods' deletion costs (the idle
+pod cheapest) before the apply, posts one Scaled Event with the reason, writes the
+status and asks to come back after the period; an event before the next period runs no
+period and asks for the rest of it; metrics lost post one Warning Event, not one per
+period. The API server's own behaviour (apply, the ReplicaSet honouring the costs) is
+e2e's (e2e/test_autoscaling.py).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+from llmfleet_operator.autoscaler import Autoscaler
+from llmfleet_operator.children import DEPLOYMENT, ChildKind, child_name, children
+from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD
+from llmfleet_operator.metrics import Miss, MissReason
+from llmfleet_operator.reconcile import reconcile
+from tests.test_autoscaler import T0, FakeSource, deployment, pod
+
+Manifest = dict[str, Any]
+
+
+class MemoryKube:
+    """Objects in a dict; records annotations, Events and status writes."""
+
+    def __init__(self, body: Manifest, pods: list[Manifest]) -> None:
+        self.objects: dict[tuple[str, str], Manifest] = {
+            ("LLMDeployment", body["metadata"]["name"]): body
+        }
+        self.pods = pods
+        self.annotated: list[tuple[str, dict[str, str]]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.order: list[str] = []
+
+    def get(self, kind: ChildKind, namespace: str, name: str) -> Manifest | None:
+        found = self.objects.get((kind.kind, name))
+        return copy.deepcopy(found) if found else None
+
+    def list(self, kind: ChildKind, namespace: str | None, selector: str) -> list[Manifest]:
+        return copy.deepcopy(self.pods) if kind == POD else []
+
+    def apply(self, kind: ChildKind, manifest: Manifest) -> Manifest:
+        self.order.append(f"apply {kind.kind}")
+        stored = copy.deepcopy(manifest)
+        self.objects[(kind.kind, manifest["metadata"]["name"])] = stored
+        return stored
+
+    def delete(self, kind: ChildKind, namespace: str, name: str) -> None:
+        self.objects.pop((kind.kind, name), None)
+
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
+        self.objects[("LLMDeployment", name)]["status"] = status
+
+    def annotate(
+        self, kind: ChildKind, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None:
+        self.order.append(f"annotate {name}")
+        self.annotated.append((name, annotations))
+
+    def event(self, obj: Manifest, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    def served(self, kind: ChildKind) -> bool:
+        return kind != NODE
+
+
+def world() -> tuple[MemoryKube, FakeSource, Autoscaler, str]:
+    obj = deployment()
+    body = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["apiVersion"], body["kind"] = LLMDEPLOYMENT.api_version, LLMDEPLOYMENT.kind
+    body["metadata"]["uid"] = "uid-1"
+    body["status"] = {"observedGeneration": 1, "desiredReplicas": 3}
+    pods = [pod(f"p{i}", ip=f"10.0.0.{i}") for i in range(3)]
+    for item in pods:
+        item["metadata"]["labels"]["llmfleet.io/deployment"] = obj.metadata.name
+    kube = MemoryKube(body, pods)
+    name = obj.metadata.name
+    [workload] = [child for kind, child in children(obj, "uid-1") if kind == DEPLOYMENT]
+    workload["spec"]["replicas"] = 3  # what the last period asked for
+    kube.objects[("Deployment", child_name(DEPLOYMENT, name))] = workload
+    source = FakeSource(load={"p0": (0, 3), "p1": (0, 0), "p2": (0, 2)})
+    return kube, source, Autoscaler(source), name
+
+
+def test_a_due_period_scales_down_with_costs_first_then_waits_for_the_next() -> None:
+    kube, source, scaler, name = world()
+    assert reconcile(kube, "serving", name, T0, scaler) == 15
+    applied = kube.objects[("Deployment", name)]
+    assert applied["spec"]["replicas"] == 2
+    assert dict(kube.annotated) == {
+        "p1": {"controller.kubernetes.io/pod-deletion-cost": "0"},
+        "p2": {"controller.kubernetes.io/pod-deletion-cost": "1"},
+        "p0": {"controller.kubernetes.io/pod-deletion-cost": "2"},
+    }
+    assert kube.order.index("annotate p1") < kube.order.index("apply Deployment")
+    [scaled] = [e for e in kube.events if e[1] == "Scaled"]
+    assert scaled[2].startswith(f"Scaled Deployment {name} from 3 to 2: StepLimited: ")
+    assert "slots used" in scaled[2]
+    status = kube.objects[("LLMDeployment", name)]["status"]
+    assert status["desiredReplicas"] == 2
+    assert status["decisions"][-1]["toReplicas"] == 2
+
+    asked = len(source.asked)
+    assert reconcile(kube, "serving", name, T0 + timedelta(seconds=5), scaler) == 10
+    assert len(source.asked) == asked  # no period before it is due
+
+
+def test_lost_metrics_warn_once() -> None:
+    kube, source, scaler, name = world()
+    down = Miss("p0", MissReason.SOURCE_UNREACHABLE, "Prometheus at http://p:9090 did not answer")
+    source.misses = {"p0": down, "p1": down, "p2": down}
+    for step in range(3):
+        reconcile(kube, "serving", name, T0 + timedelta(seconds=15 * step), scaler)
+    warnings = [e for e in kube.events if e[0] == "Warning"]
+    assert [reason for _, reason, _ in warnings] == ["MetricsSourceUnreachable"]
+    assert kube.objects[("Deployment", name)]["spec"]["replicas"] == 3  # held
