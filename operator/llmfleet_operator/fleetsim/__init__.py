@@ -10,6 +10,7 @@ The Python API::
     spec = LLMDeployment.model_validate(yaml.safe_load(text)).spec
     slo = Slo(ttft_s=2.0, tpot_s=0.05)
     rps = capacity(trace, fleet_profile("h100-llama2-70b-tp4", spec), slo)  # once per sweep
+    fitted = oracle_at(trace, fleet_profile(...), slo, 4, goal=0.99, capacity_rps=rps)
     report = simulate(trace, spec, make_policy("hpa", spec, target=32), "h100-llama2-70b-tp4",
                       startup_s=60, slo=slo, capacity_rps=rps)
     report.attainment, report.gpu_hours, report.to_dict()
@@ -23,7 +24,15 @@ the Policy protocol), :mod:`.policies` and :mod:`.baselines` (the six policies),
 
 from llmfleet_operator.fleetsim.baselines import HpaPolicy, KedaPolicy, KpaPolicy, LlmdPolicy
 from llmfleet_operator.fleetsim.fleet import run
-from llmfleet_operator.fleetsim.oracle import Oracle, capacity, oracle
+from llmfleet_operator.fleetsim.oracle import (
+    FittedOracle,
+    Oracle,
+    Schedule,
+    capacity,
+    oracle,
+    oracle_at,
+    replay_schedule,
+)
 from llmfleet_operator.fleetsim.outcome import Change, Outcome, Point
 from llmfleet_operator.fleetsim.policies import (
     MAIN_TARGET,
@@ -48,6 +57,7 @@ __all__ = [
     "MAIN_TARGET",
     "POLICY_NAMES",
     "Change",
+    "FittedOracle",
     "FleetView",
     "HpaPolicy",
     "KedaPolicy",
@@ -59,6 +69,7 @@ __all__ = [
     "Point",
     "Policy",
     "Report",
+    "Schedule",
     "Settings",
     "Slo",
     "StaticPolicy",
@@ -70,6 +81,8 @@ __all__ = [
     "load_trace",
     "make_policy",
     "oracle",
+    "oracle_at",
+    "replay_schedule",
     "run",
     "simulate",
     "trace_from_rows",
