@@ -332,6 +332,39 @@ def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig:
     assert set(user["user"]) == {"token"}  # no admin client certificate
 
 
+def test_the_operator_may_change_only_a_pods_deletion_cost(
+    operator: LocalOperator, kubeconfig: Path, namespace: str
+) -> None:
+    """RBAC lets it patch pods; the chart's ValidatingAdmissionPolicy narrows that."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "bystander", "namespace": namespace, "labels": {"app": "x"}},
+        "spec": {
+            "nodeSelector": {"no-such-node": "true"},  # stays Pending: nothing runs
+            "containers": [{"name": "main", "image": "example.invalid/none"}],
+        },
+    }
+    created = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(pod))
+    assert created.returncode == 0, created.stderr
+    account = f"--as=system:serviceaccount:{localop.SYSTEM}:{localop.ACCOUNT}"
+
+    def change(verb: str, value: str) -> Any:
+        target = ["-n", namespace, "pod/bystander", account, value]
+        return kubectl(kubeconfig, verb, "--overwrite", *target)
+
+    tries = iter(range(1_000))
+
+    def relabel() -> Any:  # a new value each try: a no-op patch would pass any policy
+        return change("label", f"app=y{next(tries)}")
+
+    refused = wait_for("the policy in force", lambda: (r := relabel()).returncode and r)
+    assert "may change only a pod's controller.kubernetes.io/pod-deletion-cost" in refused.stderr
+    assert change("annotate", "note=hello").returncode != 0
+    allowed = change("annotate", "controller.kubernetes.io/pod-deletion-cost=7")
+    assert allowed.returncode == 0, allowed.stderr
+
+
 def test_a_refused_child_is_reported_and_blocks_no_one(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
