@@ -425,3 +425,16 @@ def test_a_port_that_does_not_speak_http_is_a_miss_not_an_exception() -> None:
             assert DirectScrape(gateway_urls=[url]).gateway_pending("b", "m", 0.0) is None
         finally:
             server.shutdown()
+
+
+def test_one_query_asks_for_every_pod_with_names_escaped() -> None:
+    from llmfleet_operator.metrics.prometheus import pods_query
+
+    targets = [
+        Target("a", "http://10.0.0.1:8000", "llama.v2-0", NAMESPACE),
+        Target("b", "http://10.0.0.2:8000", "llama.v2-1", NAMESPACE),
+    ]
+    query = pods_query(targets, 30)
+    assert r'pod=~"llama\\.v2\\-0|llama\\.v2\\-1"' in query
+    assert r'namespace=~"llmfleet\\-test"' in query
+    assert query.endswith("[30s]")
