@@ -8,8 +8,9 @@ that autoscaling has a fleet to size), each startup time (60 s, 180 s) and each 
 few points and replays the trace through the fleet simulator (``llmfleet_operator.
 fleetsim``) on the H100 70B TP4 profile with the deployment in ``llama-70b-tp4.yaml``.
 Each replay is judged at both SLO tiers (TTFT <= 2 s and TTFT <= 500 ms, TPOT <= 50 ms
-for both): one replay, two reports. The oracle (a lower bound on GPU-hours) is measured
-once per trace and tier.
+for both): one replay, two reports. The oracles (raw, and fitted to the goal: lower
+bounds on GPU-hours, see :mod:`setting`) are measured once per trace and tier, in
+parallel, before the replays.
 
 Writes bench/results/autoscale.json (every point), autoscale.md (the table, see
 :mod:`summary`) and autoscale-<trace>-<tier>.png (attainment against GPU-hours).
@@ -21,85 +22,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import summary  # the bench's own module, beside this script
+import summary  # the bench's own modules, beside this script
+from setting import (
+    LAG_S,
+    POLICIES,
+    PROFILE,
+    REPO,
+    RESULTS,
+    SCRAPE_S,
+    SPEC_FILE,
+    SPEED,
+    STARTUPS,
+    SWEEPS,
+    TIER_TEXT,
+    TIERS,
+    TRACES,
+    prepare,
+    profile,
+    replay,
+    spec,
+    traces_dir,
+)
 
 from llmfleet_operator.api import LLMDeploymentSpec
-from llmfleet_operator.fleetsim import Slo, capacity, fleet_profile, load_trace, make_policy, oracle
+from llmfleet_operator.fleetsim import make_policy, oracle
 from llmfleet_operator.fleetsim.fleet import run
 from llmfleet_operator.fleetsim.report import Settings, build
-from llmfleet_operator.fleetsim.slo import meets
-from llmfleet_operator.fleetsim.trace import Trace
 from llmfleet_operator.fleetsim.view import FleetView, Policy
-from llmfleet_runtime.simulator import Engine, Profile, Request
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-RESULTS = REPO / "bench" / "results"
-SPEC_FILE = HERE / "llama-70b-tp4.yaml"
-PROFILE = "h100-llama2-70b-tp4"
-TRACES = ("code", "conv")
-SPEED = {"code": 2.0, "conv": 4.0}
-"""Arrivals this many times faster: one hour of either trace at speed 1 needs only a
-handful of 70B TP4 replicas (the oracle: ~3 on average); sped up, tens at the peaks,
-where autoscaling decides the bill. The code trace only x2: its bursts are 13x its mean
-within 10 s, and faster still they are shorter than any startup."""
-STARTUPS = (60.0, 180.0)
-TIERS = {"relaxed": Slo(ttft_s=2.0, tpot_s=0.05), "strict": Slo(ttft_s=0.5, tpot_s=0.05)}
-TIER_TEXT = {"relaxed": "TTFT<=2s TPOT<=50ms", "strict": "TTFT<=500ms TPOT<=50ms"}
-SCRAPE_S, LAG_S = 15.0, 2.0
-POLICIES = ("llmfleet", "static", "hpa", "keda", "kpa", "llm-d")
-
-SWEEPS: dict[str, tuple[float, ...]] = {
-    # Ours: slotsUsed, running / maxNumSeqs (64) per replica; the spec file sets the rest.
-    "llmfleet": (0.02, 0.05, 0.1, 0.15, 0.175, 0.19, 0.2, 0.25),
-    # Replicas, warm for the whole replay, as multiples of the oracle's peak need.
-    "static": (0.75, 1.0, 1.25, 1.5, 2.0, 2.5),
-    # vllm:num_requests_running per pod (0.8 x maxNumSeqs = 51 is the usual setting).
-    "hpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 51.0),
-    # vllm:num_requests_waiting per replica (the production-stack default is 5).
-    "keda": (0.5, 1.0, 2.0, 5.0),
-    # Requests in flight per pod (Knative's default container concurrency target is 100).
-    "kpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 100.0),
-    # KV usage at which a replica counts as saturated (the default is 0.8).
-    "llm-d": (0.02, 0.05, 0.1, 0.2, 0.4, 0.8),
-}
-"""The main target each policy is swept over (what ``make_policy(target=...)`` sets)."""
-
-
-def traces_dir(option: str | None) -> Path:
-    if option:
-        return Path(option)
-    if "LLMFLEET_TRACES" in os.environ:
-        return Path(os.environ["LLMFLEET_TRACES"])
-    return REPO.parent / "shared" / "traces"
-
-
-@cache
-def spec() -> LLMDeploymentSpec:
-    return LLMDeploymentSpec.model_validate(yaml.safe_load(SPEC_FILE.read_text())["spec"])
-
-
-@cache
-def profile() -> Profile:
-    return fleet_profile(PROFILE, spec())
-
-
-@cache
-def replay(path: str, speed: float) -> Trace:
-    return load_trace(path).faster(speed)
 
 
 @dataclass(frozen=True)
@@ -145,6 +104,11 @@ class Warm:
             return view.current
         return self.inner.decide(view, now)
 
+    def victim_order(self, view: FleetView, now: float) -> tuple[str, ...] | None:
+        """The inner policy's scale-down order (ours'), else None: the ReplicaSet's."""
+        order = getattr(self.inner, "victim_order", None)
+        return None if order is None else tuple(order(view, now))
+
 
 def tuned(
     deployment: LLMDeploymentSpec, slots_used: float, tweaks: tuple[tuple[str, str], ...]
@@ -160,25 +124,6 @@ def tuned(
             node = node.setdefault(key, {})
         node[leaf] = yaml.safe_load(value)
     return LLMDeploymentSpec.model_validate(body)
-
-
-@dataclass
-class OracleFleet:
-    """The oracle's replica count per bucket, replayed (with instant starts): how far
-    its lower bound is from a fleet that meets the SLO through a real router."""
-
-    needs: tuple[int, ...]
-    bucket_s: float
-    name: str = "oracle"
-    period_s: float = 5.0
-
-    @property
-    def initial_replicas(self) -> int:
-        return max(1, self.needs[0])
-
-    def decide(self, view: FleetView, now: float) -> int:
-        index = min(int(now // self.bucket_s), len(self.needs) - 1)
-        return max(1, self.needs[index])
 
 
 def policy_for(job: Job) -> Policy:
@@ -245,63 +190,6 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     return points
 
 
-def ceilings(trace: Trace) -> dict[str, float]:
-    """Per tier, the share of the trace's requests that meet the SLO each alone on an idle
-    replica: no fleet does better (a long prompt's prefill alone can exceed a tight TTFT)."""
-    met = dict.fromkeys(TIERS, 0)
-    now = 0.0
-    engine = Engine(profile())
-    for index, request in enumerate(trace.requests):
-        if request.prompt_tokens + request.output_tokens > profile().max_model_len:
-            continue
-        engine.add(Request(str(index), request.prompt_tokens, request.output_tokens), now)
-        engine.advance(now)
-        for result in engine.advance(math.inf):
-            now = result.end
-            for done in result.finished:
-                for tier, slo in TIERS.items():
-                    met[tier] += meets(
-                        slo, done.arrival, done.first_token, done.last_token, done.output_tokens
-                    )
-    return {tier: count / len(trace.requests) for tier, count in met.items()}
-
-
-def prepare(trace: str, path: str, speed: float) -> dict[str, Any]:
-    """Per tier: one replica's capacity, the oracle's GPU-hours and the attainment ceiling."""
-    sped = replay(path, speed)
-    gpus = spec().parallelism.gpus_per_group
-    out: dict[str, Any] = {}
-    alone = ceilings(sped)
-    for tier, slo in TIERS.items():
-        rps = capacity(sped, profile(), slo)
-        best = oracle(sped, rps, gpus)
-        assert best is not None
-        replayed = run(
-            sped,
-            OracleFleet(best.needs, best.bucket_s),
-            profile(),
-            startup_s=0.0,
-            scrape_s=SCRAPE_S,
-            lag_s=LAG_S,
-        )
-        met = sum(
-            meets(
-                slo, r.arrival_s, replayed.first_token[i], replayed.last_token[i], r.output_tokens
-            )
-            for i, r in enumerate(sped.requests)
-        )
-        out[tier] = {
-            "oracle_replayed_attainment": met / len(sped.requests),
-            "oracle_replayed_gpu_hours": replayed.replica_seconds * gpus / 3600,
-            "capacity_rps": rps,
-            "oracle_gpu_hours": best.gpu_hours if best else None,
-            "oracle_peak": best.peak if best else None,
-            "oracle_first": best.needs[0] if best else 1,
-            "ceiling": alone[tier],
-        }
-    return {"trace": trace, **out}
-
-
 def sweep(policy: str, override: str | None, prepared: dict[str, Any]) -> list[float]:
     """The targets to replay ``policy`` at (``--targets`` overrides ours)."""
     if policy == "llmfleet" and override:
@@ -341,10 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     startups = args.startup or list(STARTUPS)
     started = time.monotonic()
     with ProcessPoolExecutor(args.workers) as pool:
-        prepared = list(
-            pool.map(prepare, names, [paths[n] for n in names], [SPEED[n] for n in names])
+        pairs = [(name, tier) for name in names for tier in TIERS]
+        prepared = pool.map(
+            prepare,
+            [n for n, _ in pairs],
+            [paths[n] for n, _ in pairs],
+            [SPEED[n] for n, _ in pairs],
+            [t for _, t in pairs],
         )
-        by_trace = {p["trace"]: p for p in prepared}
+        by_trace: dict[str, dict[str, Any]] = {}
+        for entry in prepared:
+            by_trace.setdefault(entry["trace"], {"trace": entry["trace"]})[entry["tier"]] = entry
+        print(f"oracles prepared in {time.monotonic() - started:.0f}s", flush=True)
         jobs = [
             Job(
                 name,

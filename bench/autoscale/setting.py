@@ -1,0 +1,133 @@
+"""The autoscaling bench's setting: what is replayed, and what each replay is measured
+against (called by :mod:`run`).
+
+Constants (traces, speeds, startups, SLO tiers, each policy's sweep), the deployment and
+its engine profile, and :func:`prepare`: per trace and tier, one replica's capacity at the
+SLO, the attainment ceiling, the raw oracle (replayed with instant starts) and the oracle
+fitted to the goal (:func:`llmfleet_operator.fleetsim.oracle_at`), measured once and
+shared by every replay of that trace.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import summary  # the bench's own module, beside this script (run.py puts it on the path)
+import yaml
+
+from llmfleet_operator.api import LLMDeploymentSpec
+from llmfleet_operator.fleetsim import Slo, capacity, fleet_profile, load_trace, oracle_at
+from llmfleet_operator.fleetsim.slo import meets
+from llmfleet_operator.fleetsim.trace import Trace
+from llmfleet_runtime.simulator import Engine, Profile, Request
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = REPO / "bench" / "results"
+SPEC_FILE = HERE / "llama-70b-tp4.yaml"
+PROFILE = "h100-llama2-70b-tp4"
+TRACES = ("code", "conv")
+SPEED = {"code": 2.0, "conv": 4.0}
+"""Arrivals this many times faster: one hour of either trace at speed 1 needs only a
+handful of 70B TP4 replicas (the oracle: ~3 on average); sped up, tens at the peaks,
+where autoscaling decides the bill. The code trace only x2: its bursts are 13x its mean
+within 10 s, and faster still they are shorter than any startup."""
+STARTUPS = (60.0, 180.0)
+TIERS = {"relaxed": Slo(ttft_s=2.0, tpot_s=0.05), "strict": Slo(ttft_s=0.5, tpot_s=0.05)}
+TIER_TEXT = {"relaxed": "TTFT<=2s TPOT<=50ms", "strict": "TTFT<=500ms TPOT<=50ms"}
+SCRAPE_S, LAG_S = 15.0, 2.0
+POLICIES = ("llmfleet", "static", "hpa", "keda", "kpa", "llm-d")
+
+SWEEPS: dict[str, tuple[float, ...]] = {
+    # Ours: slotsUsed, running / maxNumSeqs (64) per replica; the spec file sets the rest.
+    "llmfleet": (0.02, 0.05, 0.1, 0.15, 0.175, 0.19, 0.2, 0.25),
+    # Replicas, warm for the whole replay, as multiples of the oracle's peak need.
+    "static": (0.75, 1.0, 1.25, 1.5, 2.0, 2.5),
+    # vllm:num_requests_running per pod (0.8 x maxNumSeqs = 51 is the usual setting).
+    "hpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 51.0),
+    # vllm:num_requests_waiting per replica (the production-stack default is 5).
+    "keda": (0.5, 1.0, 2.0, 5.0),
+    # Requests in flight per pod (Knative's default container concurrency target is 100).
+    "kpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 100.0),
+    # KV usage at which a replica counts as saturated (the default is 0.8).
+    "llm-d": (0.02, 0.05, 0.1, 0.2, 0.4, 0.8),
+}
+"""The main target each policy is swept over (what ``make_policy(target=...)`` sets)."""
+
+
+def traces_dir(option: str | None) -> Path:
+    if option:
+        return Path(option)
+    if "LLMFLEET_TRACES" in os.environ:
+        return Path(os.environ["LLMFLEET_TRACES"])
+    return REPO.parent / "shared" / "traces"
+
+
+@cache
+def spec() -> LLMDeploymentSpec:
+    return LLMDeploymentSpec.model_validate(yaml.safe_load(SPEC_FILE.read_text())["spec"])
+
+
+@cache
+def profile() -> Profile:
+    return fleet_profile(PROFILE, spec())
+
+
+@cache
+def replay(path: str, speed: float) -> Trace:
+    return load_trace(path).faster(speed)
+
+
+def ceilings(trace: Trace) -> dict[str, float]:
+    """Per tier, the share of the trace's requests that meet the SLO each alone on an idle
+    replica: no fleet does better (a long prompt's prefill alone can exceed a tight TTFT)."""
+    met = dict.fromkeys(TIERS, 0)
+    now = 0.0
+    engine = Engine(profile())
+    for index, request in enumerate(trace.requests):
+        if request.prompt_tokens + request.output_tokens > profile().max_model_len:
+            continue
+        engine.add(Request(str(index), request.prompt_tokens, request.output_tokens), now)
+        engine.advance(now)
+        for result in engine.advance(math.inf):
+            now = result.end
+            for done in result.finished:
+                for tier, slo in TIERS.items():
+                    met[tier] += meets(
+                        slo, done.arrival, done.first_token, done.last_token, done.output_tokens
+                    )
+    return {tier: count / len(trace.requests) for tier, count in met.items()}
+
+
+def prepare(trace: str, path: str, speed: float, tier: str) -> dict[str, Any]:
+    """For one trace and tier: one replica's capacity, the attainment ceiling and goal,
+    the raw oracle (and its replay's attainment) and the oracle fitted to the goal."""
+    sped = replay(path, speed)
+    gpus = spec().parallelism.gpus_per_group
+    slo = TIERS[tier]
+    ceiling = ceilings(sped)[tier]
+    goal = summary.goal(ceiling)
+    rps = capacity(sped, profile(), slo)
+    fit = oracle_at(sped, profile(), slo, gpus, goal, capacity_rps=rps)
+    assert fit is not None
+    return {
+        "trace": trace,
+        "tier": tier,
+        "capacity_rps": rps,
+        "ceiling": ceiling,
+        "goal": goal,
+        "oracle_gpu_hours": fit.raw.gpu_hours,
+        "oracle_peak": fit.raw.peak,
+        "oracle_first": fit.raw.needs[0],
+        "oracle_replayed_attainment": fit.raw_attainment,
+        "fitted_oracle_gpu_hours": fit.fitted.gpu_hours if fit.fitted else None,
+        "fitted_oracle_scale": fit.scale,
+        "fitted_oracle_peak": fit.fitted.peak if fit.fitted else None,
+        "fitted_oracle_attainment": fit.attainment,
+        "fitted_oracle_best_gpu_hours": fit.best_gpu_hours,
+        "fitted_oracle_replays": fit.replays,
+    }
