@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,6 +29,7 @@ from llmfleet_operator.api import API_VERSION, KIND
 from llmfleet_operator.children import ChildKind
 
 Manifest = dict[str, Any]
+Manifests = list[Manifest]
 log = logging.getLogger("llmfleet.kube")
 
 __all__ = [
@@ -116,12 +120,20 @@ def connect(kubeconfig: str | None = None) -> DynamicClient:
     return DynamicClient(client.ApiClient())
 
 
-class DynamicKube:
-    """``Kube`` over the dynamic client."""
+NODE_CACHE_SECONDS = 30.0
+"""Node lists are reused this long: capacity changes slowly, and every control period of
+every autoscaled object would otherwise list the whole cluster's nodes."""
 
-    def __init__(self, dynamic: DynamicClient) -> None:
+
+class DynamicKube:
+    """``Kube`` over the dynamic client. Safe to share between worker threads."""
+
+    def __init__(self, dynamic: DynamicClient, clock: Callable[[], float] = time.monotonic) -> None:
         self._dynamic = dynamic
         self._core = client.CoreV1Api(dynamic.client)
+        self._clock = clock
+        self._nodes: dict[str, tuple[float, list[Manifest]]] = {}
+        self._nodes_lock = threading.Lock()
 
     def _resource(self, kind: ChildKind) -> Any:
         return self._dynamic.resources.get(api_version=kind.api_version, kind=kind.kind)
@@ -145,8 +157,22 @@ class DynamicKube:
         return found
 
     def list(self, kind: ChildKind, namespace: str | None, selector: str) -> list[Manifest]:
+        if kind == NODE:
+            return self._list_nodes(selector)
         result = self._resource(kind).get(namespace=namespace, label_selector=selector)
         return [item.to_dict() for item in result.items]
+
+    def _list_nodes(self, selector: str) -> Manifests:
+        now = self._clock()
+        with self._nodes_lock:
+            cached = self._nodes.get(selector)
+        if cached is not None and now - cached[0] < NODE_CACHE_SECONDS:
+            return cached[1].copy()
+        result = self._resource(NODE).get(namespace=None, label_selector=selector)
+        nodes = [item.to_dict() for item in result.items]
+        with self._nodes_lock:
+            self._nodes[selector] = (now, nodes)
+        return nodes.copy()
 
     def apply(self, kind: ChildKind, manifest: Manifest) -> Manifest:
         try:
