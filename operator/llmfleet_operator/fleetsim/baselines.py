@@ -190,11 +190,9 @@ class KpaPolicy:
 
     def _concurrency(self, view: FleetView, window_s: float, now: float) -> float:
         grouped = view.window(now - window_s)
-        newest = view.latest(-math.inf)
         total = 0.0
         for name in view.ready:
-            samples = grouped.get(name) or ([newest[name]] if name in newest else [])
-            total += mean(s.running + s.waiting for s in samples)
+            total += mean(s.running + s.waiting for s in grouped.get(name, []))
         return total + (view.gateway_pending or 0)
 
     def decide(self, view: FleetView, now: float) -> int:
@@ -245,10 +243,9 @@ class LlmdPolicy:
         if not ready:
             return current
         grouped = view.window(now - self.peak_window_s)
-        newest = view.latest(-math.inf)
         calm: list[tuple[float, float]] = []
         for name in ready:
-            samples = grouped.get(name) or ([newest[name]] if name in newest else [])
+            samples = grouped.get(name)
             if not samples:
                 return current  # no metric from a ready replica: hold
             kv = max(s.kv_cache_usage for s in samples)

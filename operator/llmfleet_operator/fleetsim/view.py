@@ -9,6 +9,7 @@ the lag). It never sees the engines themselves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,12 +45,16 @@ class FleetView:
         return newest
 
     def window(self, since: float) -> dict[str, list[Sample]]:
-        """Every sample of each ready replica taken at or after ``since``, oldest first."""
+        """Every sample of each ready replica taken at or after ``since``, oldest first, or
+        its newest sample when none is that recent (a window shorter than the scrape
+        interval still sees the last scrape); a replica never sampled is absent."""
         ready = set(self.ready)
         grouped: dict[str, list[Sample]] = {}
         for sample in self.samples:
             if sample.replica in ready and sample.time >= since:
                 grouped.setdefault(sample.replica, []).append(sample)
+        for name, sample in self.latest(-math.inf).items():
+            grouped.setdefault(name, [sample])
         return grouped
 
 
