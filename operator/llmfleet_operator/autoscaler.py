@@ -61,6 +61,7 @@ from llmfleet_operator.observe import (
     TRUE,
     UNKNOWN,
     Verdict,
+    blocked_by_gpus,
     ready_since,
     set_condition,
 )
@@ -90,7 +91,7 @@ def _time(value: str | datetime | None) -> float | None:
         return None
     if isinstance(value, datetime):
         return value.timestamp()
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(value).timestamp()
 
 
 def serving_replicas(pods: list[Manifest]) -> list[tuple[Replica, Target | None]]:
@@ -180,11 +181,7 @@ def scaled_status(
     previous = old.conditions or []
     verdicts = {ConditionType.METRICS_AVAILABLE: metrics}
     limited = limited_verdict(decision)
-    blocked = any(
-        c.type is ConditionType.SCALING_LIMITED and c.reason is Reason.BLOCKED_BY_GPUS
-        for c in previous
-    )
-    if limited.status is TRUE or not blocked:  # GPU blockage is observe's to clear
+    if limited.status is TRUE or not blocked_by_gpus(previous):  # observe's to clear
         verdicts[ConditionType.SCALING_LIMITED] = limited
     fresh = [set_condition(previous, kind, v, now, generation) for kind, v in verdicts.items()]
     return old.model_copy(

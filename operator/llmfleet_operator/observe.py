@@ -49,6 +49,17 @@ class Verdict:
     message: str = ""
 
 
+def find_condition(conditions: list[Condition] | None, kind: ConditionType) -> Condition | None:
+    """The condition of type ``kind``, if there is one."""
+    return next((c for c in conditions or [] if c.type == kind), None)
+
+
+def blocked_by_gpus(conditions: list[Condition] | None) -> bool:
+    """Whether ScalingLimited says the scheduler found no GPUs for new replicas."""
+    limited = find_condition(conditions, ConditionType.SCALING_LIMITED)
+    return limited is not None and limited.reason is Reason.BLOCKED_BY_GPUS
+
+
 def set_condition(
     old: list[Condition],
     kind: ConditionType,
@@ -57,7 +68,7 @@ def set_condition(
     generation: int | None,
 ) -> Condition:
     """The condition with ``lastTransitionTime`` kept unless its status flipped."""
-    previous = next((c for c in old if c.type == kind), None)
+    previous = find_condition(old, kind)
     since = previous.last_transition_time if previous and previous.status == verdict.status else now
     return Condition(
         type=kind,
@@ -246,15 +257,11 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
     }
     scaling = obj.spec.autoscaling
     autoscaled = scaling is not None and scaling.mode is AutoscalingMode.BUILTIN
-    was_blocked = any(
-        c.type is ConditionType.SCALING_LIMITED and c.reason is Reason.BLOCKED_BY_GPUS
-        for c in old.conditions or []
-    )
     if autoscaled and trouble.reason is Reason.INSUFFICIENT_GPUS and ready < desired:
         verdicts[ConditionType.SCALING_LIMITED] = Verdict(
             TRUE, Reason.BLOCKED_BY_GPUS, f"{ready} of {desired} replicas ready: {trouble.message}"
         )
-    elif autoscaled and was_blocked:
+    elif autoscaled and blocked_by_gpus(old.conditions):
         verdicts[ConditionType.SCALING_LIMITED] = Verdict(
             FALSE, Reason.WITHIN_RANGE, "the new replicas found their GPUs"
         )

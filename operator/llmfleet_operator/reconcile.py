@@ -29,10 +29,15 @@ from llmfleet_operator.children import (
     children,
 )
 from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, ApiException, Kube, KubeError
-from llmfleet_operator.observe import FALSE, Observed, blocked_status, compute_status
+from llmfleet_operator.observe import (
+    FALSE,
+    Observed,
+    blocked_status,
+    compute_status,
+    find_condition,
+)
 
 Manifest = dict[str, Any]
-METRICS_AVAILABLE = ConditionType.METRICS_AVAILABLE
 log = logging.getLogger("llmfleet.reconcile")
 
 
@@ -217,10 +222,8 @@ def _autoscale(
     except Exception:  # a bug must not stop rollouts and status: hold, and say it in the log
         log.exception("%s/%s: the autoscaler failed; holding the replicas", namespace, name)
         return obj, seconds, ""
-    old = next(
-        (c for c in (obj.status and obj.status.conditions) or [] if c.type is METRICS_AVAILABLE),
-        None,
-    )
+    conditions = obj.status.conditions if obj.status else None
+    old = find_condition(conditions, ConditionType.METRICS_AVAILABLE)
     if period.metrics.status is FALSE and (old is None or old.status is not FALSE):
         log.warning("%s/%s: %s", namespace, name, period.metrics.message)
         kube.event(body, "Warning", period.metrics.reason, period.metrics.message)
@@ -277,7 +280,7 @@ def _report_blocked(
         old = LLMDeploymentStatus.model_validate(body.get("status") or {})
     except pydantic.ValidationError:
         old = LLMDeploymentStatus()
-    ready = next((c for c in old.conditions or [] if c.type == ConditionType.READY), None)
+    ready = find_condition(old.conditions, ConditionType.READY)
     if ready is None or ready.reason != reason or ready.message != message:
         log.warning("%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
         kube.event(body, "Warning", reason, message)
