@@ -50,7 +50,7 @@ from llmfleet_operator.metrics import (
 )
 from llmfleet_operator.metrics.prometheus import sample_from_series
 from tests.pages import serve_page
-from tests.runtime.conftest import REPO, free_port, traces_dir, wait_healthy
+from tests.runtime.conftest import REPO, free_port, stop, traces_dir, wait_healthy
 
 NAMESPACE = "llmfleet-test"
 MAX_NUM_SEQS = 2
@@ -235,13 +235,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         for conn in conns:
             conn.close()
         for proc in procs:
-            proc.terminate()
+            proc.terminate()  # all at once; then reap each
         for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, timeout=10)
 
 
 def loaded_readings(source: MetricsSource, fleet: Fleet, deadline: float) -> Readings:
@@ -383,13 +379,7 @@ def test_prometheus_source_matches_direct_scrape_then_reports_prometheus_gone(
             assert source.gateway_pending(NAMESPACE, "m", time.time()) is None
             assert all(url in m.detail for m in gone.missing)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 def test_messages_never_show_credentials_in_the_prometheus_url() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.conftest import free_port, wait_healthy
+from tests.runtime.conftest import free_port, stop, wait_healthy
 
 HERE = Path(__file__).resolve().parent
 MODEL_NAME = "tiny"
@@ -74,12 +74,7 @@ def _serve(
         wait_healthy(port, deadline, proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")
