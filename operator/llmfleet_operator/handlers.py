@@ -69,9 +69,8 @@ class Runtime:
     autoscaler: Autoscaler | None = None
     workers: int = 4
     resync_seconds: float = 60.0
-    known: set[tuple[str, str]] = field(default_factory=set)
-    generations: dict[tuple[str, str], int | None] = field(default_factory=dict)
-    """The ``metadata.generation`` of each LLMDeployment's last enqueued event."""
+    known: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    """Every LLMDeployment watched, with the ``metadata.generation`` of its last event."""
     queue: WorkQueue | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -159,18 +158,17 @@ def make_registry() -> kopf.OperatorRegistry:
             return
         key = (namespace, name)
         if type == "DELETED":
-            runtime.known.discard(key)
-            runtime.generations.pop(key, None)
+            runtime.known.pop(key, None)
             if runtime.autoscaler is not None:
                 runtime.autoscaler.forget(namespace, name)
         else:
-            runtime.known.add(key)
             generation = body.get("metadata", {}).get("generation")
+            changed = key not in runtime.known or runtime.known[key] != generation
+            runtime.known[key] = generation
             # The operator's own status writes change no generation: reconciling on them
             # would double the API calls of every control period. The resync covers
             # label and annotation edits.
-            if type != "MODIFIED" or runtime.generations.get(key) != generation:
-                runtime.generations[key] = generation
+            if type != "MODIFIED" or changed:
                 runtime.enqueue(namespace, name)
         runtime.metrics.known.set(len(runtime.known))
 
