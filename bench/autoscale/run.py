@@ -1,14 +1,15 @@
 """Autoscaling bench: every policy over both Azure traces, two SLO tiers, two startup times.
 
-    .venv/bin/python bench/autoscale/run.py [--traces DIR] [--workers 2] [--quick]
+    .venv/bin/python bench/autoscale/run.py [--traces DIR] [--workers 2] [--trace conv] ...
 
 For each trace (Azure LLM inference 2023, code and conversation, sped up by ``SPEED`` so
 that autoscaling has a fleet to size), each startup time (60 s, 180 s) and each policy
 (ours, static, HPA, KEDA, Knative KPA, llm-d), sweeps the policy's main target over a
 few points and replays the trace through the fleet simulator (``llmfleet_operator.
 fleetsim``) on the H100 70B TP4 profile with the deployment in ``llama-70b-tp4.yaml``.
-Each replay is judged at both SLO tiers (TTFT <= 2 s and TTFT <= 500 ms, TPOT <= 50 ms
-for both): one replay, two reports. The oracles (raw, and fitted to the goal: lower
+Two SLO tiers (TTFT <= 2 s and TTFT <= 500 ms, TPOT <= 50 ms for both): an autoscaler
+is replayed once per tier, starting warm at that tier's need (:class:`Warm`); a static
+fleet's one replay is judged at both. The oracles (raw, and fitted to the goal: lower
 bounds on GPU-hours, see :mod:`setting`) are measured once per trace and tier, in
 parallel, before the replays.
 
@@ -70,9 +71,11 @@ class Job:
     policy: str
     target: float
     capacities: tuple[tuple[str, float], ...]
-    """Per tier, one replica's capacity at the SLO (requests per second)."""
+    """The tiers the replay is judged at, each with one replica's capacity at its SLO
+    (requests per second): both for a static fleet, one for an autoscaler."""
     initial: int
-    """Replicas warm at the start, for every autoscaler alike."""
+    """Replicas warm at the start, for every autoscaler alike: the fitted oracle's
+    first-minute need at the tier judged."""
     tweaks: tuple[tuple[str, str], ...] = ()
     """``--set`` overrides of ours' spec.autoscaling (dotted camelCase paths), for tuning."""
 
@@ -83,9 +86,11 @@ class Warm:
 
     The traces start at full load; starting every autoscaler at one replica would make
     the first minutes (a cold start no SLO survives) dominate every run. Every
-    autoscaler starts at what the oracle needs in the first minute, and decides only
-    once it has a sample taken under load: the scrape at time 0 sees warm, empty
-    replicas, which a controller attached to a live fleet would never see.
+    autoscaler starts where a fleet already serving that load would be: at what the
+    fitted oracle (the schedule known to reach the tier's goal) needs in the first
+    minute. So an autoscaler is replayed once per tier, each start sized for its SLO.
+    It decides only once it has a sample taken under load: the scrape at time 0 sees
+    warm, empty replicas, which a controller attached to a live fleet would never see.
     """
 
     inner: Policy
@@ -249,16 +254,18 @@ def main(argv: list[str] | None = None) -> int:
                 startup,
                 policy,
                 float(target),
-                tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in TIERS),
-                max(by_trace[name][tier]["oracle_first"] for tier in TIERS),
+                tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in judged),
+                max(by_trace[name][tier]["fitted_oracle_first"] for tier in judged),
                 tweaks if policy == "llmfleet" else (),  # type: ignore[arg-type]
             )
             for name in names
             for startup in startups
             for policy in policies
             for target in sweep(policy, args.targets, by_trace[name])
-            # A static fleet never starts a replica: one replay serves every startup time.
+            # A static fleet never starts a replica and ignores the warm start: one
+            # replay serves every startup time and tier.
             if policy != "static" or startup == startups[0]
+            for judged in ([tuple(TIERS)] if policy == "static" else [(t,) for t in TIERS])
         ]
         points = [p for batch in pool.map(run_job, jobs) for p in batch]
     points += [

@@ -44,15 +44,17 @@ POLICIES = ("llmfleet", "static", "hpa", "keda", "kpa", "llm-d")
 
 SWEEPS: dict[str, tuple[float, ...]] = {
     # Ours: slotsUsed, running / maxNumSeqs (64) per replica; the spec file sets the rest.
-    "llmfleet": (0.02, 0.05, 0.1, 0.15, 0.175, 0.19, 0.2, 0.25),
+    # Dense where the goal is crossed (0.07-0.1 strict, 0.15-0.2 relaxed).
+    "llmfleet": (0.02, 0.05, 0.07, 0.08, 0.09, 0.1, 0.125, 0.15, 0.16, 0.17, 0.18, 0.19, 0.2, 0.25),
     # Replicas, warm for the whole replay, as multiples of the oracle's peak need.
     "static": (0.75, 1.0, 1.25, 1.5, 2.0, 2.5),
     # vllm:num_requests_running per pod (0.8 x maxNumSeqs = 51 is the usual setting).
-    "hpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 51.0),
+    # As dense as ours where it matters (ours' slotsUsed x 64 = running per pod).
+    "hpa": (1.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 16.0, 24.0, 51.0),
     # vllm:num_requests_waiting per replica (the production-stack default is 5).
     "keda": (0.5, 1.0, 2.0, 5.0),
     # Requests in flight per pod (Knative's default container concurrency target is 100).
-    "kpa": (1.0, 2.0, 4.0, 8.0, 10.0, 12.0, 16.0, 24.0, 100.0),
+    "kpa": (1.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 16.0, 24.0, 100.0),
     # KV usage at which a replica counts as saturated (the default is 0.8).
     "llm-d": (0.02, 0.05, 0.1, 0.2, 0.4, 0.8),
 }
@@ -122,11 +124,11 @@ def prepare(trace: str, path: str, speed: float, tier: str) -> dict[str, Any]:
         "goal": goal,
         "oracle_gpu_hours": fit.raw.gpu_hours,
         "oracle_peak": fit.raw.peak,
-        "oracle_first": fit.raw.needs[0],
         "oracle_replayed_attainment": fit.raw_attainment,
         "fitted_oracle_gpu_hours": fit.fitted.gpu_hours if fit.fitted else None,
         "fitted_oracle_scale": fit.scale,
         "fitted_oracle_peak": fit.fitted.peak if fit.fitted else None,
+        "fitted_oracle_first": (fit.fitted or fit.raw).needs[0],
         "fitted_oracle_attainment": fit.attainment,
         "fitted_oracle_best_gpu_hours": fit.best_gpu_hours,
         "fitted_oracle_replays": fit.replays,

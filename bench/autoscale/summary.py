@@ -201,7 +201,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"{result['replays']} replays ({len(tiers)} tiers judged per replay)"
+        f"{result['replays']} replays (an autoscaler's per tier, a static fleet's judged at"
+        " both)"
         f" in {result['runtime_s']:.0f}s with {result['workers']} workers:"
         f" `{result['command']}`.",
         "",
