@@ -18,6 +18,8 @@ import yaml
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from localop import kubectl
 
+from tests.runtime.conftest import stop
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 SIMULATED = EXAMPLES / "llama-8b-simulated.yaml"
@@ -206,6 +208,5 @@ class LocalPrometheus:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+            stop(self.process)
             self.process = None
