@@ -9,7 +9,8 @@ Cases:
   restarted pod whose old series is ignored;
 - DirectScrape against real ``llmfleet engine-sim`` processes under load (running > 0,
   waiting > 0, KV > 0) plus a dead target reported unreachable, and the gateways'
-  pending requests summed (a loopback page stands in for the gateway, a later issue);
+  pending requests summed (a loopback page stands in for the gateway, a later issue),
+  each gateway read once per round of periods (a dead one tried once);
 - PrometheusSource against a real Prometheus (Debian's package) scraping those processes:
   the same numbers as DirectScrape, the dead target unreachable through ``up``, then
   Prometheus stopped: every replica missing with the reason, nothing raised.
@@ -275,6 +276,29 @@ def test_direct_scrape_sums_the_gateways_pending_requests() -> None:
         assert scrape.gateway_pending("b", "other", time.time()) is None
         assert DirectScrape(gateway_urls=[down]).gateway_pending("b", "m", 0.0) is None
         assert DirectScrape().gateway_pending("b", "m", 0.0) is None
+
+
+def test_direct_scrape_reads_a_gateway_once_per_round_of_periods(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every LLMDeployment asks within a few seconds: one GET serves them all, and an
+    unreachable gateway is tried (and reported) once, not once per LLMDeployment."""
+    gets = []
+
+    def page() -> str:
+        gets.append(1)
+        return GATEWAY_PAGE
+
+    with serve_page(page) as address:
+        down = f"http://127.0.0.1:{free_port()}"
+        scrape = DirectScrape(timeout_seconds=2, gateway_urls=[f"http://{address}", down])
+        assert [scrape.gateway_pending("b", "m", t) for t in (100.0, 101.0, 104.9)] == [7] * 3
+        assert scrape.gateway_pending("a", "m", 102.0) == 3
+        assert len(gets) == 1
+        assert len([r for r in caplog.records if down in r.getMessage()]) == 1
+        assert scrape.gateway_pending("b", "m", 105.0) == 7  # the next round reads again
+        assert len(gets) == 2
+        assert len([r for r in caplog.records if down in r.getMessage()]) == 2
 
 
 # --- a real Prometheus -----------------------------------------------------------------

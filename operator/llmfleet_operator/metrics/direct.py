@@ -24,6 +24,11 @@ log = logging.getLogger("llmfleet.metrics")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """A vLLM page is ~50 KB; anything past this is not an engine's metrics page."""
 
+GATEWAY_PAGE_SECONDS = 5.0
+"""A gateway's page (or its failure) serves every LLMDeployment's period for this long:
+each gateway is read once per round of periods, not once per LLMDeployment, and an
+unreachable one costs one timeout, not one per LLMDeployment."""
+
 
 class DirectScrape:
     """Reads ``{target.url}/metrics`` of every target, at most ``parallel`` at a time, and
@@ -35,6 +40,7 @@ class DirectScrape:
         self._timeout = timeout_seconds
         self._parallel = parallel
         self._gateways = tuple(url.rstrip("/") + "/metrics" for url in gateway_urls)
+        self._pages: dict[str, tuple[float, str | None]] = {}
         # Pod IPs are reached directly: an HTTP(S)_PROXY meant for the outside must not apply.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -53,12 +59,29 @@ class DirectScrape:
         """Requests every gateway holds for ``namespace/name``; None if none reports it."""
         counts = []
         for url in self._gateways:
+            page = self._gateway_page(url, now)
+            if page is None:
+                continue
             try:
-                counts.append(pending_requests(self._get(url), namespace, name))
-            except (OSError, ValueError, http.client.HTTPException) as error:
+                counts.append(pending_requests(page, namespace, name))
+            except ValueError as error:
                 log.warning("Gateway metrics at %s unreadable: %s", url, error)
         known = [count for count in counts if count is not None]
         return sum(known) if known else None
+
+    def _gateway_page(self, url: str, now: float) -> str | None:
+        """The gateway's page, read at most once per :data:`GATEWAY_PAGE_SECONDS`; None
+        while it cannot be read."""
+        cached = self._pages.get(url)
+        if cached is not None and 0 <= now - cached[0] < GATEWAY_PAGE_SECONDS:
+            return cached[1]
+        page: str | None = None
+        try:
+            page = self._get(url)
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            log.warning("Gateway metrics at %s unreadable: %s", url, error)
+        self._pages[url] = (now, page)
+        return page
 
     def _get(self, url: str) -> str:
         with self._opener.open(url, timeout=self._timeout) as response:
