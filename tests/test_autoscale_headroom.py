@@ -6,7 +6,7 @@ ignores replicas not yet ready or ready in the future; the trend is a least-squa
 slope over the stable window and needs three points; headroom is upward only, zero
 without a learned startup and capped at what the signal asks for now; through
 :func:`decide`: a rising load orders its headroom and says so, a flat or falling one
-adds none, nor does a rising one while ordered replicas are still starting, an empty
+adds none, nor does a rising one while ordered replicas are not ready yet, an empty
 history learns the startup from the replicas it sees; the trend is fitted over the
 stable window or the learned startup, the longer (capped), and the levels kept stay
 within it.
@@ -151,9 +151,11 @@ def test_a_rising_load_orders_headroom(
         assert headroom_words in decision.message
 
 
-def test_no_headroom_while_replicas_start() -> None:
+@pytest.mark.parametrize("third_created", [True, False])
+def test_no_headroom_while_replicas_start(third_created: bool) -> None:
     # The rising case above (asks 3.0 now, +2.0 for the trend) with a third replica
-    # ordered and still starting: the order answers the trend, nothing is added.
+    # ordered and still starting, or not even created yet: the order answers the trend,
+    # nothing is added.
     history = History(
         last_demand_at=NOW,
         watching_since=NOW - 3600,
@@ -162,8 +164,9 @@ def test_no_headroom_while_replicas_start() -> None:
         levels=levels(1.5, 2.0, 2.5, 0.0)[:-1],
     )
     settled = two_ready(6)
-    starting = Observation(3, (*settled.replicas, ready("r2", NOW - 30, None)), settled.samples)
-    decision = decide(spec(**UNLIMITED), starting, history, NOW)
+    third = (ready("r2", NOW - 30, None),) if third_created else ()
+    ordered = Observation(3, (*settled.replicas, *third), settled.samples)
+    decision = decide(spec(**UNLIMITED), ordered, history, NOW)
     assert decision.desired == 3
     assert all(reading.headroom == 0 for reading in decision.signals)
     assert "trend" not in decision.message

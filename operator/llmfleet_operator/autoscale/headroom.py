@@ -5,8 +5,8 @@ serves only after the model's startup time, so a rising load is met with what it
 be then: each signal's recent trend (a least-squares line through the replicas it asked
 for at recent periods) is extrapolated over the learned startup time, upward only and
 capped, and added to what the signal asks for now. A constant load has no trend and so
-no headroom; a falling one is left to the scale-down rules. While replicas are still
-starting the policy adds none: the trend then measures the overload their order
+no headroom; a falling one is left to the scale-down rules. While ordered replicas are
+not ready yet the policy adds none: the trend then measures the overload their order
 answers (saturated replicas read high), and extrapolating it ordered the capacity twice
 (the conv trace's first minutes in bench/autoscale: 12 replicas to 61, where 35 served).
 """

@@ -20,7 +20,7 @@ The order of the rules:
    include those still starting: capacity to come).
    Headroom: each signal also asks for its rising trend over the model's learned
    startup time (see :mod:`llmfleet_operator.autoscale.headroom`), so capacity is
-   ordered before the load arrives; none while replicas are still starting.
+   ordered before the load arrives; none while ordered replicas are not ready yet.
 5. Panic (the short window asks for ``panicThreshold`` x the ready replicas): scale up
    without waiting for the scale-up window, and no scale-down for a stable window after.
 6. Bounds, stabilization windows, then step limits; bounds win over steps.
@@ -270,10 +270,11 @@ class _Decider:
         window = fit_window(self.scaling.stable_window_seconds, startup)
         level = Level(now, tuple((r.signal.value, r.needed) for r in stable))
         levels = (*(old for old in self.history.levels if now - window < old.time < now), level)
-        # While replicas start, the trend holds the overload their order answers:
-        # extrapolating it would order the same capacity twice.
-        starting = len(self.observed.replicas) > len(self.ready)
-        trend = {} if starting else slopes(levels, window, now)
+        # While ordered replicas are not ready (starting, or not even created yet), the
+        # trend holds the overload their order answers: extrapolating it would order
+        # the same capacity twice.
+        ordered = self.current > len(self.ready)
+        trend = {} if ordered else slopes(levels, window, now)
         with_headroom = tuple(
             replace(
                 reading,
