@@ -6,10 +6,10 @@ ignores replicas not yet ready or ready in the future; the trend is a least-squa
 slope over the stable window and needs three points; headroom is upward only, zero
 without a learned startup and capped at what the signal asks for now; through
 :func:`decide`: a rising load orders its headroom and says so, a flat or falling one
-adds none, nor does a rising one while ordered replicas are not ready yet, an empty
-history learns the startup from the replicas it sees; the trend is fitted over the
-stable window or the learned startup, the longer (capped), and the levels kept stay
-within it.
+adds none, nor does a rising one while ordered replicas are not ready yet or with
+trendHeadroom off, an empty history learns the startup from the replicas it sees; the
+trend is fitted over the stable window or the learned startup, the longer (capped), and
+the levels kept stay within it.
 """
 
 from __future__ import annotations
@@ -149,6 +149,20 @@ def test_a_rising_load_orders_headroom(
         assert "trend" not in decision.message
     else:
         assert headroom_words in decision.message
+
+
+def test_no_headroom_when_switched_off() -> None:
+    # The first rising case above (+2.0 for the trend) with trendHeadroom: false.
+    history = History(
+        last_demand_at=NOW,
+        watching_since=NOW - 3600,
+        startup_seconds=60.0,
+        learned_until=NOW - 800,
+        levels=levels(1.5, 2.0, 2.5, 0.0)[:-1],
+    )
+    decision = decide(spec(**UNLIMITED, trend_headroom=False), two_ready(6), history, NOW)
+    assert decision.desired == 3
+    assert all(reading.headroom == 0 for reading in decision.signals)
 
 
 @pytest.mark.parametrize("third_created", [True, False])

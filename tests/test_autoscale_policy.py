@@ -6,7 +6,10 @@ once and forbids scale-down for a stable window; the tolerance band holds; start
 replicas count as capacity to come; below targets scales down one step after the
 scale-down stabilization window; the scale-up window holds a spike; step limits (count
 and percent); min and max bounds (and a lowered max applies at once); missing and stale
-samples hold; idle scales to zero only when enabled and after the timeout; demand scales
+samples hold; the request rate is a counter's rate (over the window or the last scrape
+interval, across a restart of the counter, from the replicas that served), scales up and
+names itself, and counts only with a target; idle scales to zero only when enabled and
+after the timeout; demand scales
 from zero; history keeps only the window; a young history (a restart) does not scale down until it
 has watched a scale-down window, yet scales up and obeys a lowered max; a spec without
 autoscaling is refused.
@@ -30,6 +33,7 @@ from llmfleet_operator.autoscale import (
     Sample,
     decide,
 )
+from llmfleet_operator.autoscale.signals import Signal, read
 
 NOW = 10_000.0
 SLOTS = 100
@@ -122,6 +126,58 @@ def test_each_signal_scales_up_and_says_so(
     assert (decision.desired, decision.reason) == (3, reason)
     assert words in decision.message
     assert decision.changed
+
+
+def counted(name: str, *counts: float, every: float = 15.0) -> tuple[Sample, ...]:
+    """Scrapes of one replica ``every`` seconds apart, the last 5 s ago, whose
+    requests-started counter reads ``counts``."""
+    last = len(counts) - 1
+    return tuple(
+        sample(name, age=5.0 + (last - i) * every, started=count) for i, count in enumerate(counts)
+    )
+
+
+def rate_of(samples: tuple[Sample, ...], window: float, ready: tuple[str, ...] = ("r0",)) -> Any:
+    targets = spec(targets={"requests_per_second": 2.0}).autoscaling.targets  # type: ignore[union-attr]
+    by_signal = {r.signal: r for r in read(targets, ready, samples, SLOTS, window, NOW)}
+    return by_signal.get(Signal.REQUEST_RATE)
+
+
+@pytest.mark.parametrize(
+    ("counts", "window", "per_second"),
+    [
+        ((0, 45, 90, 135, 180), 60, 3.0),  # steady: over the window
+        ((0, 30, 60, 150), 6, 6.0),  # a short window reads the last scrape interval
+        ((0, 30, 60, 150), 60, 150 / 45),  # a window longer than the samples: the oldest
+        ((100, 200, 30), 6, 2.0),  # the counter restarted from zero
+    ],
+)
+def test_the_request_rate_is_a_counters_rate(
+    counts: tuple[float, ...], window: float, per_second: float
+) -> None:
+    reading = rate_of(counted("r0", *counts), window)
+    assert reading.per_replica == pytest.approx(per_second)
+    assert reading.needed == pytest.approx(per_second / 2.0)
+
+
+def test_the_request_rate_sums_the_replicas_that_served() -> None:
+    # r1 just became ready: one reading, no rate yet. The total is r0's alone, spread
+    # over both ready replicas; counting r1 as r0's twin would double the load.
+    samples = (*counted("r0", 0, 45, 90), *counted("r1", 7))
+    reading = rate_of(samples, 60, ready=("r0", "r1"))
+    assert (reading.per_replica, reading.needed) == (pytest.approx(1.5), pytest.approx(1.5))
+    assert rate_of(counted("r1", 7), 60) is None  # no replica with two readings: no signal
+
+
+def test_the_request_rate_scales_up_and_says_so() -> None:
+    replicas = tuple(Replica(f"r{i}", ReplicaPhase.READY, NOW - 600) for i in range(2))
+    samples = (*counted("r0", 0, 45, 90, 135, 180), *counted("r1", 0, 45, 90, 135, 180))
+    decision = run(Observation(2, replicas, samples), targets={"requests_per_second": 2.0})
+    assert (decision.desired, decision.reason) == (3, Reason.REQUEST_RATE_ABOVE_TARGET)
+    assert "requests/s 3.0 per replica > target 2.0" in decision.message
+    untargeted = run(Observation(2, replicas, samples))
+    assert untargeted.desired < 3  # the idle signals ask for less
+    assert all(r.signal != Signal.REQUEST_RATE for r in untargeted.signals)
 
 
 def test_pending_tokens_are_ignored_without_a_target() -> None:

@@ -91,6 +91,8 @@ class FakeSource:
     misses: dict[str, Miss] = field(default_factory=dict)
     pending: int | None = None
     asked: list[list[str]] = field(default_factory=list)
+    started_per_second: float = 0.0
+    """Each replica's requests-started counter grows this fast (0: not exported)."""
 
     def samples(self, targets: Sequence[Target], now: float) -> Readings:
         self.asked.append([t.replica for t in targets])
@@ -100,7 +102,8 @@ class FakeSource:
                 missing.append(self.misses[target.replica])
             else:
                 waiting, running = self.load.get(target.replica, (0, 0))
-                found.append(Sample(now, target.replica, waiting, None, 0.1, running))
+                started = self.started_per_second * now if self.started_per_second else None
+                found.append(Sample(now, target.replica, waiting, None, 0.1, running, started))
         return Readings(tuple(found), tuple(missing))
 
     def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
@@ -194,6 +197,31 @@ def test_a_loaded_fleet_scales_up_and_says_why() -> None:
     limited = condition(status, ConditionType.SCALING_LIMITED)
     assert (limited.status, limited.reason) == ("False", Reason.WITHIN_RANGE)
     assert period.deletion_costs == {}
+
+
+def test_the_request_rate_is_read_across_periods_and_shown() -> None:
+    obj = with_status(
+        deployment(targets={"requestsPerSecond": 1.0}),
+        LLMDeploymentStatus(observed_generation=1, desired_replicas=2),
+    )
+    scaler = Autoscaler(FakeSource(started_per_second=1.5))
+    pods = [pod("p0"), pod("p1", ip="10.0.0.2")]
+    first = scaler.run(obj, "uid-1", pods, T0)
+    # One reading per replica: no rate yet, so the idle other signals cannot scale down.
+    assert (first.decision.desired, first.decision.reason) == (
+        2,
+        Reason.HOLDING_ON_MISSING_METRICS,
+    )
+    assert "request rate is unknown" in first.decision.message
+    assert first.status.signals is not None
+    assert first.status.signals.requests_per_second is None
+    second = scaler.run(obj, "uid-1", pods, T0 + timedelta(seconds=15))
+    assert second.status.signals is not None
+    assert second.status.signals.requests_per_second == 1.5
+    assert (second.decision.desired, second.decision.reason) == (
+        3,
+        Reason.REQUEST_RATE_ABOVE_TARGET,
+    )
 
 
 def test_a_readiness_flap_does_not_read_as_a_slow_start() -> None:

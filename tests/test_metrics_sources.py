@@ -77,6 +77,7 @@ def test_parser_reads_a_real_vllm_page() -> None:
         pending_prefill_tokens=None,
         kv_cache_usage=0.0,
         running=0,
+        started=20.0,  # vllm:time_to_first_token_seconds_count
     )
 
 
@@ -92,16 +93,21 @@ def test_parser_falls_back_to_the_pre_v1_kv_name() -> None:
 def test_parser_sums_counts_and_averages_kv_over_engines() -> None:
     page = "\n".join(
         f'vllm:{name}{{engine="{engine}",model_name="m"}} {value}'
-        for engine, values in (("0", (3, 2, 0.5)), ("1", (1, 4, 0.7)))
+        for engine, values in (("0", (3, 2, 0.5, 10)), ("1", (1, 4, 0.7, 5)))
         for name, value in zip(
-            ("num_requests_waiting", "num_requests_running", "kv_cache_usage_perc"),
+            (
+                "num_requests_waiting",
+                "num_requests_running",
+                "kv_cache_usage_perc",
+                "time_to_first_token_seconds_count",
+            ),
             values,
             strict=True,
         )
     )
     sample = parse_engine(page + "\n", "r0", 0.0)
     assert isinstance(sample, Sample)
-    assert (sample.waiting, sample.running) == (4, 6)
+    assert (sample.waiting, sample.running, sample.started) == (4, 6, 15)
     assert sample.kv_cache_usage == pytest.approx(0.6)
 
 

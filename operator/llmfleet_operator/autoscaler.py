@@ -73,6 +73,7 @@ _SIGNAL_FIELDS = {
     Signal.PENDING_PREFILL_TOKENS: "pending_prefill_tokens",
     Signal.KV_CACHE_USAGE: "kv_cache_usage",
     Signal.SLOTS_USED: "slots_used",
+    Signal.REQUEST_RATE: "requests_per_second",
 }
 _LIMITS = {
     Reason.AT_MAX_REPLICAS: "the policy asks for more than maxReplicas",

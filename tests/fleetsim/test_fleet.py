@@ -1,6 +1,7 @@
 """The simulated fleet: least-loaded routing among ready replicas, the gateway queue,
 startup (serving only once Ready), GPU time of starting and draining replicas, victims
-on scale-down, the metrics pipeline's scrape interval and lag, and scale-up timing."""
+on scale-down, the metrics pipeline's scrape interval and lag (and the requests-started
+counter each sample carries), and scale-up timing."""
 
 from __future__ import annotations
 
@@ -111,6 +112,24 @@ def test_samples_arrive_after_the_lag() -> None:
     assert {s.time for s in by_time[7.0].samples} == {0.0, 5.0}
     assert {s.replica for s in by_time[7.0].samples} == {"replica-1", "replica-2"}
     assert by_time[7.0].gateway_pending == 0
+
+
+def test_samples_count_the_requests_each_replica_started() -> None:
+    # Every request gets its first token long before the next scrape, so each counter
+    # reads what its replica was given: together, every arrival before the scrape.
+    trace = steady(20, 12)
+    policy = Scripted(plan=[], initial_replicas=2, period_s=1.0)
+    outcome = run(trace, policy, FAST, startup_s=5.0, scrape_s=5.0, lag_s=0.0)
+    last = policy.seen[-1].samples
+    totals = []
+    for at in sorted({s.time for s in last}):
+        scraped = [s.started for s in last if s.time == at]
+        arrived = sum(1 for r in trace.requests if r.arrival_s < at)
+        answered = sum(1 for t in outcome.first_token if t is not None and t < at)
+        assert len(scraped) == 2
+        totals.append(sum(s or 0 for s in scraped))
+        assert totals[-1] == answered <= arrived
+    assert totals[-1] > 0
 
 
 def test_unanswerable_requests_are_refused_and_the_replay_ends() -> None:

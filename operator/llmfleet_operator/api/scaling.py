@@ -1,7 +1,8 @@
 """How many replicas: ``spec.autoscaling``.
 
-The built-in autoscaler sizes the fleet from three engine signals per ready replica:
-the prefill queue, KV-cache (HBM) usage and slots used. It writes the child workload
+The built-in autoscaler sizes the fleet from engine signals per ready replica: the
+prefill queue, KV-cache (HBM) usage, slots used and, where their targets are set, the
+request rate and the gateway's pending prefill tokens. It writes the child workload
 and the status, never ``spec.replicas``, so it does not fight GitOps. In ``External``
 mode an HPA or KEDA drives ``spec.replicas`` through the scale subresource instead.
 """
@@ -53,6 +54,11 @@ class ScalingTargets(ApiModel):
     """KV-cache (HBM) usage per replica, 0..1 (``vllm:kv_cache_usage_perc``)."""
     slots_used: Annotated[float, Field(gt=0, le=1)] = 0.8
     """Running requests over ``engine.maxNumSeqs`` per replica, 0..1."""
+    requests_per_second: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    """Requests started (first token sent) per second per replica: the rate of
+    ``vllm:time_to_first_token_seconds_count`` over the window. Unset: not used. The
+    load itself rather than its footprint: running requests fall when the requests get
+    shorter, the request rate does not."""
 
 
 class ScaleUpRules(ApiModel):
@@ -142,7 +148,7 @@ class AutoscalingSpec(ApiModel):
     scale_to_zero: ScaleToZeroSpec = Field(default_factory=ScaleToZeroSpec)
     """Scale to zero when idle, and back on demand."""
     targets: ScalingTargets = Field(default_factory=ScalingTargets)
-    """Per-replica targets for the three signals."""
+    """Per-replica targets of the signals."""
     tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """No change while every signal is within this fraction of its target."""
     stable_window_seconds: Annotated[int, Field(ge=6, le=3_600)] = 60
@@ -152,6 +158,10 @@ class AutoscalingSpec(ApiModel):
     panic_threshold: Annotated[float, Field(ge=1.1, le=100)] = 2.0
     """When the short window asks for this many times the ready replicas, scale on it
     at once and do not scale down until the panic passes."""
+    trend_headroom: bool = True
+    """Order capacity ahead of a rising load: each signal's recent trend, extrapolated
+    over the model's learned startup time. Off: size for the load measured now (a
+    request-rate target, whose trend overshoots at the top of every ramp)."""
     scale_up: ScaleUpRules = Field(default_factory=ScaleUpRules)
     """Limits on scaling up."""
     scale_down: ScaleDownRules = Field(default_factory=ScaleDownRules)

@@ -77,6 +77,7 @@ class Reason(StrEnum):
     PENDING_TOKENS_ABOVE_TARGET = "PendingTokensAboveTarget"
     KV_CACHE_ABOVE_TARGET = "KVCacheAboveTarget"
     SLOTS_ABOVE_TARGET = "SlotsAboveTarget"
+    REQUEST_RATE_ABOVE_TARGET = "RequestRateAboveTarget"
     BELOW_TARGETS = "BelowTargets"
     WITHIN_TOLERANCE = "WithinTolerance"
     PANIC = "Panic"
@@ -118,6 +119,8 @@ class Signals(ApiModel):
     """KV-cache (HBM) usage, 0..1, averaged over ready replicas."""
     slots_used: float | None = None
     """Running requests over maxNumSeqs, 0..1, averaged over ready replicas."""
+    requests_per_second: float | None = None
+    """Requests started per second per ready replica (when its target is set)."""
     sampled_at: datetime | None = None
     """When the newest sample was taken."""
 

@@ -31,6 +31,10 @@ class Sample:
     """KV-cache (HBM) usage, 0..1 (``vllm:kv_cache_usage_perc``)."""
     running: int
     """Requests being decoded (``vllm:num_requests_running``)."""
+    started: float | None = None
+    """Requests that got their first token since the engine started (the counter
+    ``vllm:time_to_first_token_seconds_count``: the policy reads its rate); None: not
+    exported."""
 
     @property
     def busy(self) -> bool:

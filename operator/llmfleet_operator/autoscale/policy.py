@@ -11,7 +11,7 @@ The order of the rules:
 2. No ready replica yet (all starting): hold, awaiting startup. Missing or stale
    samples from a ready replica: hold, never scale down, say which. A replica ready for
    less than the staleness and not scraped yet is not missing: it may scale up, never
-   down.
+   down. Neither may a fleet whose request rate has a target but no two readings yet.
 3. Idle for ``scaleToZero.idleTimeoutSeconds`` (when enabled): zero.
 4. Each signal asks for ``total over ready replicas / target`` replicas, over the stable
    window and over the short (panic) window; the larger counts, so a step in load is seen
@@ -20,7 +20,8 @@ The order of the rules:
    include those still starting: capacity to come).
    Headroom: each signal also asks for its rising trend over the model's learned
    startup time (see :mod:`llmfleet_operator.autoscale.headroom`), so capacity is
-   ordered before the load arrives; none while ordered replicas are not ready yet.
+   ordered before the load arrives; none while ordered replicas are not ready yet, nor
+   with ``trendHeadroom: false``.
 5. Panic (the short window asks for ``panicThreshold`` x the ready replicas): scale up
    without waiting for the scale-up window, and no scale-down for a stable window after.
 6. Bounds, stabilization windows, then step limits; bounds win over steps.
@@ -42,6 +43,7 @@ from llmfleet_operator.autoscale.inputs import (
 from llmfleet_operator.autoscale.limits import clamp, max_step, stabilize
 from llmfleet_operator.autoscale.signals import (
     ABOVE_TARGET,
+    Signal,
     SignalReading,
     larger,
     missing_replicas,
@@ -242,7 +244,17 @@ class _Decider:
         panicking = last_panic is not None and self.now - last_panic < scaling.stable_window_seconds
         history = replace(self.history, last_panic_at=last_panic, levels=levels)
         step = self._recommend(top, readings)
-        if self.unmeasured and step.replicas < self.current:
+        rateless = scaling.targets.requests_per_second is not None and all(
+            reading.signal is not Signal.REQUEST_RATE for reading in stable
+        )
+        if rateless and step.replicas < self.current:
+            step = _Step(
+                self.current,
+                Reason.HOLDING_ON_MISSING_METRICS,
+                f"{step.message}; no replica has two readings of the requests-started counter"
+                " yet, so the request rate is unknown: no scale-down",
+            )
+        elif self.unmeasured and step.replicas < self.current:
             step = _Step(
                 self.current,
                 Reason.AWAITING_STARTUP,
@@ -274,7 +286,8 @@ class _Decider:
         # trend holds the overload their order answers: extrapolating it would order
         # the same capacity twice.
         ordered = self.current > len(self.ready)
-        trend = {} if ordered else slopes(levels, window, now)
+        wanted = self.scaling.trend_headroom and not ordered
+        trend = slopes(levels, window, now) if wanted else {}
         with_headroom = tuple(
             replace(
                 reading,

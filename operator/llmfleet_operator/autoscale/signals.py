@@ -4,7 +4,10 @@ Called by :mod:`llmfleet_operator.autoscale.policy` once per window (stable and 
 A signal's total is the sum over ready replicas of each replica's average within the
 window; it asks for ``total / target`` replicas. A replica with no sample inside a short
 window is read from its newest sample, so a window shorter than the scrape interval still
-sees the latest scrape.
+sees the latest scrape. The request rate is a counter's rate instead: from a replica's
+newest sample back to the last one at least a window older (or its oldest), so a short
+window reads the last scrape interval; the total is the sum over the replicas with two
+readings (one just ready has served next to nothing yet).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class Signal(StrEnum):
     PENDING_PREFILL_TOKENS = "pending prefill tokens"
     KV_CACHE_USAGE = "KV cache usage"
     SLOTS_USED = "slots used"
+    REQUEST_RATE = "requests/s"
 
 
 ABOVE_TARGET = {
@@ -35,6 +39,7 @@ ABOVE_TARGET = {
     Signal.PENDING_PREFILL_TOKENS: Reason.PENDING_TOKENS_ABOVE_TARGET,
     Signal.KV_CACHE_USAGE: Reason.KV_CACHE_ABOVE_TARGET,
     Signal.SLOTS_USED: Reason.SLOTS_ABOVE_TARGET,
+    Signal.REQUEST_RATE: Reason.REQUEST_RATE_ABOVE_TARGET,
 }
 """The decision reason when a signal is the one that scales up."""
 
@@ -94,6 +99,7 @@ class _Totals:
     pending_prefill_tokens: float | None
     kv_cache_usage: float
     slots_used: float
+    request_rate: float | None
 
 
 def missing_replicas(
@@ -123,6 +129,21 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def _rate(samples: Sequence[Sample], window_seconds: float, now: float) -> float | None:
+    """Requests started per second by one replica, or None without two counter readings."""
+    points = sorted((s.time, s.started) for s in samples if s.time <= now and s.started is not None)
+    if len(points) < 2:
+        return None
+    end, last = points[-1]
+    start, first = max(
+        (point for point in points[:-1] if point[0] <= end - window_seconds), default=points[0]
+    )
+    if end == start:
+        return None
+    # A counter that went down restarted from zero (as Prometheus' rate() reads it).
+    return (last - first if last >= first else last) / (end - start)
+
+
 def _totals(
     ready: Sequence[str], samples: Sequence[Sample], slots: int, window_seconds: float, now: float
 ) -> _Totals:
@@ -132,7 +153,11 @@ def _totals(
             by_replica[sample.replica].append(sample)
     waiting = kv = used = 0.0
     pending: float | None = 0.0
+    rates = []
     for name in ready:
+        rate = _rate(by_replica[name], window_seconds, now)
+        if rate is not None:
+            rates.append(rate)
         chosen = _window(by_replica[name], window_seconds, now)
         if not chosen:
             continue
@@ -144,7 +169,7 @@ def _totals(
             pending = None
         else:
             pending += _mean([value for value in tokens if value is not None])
-    return _Totals(waiting, pending, kv, used)
+    return _Totals(waiting, pending, kv, used, sum(rates) if rates else None)
 
 
 def read(
@@ -158,7 +183,8 @@ def read(
     """Every signal that has a target and a value, over one window, for the ready replicas.
 
     Pending prefill tokens count only when the spec sets a target and every ready
-    replica's samples carry them.
+    replica's samples carry them; the request rate when the spec sets a target and some
+    ready replica has two counter readings.
     """
     if not ready:
         return ()
@@ -172,6 +198,7 @@ def read(
         ),
         (Signal.KV_CACHE_USAGE, totals.kv_cache_usage, targets.kv_cache_usage),
         (Signal.SLOTS_USED, totals.slots_used, targets.slots_used),
+        (Signal.REQUEST_RATE, totals.request_rate, targets.requests_per_second),
     ]
     return tuple(
         SignalReading(signal, total / len(ready), float(target), total / target)

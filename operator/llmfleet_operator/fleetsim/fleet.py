@@ -38,11 +38,13 @@ from llmfleet_runtime.simulator import Engine, Profile, Request
 
 class _Replica:
     __slots__ = (
-        "created_at", "draining", "engine", "last_end", "name", "ready", "ready_at", "serial",
+        "created_at", "draining", "engine", "last_end", "name", "ready", "ready_at", "routed",
+        "serial",
     )  # fmt: skip
 
     def __init__(self, serial: int, engine: Engine, created_at: float, ready_at: float) -> None:
         self.serial = serial
+        self.routed = 0
         self.name = f"replica-{serial}"
         self.engine = engine
         self.created_at = created_at
@@ -181,6 +183,7 @@ class Fleet:
             return False
         request = self.trace.requests[index]
         best.engine.add(Request(str(index), request.prompt_tokens, request.output_tokens), now)
+        best.routed += 1
         best.engine.advance(now)
         return True
 
@@ -196,14 +199,13 @@ class Fleet:
                 continue
             ready += 1
             engine = replica.engine
-            pending = sum(
-                seq.request.prompt_tokens
-                for seq in (*engine.waiting, *engine.running)
-                if seq.first_token is None
-            )
+            unanswered = [
+                seq for seq in (*engine.waiting, *engine.running) if seq.first_token is None
+            ]
+            pending = sum(seq.request.prompt_tokens for seq in unanswered)
             sample = Sample(
                 now, replica.name, len(engine.waiting), pending, engine.kv_usage(),
-                len(engine.running),
+                len(engine.running), replica.routed - len(unanswered),
             )  # fmt: skip
             self.in_transit.append((visible, sample))
         self.in_transit.append((visible, len(self.gateway)))

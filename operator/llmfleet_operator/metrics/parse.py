@@ -7,7 +7,9 @@ Called by :class:`~llmfleet_operator.metrics.direct.DirectScrape` on each engine
   ``engine`` label (a data-parallel server reports one series per engine core);
 - ``vllm:kv_cache_usage_perc`` (0..1), or ``vllm:gpu_cache_usage_perc`` on engines older
   than V1: the mean over engines, since each engine has its own cache of the same size
-  and a sum would pass 1.
+  and a sum would pass 1;
+- ``vllm:time_to_first_token_seconds_count`` (requests started), summed over engines,
+  when the page has it: a counter the policy reads the rate of.
 
 The gateway exports two gauges the autoscaler reads (its metric contract):
 
@@ -34,12 +36,13 @@ WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
 KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"
 KV_CACHE_USAGE_V0 = "vllm:gpu_cache_usage_perc"
+STARTED = "vllm:time_to_first_token_seconds_count"
 PENDING_PREFILL_TOKENS = "llmfleet_gateway_pending_prefill_tokens"
 """Gateway gauge, one series per replica (label ``replica``)."""
 PENDING_REQUESTS = "llmfleet_gateway_pending_requests"
 """Gateway gauge, one series per LLMDeployment (labels ``llmdeployment``,
 ``llmdeployment_namespace``)."""
-ENGINE_METRICS = (WAITING, RUNNING, KV_CACHE_USAGE, KV_CACHE_USAGE_V0)
+ENGINE_METRICS = (WAITING, RUNNING, KV_CACHE_USAGE, KV_CACHE_USAGE_V0, STARTED)
 """Every engine series the policy may read (the Prometheus source asks for these)."""
 
 
@@ -74,6 +77,7 @@ def sample_from_values(
         pending_prefill_tokens=pending_prefill_tokens,
         kv_cache_usage=min(1.0, max(0.0, sum(kv) / len(kv))),
         running=round(sum(values[RUNNING])),
+        started=sum(values[STARTED]) if values.get(STARTED) else None,
     )
 
 
