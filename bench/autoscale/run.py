@@ -78,6 +78,8 @@ class Job:
     first-minute need at the tier judged."""
     tweaks: tuple[tuple[str, str], ...] = ()
     """``--set`` overrides of ours' spec.autoscaling (dotted camelCase paths), for tuning."""
+    sweep: str = "targets.slotsUsed"
+    """The field of ours' spec.autoscaling that ``target`` sets."""
 
 
 @dataclass
@@ -116,13 +118,12 @@ class Warm:
 
 
 def tuned(
-    deployment: LLMDeploymentSpec, slots_used: float, tweaks: tuple[tuple[str, str], ...]
+    deployment: LLMDeploymentSpec, target: float, tweaks: tuple[tuple[str, str], ...], sweep: str
 ) -> LLMDeploymentSpec:
-    """``deployment`` with ours' swept target and any ``--set`` overrides, validated."""
+    """``deployment`` with any ``--set`` overrides and ours' swept target, validated."""
     body = deployment.model_dump(by_alias=True, exclude_none=True)
     scaling = body["autoscaling"]
-    scaling.setdefault("targets", {})["slotsUsed"] = slots_used
-    for path, value in tweaks:
+    for path, value in (*tweaks, (sweep, str(target))):
         *parents, leaf = path.split(".")
         node = scaling
         for key in parents:
@@ -132,11 +133,12 @@ def tuned(
 
 
 def policy_for(job: Job) -> Policy:
-    """A fresh policy for one replay. Ours sweeps ``targets.slotsUsed`` (what holds a TPOT
-    SLO on this profile; make_policy's target for ours is the prefill queue)."""
+    """A fresh policy for one replay. Ours sweeps ``job.sweep``, by default
+    ``targets.slotsUsed`` (what holds a TPOT SLO on this profile; make_policy's target for
+    ours is the prefill queue)."""
     deployment = spec()
     if job.policy == "llmfleet":
-        inner = make_policy("llmfleet", tuned(deployment, job.target, job.tweaks))
+        inner = make_policy("llmfleet", tuned(deployment, job.target, job.tweaks, job.sweep))
     else:
         inner = make_policy(job.policy, deployment, job.target)
     return inner if job.policy == "static" else Warm(inner, job.initial)
@@ -212,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--trace", action="append", choices=TRACES)
     parser.add_argument("--startup", action="append", type=float)
-    parser.add_argument("--targets", help="override ours' sweep: comma-separated slotsUsed")
+    parser.add_argument("--targets", help="override ours' sweep: comma-separated values")
+    parser.add_argument(
+        "--sweep",
+        default="targets.slotsUsed",
+        metavar="PATH",
+        help="the field of ours' spec.autoscaling the sweep sets (default targets.slotsUsed)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -257,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in judged),
                 max(by_trace[name][tier]["fitted_oracle_first"] for tier in judged),
                 tweaks if policy == "llmfleet" else (),  # type: ignore[arg-type]
+                args.sweep,
             )
             for name in names
             for startup in startups
@@ -284,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "scrape_s": SCRAPE_S,
         "lag_s": LAG_S,
         "sweeps": {p: SWEEPS[p] for p in policies},
+        "ours_sweeps": args.sweep,
         "prepared": by_trace,
         "points": points,
         "runtime_s": round(elapsed, 1),

@@ -175,7 +175,9 @@ def markdown(result: dict[str, Any]) -> str:
         " `unreachable`: no k down to 1/8 reached the goal (best replay shown).",
         "",
         "| trace | tier | startup | ceiling (goal) | raw oracle GPU-h (replayed)"
-        " | fitted oracle GPU-h (k: replayed) | ours: slotsUsed | attainment | GPU-h"
+        " | fitted oracle GPU-h (k: replayed)"
+        f" | ours: {result.get('ours_sweeps', 'targets.slotsUsed').rsplit('.', 1)[-1]}"
+        " | attainment | GPU-h"
         " | ours/raw oracle | ours/fitted oracle (bar) | flips | "
         + " | ".join(NAMES[b] for b in BASELINES)
         + " |",
