@@ -118,6 +118,17 @@ def two_ready(waiting: int) -> Observation:
 UNLIMITED = {"scale_up": {"max_step": 10}}
 
 
+def trend(earlier: tuple[float, ...], startup: float | None) -> History:
+    """A settled history whose queue levels were ``earlier`` at the periods before NOW."""
+    return History(
+        last_demand_at=NOW,
+        watching_since=NOW - 3600,
+        startup_seconds=startup,
+        learned_until=NOW - 800,
+        levels=levels(*earlier, 0.0)[:-1],
+    )
+
+
 @pytest.mark.parametrize(
     ("earlier", "startup", "desired", "headroom_words"),
     [
@@ -132,14 +143,7 @@ UNLIMITED = {"scale_up": {"max_step": 10}}
 def test_a_rising_load_orders_headroom(
     earlier: tuple[float, ...], startup: float | None, desired: int, headroom_words: str | None
 ) -> None:
-    history = History(
-        last_demand_at=NOW,
-        watching_since=NOW - 3600,
-        startup_seconds=startup,
-        learned_until=NOW - 800,
-        levels=levels(*earlier, 0.0)[:-1],
-    )
-    decision = decide(spec(**UNLIMITED), two_ready(6), history, NOW)
+    decision = decide(spec(**UNLIMITED), two_ready(6), trend(earlier, startup), NOW)
     assert decision.desired == desired
     assert decision.reason == Reason.PREFILL_QUEUE_ABOVE_TARGET
     queue = next(r for r in decision.signals if r.signal == QUEUE)
@@ -153,13 +157,7 @@ def test_a_rising_load_orders_headroom(
 
 def test_no_headroom_when_switched_off() -> None:
     # The first rising case above (+2.0 for the trend) with trendHeadroom: false.
-    history = History(
-        last_demand_at=NOW,
-        watching_since=NOW - 3600,
-        startup_seconds=60.0,
-        learned_until=NOW - 800,
-        levels=levels(1.5, 2.0, 2.5, 0.0)[:-1],
-    )
+    history = trend((1.5, 2.0, 2.5), 60.0)
     decision = decide(spec(**UNLIMITED, trend_headroom=False), two_ready(6), history, NOW)
     assert decision.desired == 3
     assert all(reading.headroom == 0 for reading in decision.signals)
@@ -170,13 +168,7 @@ def test_no_headroom_while_replicas_start(third_created: bool) -> None:
     # The rising case above (asks 3.0 now, +2.0 for the trend) with a third replica
     # ordered and still starting, or not even created yet: the order answers the trend,
     # nothing is added.
-    history = History(
-        last_demand_at=NOW,
-        watching_since=NOW - 3600,
-        startup_seconds=60.0,
-        learned_until=NOW - 800,
-        levels=levels(1.5, 2.0, 2.5, 0.0)[:-1],
-    )
+    history = trend((1.5, 2.0, 2.5), 60.0)
     settled = two_ready(6)
     third = (ready("r2", NOW - 30, None),) if third_created else ()
     ordered = Observation(3, (*settled.replicas, *third), settled.samples)
