@@ -269,8 +269,9 @@ class Engine:
             self.counters.generation_tokens += 1
             reason = self._finish_reason(seq)
             since = None if previous is None else end - previous
+            ttft = end - seq.arrival if previous is None else None
             tokens.append(
-                TokenOutput(seq.request.request_id, seq.num_output - 1, end, since, reason)
+                TokenOutput(seq.request.request_id, seq.num_output - 1, end, since, reason, ttft)
             )
             if reason is not None:
                 self.running.remove(seq)

@@ -224,12 +224,15 @@ class EngineMetrics:
         self._cached_by_source["device"].inc(delta["prompt_tokens_cached"])
 
     def observe_step(self, result: StepResult) -> None:
-        """Record one step: tokens per step, inter-token latencies, finished requests."""
+        """Record one step: tokens per step, first-token and inter-token latencies, finished
+        requests."""
         self._h_iteration.observe(result.num_tokens)
         itl = self._h_itl
         for token in result.tokens:
             if token.since_previous is not None:
                 itl.observe(token.since_previous)
+            if token.since_arrival is not None:  # vLLM counts TTFT at the first token
+                self._h_ttft.observe(token.since_arrival)
         for finished in result.finished:
             self.observe_finished(finished)
 
@@ -242,8 +245,6 @@ class EngineMetrics:
         self._h_max_tokens.observe(done.max_tokens)
         self._h_n.observe(1)
         self._h_preemptions.observe(done.preemptions)
-        if done.first_token is not None:
-            self._h_ttft.observe(done.first_token - done.arrival)
         self._h_e2e.observe(done.finished - done.arrival)
         if done.first_scheduled is None:
             return

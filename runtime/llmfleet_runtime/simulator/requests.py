@@ -35,6 +35,8 @@ class TokenOutput:
     """Inter-token latency (None for the first token)."""
     finish_reason: str | None
     """``"length"`` or ``"stop"`` on the last token, else None."""
+    since_arrival: float | None = None
+    """Time to first token (on the first token only, else None)."""
 
 
 @dataclass(frozen=True)
