@@ -30,6 +30,7 @@ from llmfleet_operator.children import ChildKind
 
 Manifest = dict[str, Any]
 Manifests = list[Manifest]
+"""For annotations inside ``DynamicKube``, where ``list`` names its method."""
 log = logging.getLogger("llmfleet.kube")
 
 __all__ = [

@@ -24,6 +24,9 @@ log = logging.getLogger("llmfleet.metrics")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """A vLLM page is ~50 KB; anything past this is not an engine's metrics page."""
 
+READ_ERRORS = (OSError, ValueError, http.client.HTTPException)
+"""What a GET of a page may raise: refused, timed out, not HTTP, or not answering HTTP."""
+
 GATEWAY_PAGE_SECONDS = 5.0
 """A gateway's page (or its failure) serves every LLMDeployment's period for this long:
 each gateway is read once per round of periods, not once per LLMDeployment, and an
@@ -78,7 +81,7 @@ class DirectScrape:
         page: str | None = None
         try:
             page = self._get(url)
-        except (OSError, ValueError, http.client.HTTPException) as error:
+        except READ_ERRORS as error:
             log.warning("Gateway metrics at %s unreadable: %s", url, error)
         self._pages[url] = (now, page)
         return page
@@ -96,7 +99,7 @@ class DirectScrape:
             error.close()
             detail = f"GET {url}: HTTP {error.code}"
             return Miss(target.replica, MissReason.UNREACHABLE, detail)
-        except (OSError, ValueError, http.client.HTTPException) as error:
+        except READ_ERRORS as error:
             reason = getattr(error, "reason", error)
             return Miss(target.replica, MissReason.UNREACHABLE, f"GET {url}: {reason}")
         return parse_engine(text, target.replica, now)

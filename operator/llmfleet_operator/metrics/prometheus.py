@@ -37,6 +37,8 @@ from llmfleet_operator.metrics.parse import ENGINE_METRICS, PENDING_REQUESTS, sa
 from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
 
 UP = "up"
+QUERY_ERRORS = (requests.RequestException, PrometheusApiClientException, ValueError)
+"""What a query may raise: Prometheus unreachable, refusing, or answering garbage."""
 
 
 def redacted(url: str) -> str:
@@ -121,7 +123,7 @@ class PrometheusSource:
                 params={"time": f"{now:.3f}"},
                 timeout=self._timeout,
             )
-        except (requests.RequestException, PrometheusApiClientException, ValueError) as error:
+        except QUERY_ERRORS as error:
             down = f"Prometheus at {redacted(self._url)} did not answer: {type(error).__name__}"
             misses = (Miss(t.replica, MissReason.SOURCE_UNREACHABLE, down) for t in targets)
             return Readings(missing=tuple(misses))
@@ -148,7 +150,7 @@ class PrometheusSource:
             result = self._client.custom_query(
                 query, params={"time": f"{now:.3f}"}, timeout=self._timeout
             )
-        except (requests.RequestException, PrometheusApiClientException, ValueError):
+        except QUERY_ERRORS:
             return None
         value = float(result[0]["value"][1]) if result else math.nan
         return round(value) if math.isfinite(value) else None
