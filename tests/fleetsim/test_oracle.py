@@ -1,6 +1,6 @@
 """The oracle fitted to a goal: its capacity scaled down until its own per-bucket schedule,
 replayed with instant starts, reaches the goal; never cheaper than the raw oracle; says
-when the goal is out of reach."""
+when the goal is out of reach. What a schedule's starts cost at a given startup time."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from llmfleet_operator.fleetsim import (
     oracle,
     oracle_at,
     replay_schedule,
+    starting_seconds,
     trace_from_rows,
 )
 
@@ -68,3 +69,21 @@ def test_an_unreachable_goal_is_reported_with_the_best_attainment(
     assert 0.9 < fitted.attainment <= 1.0
     assert fitted.best_gpu_hours > fitted.raw.gpu_hours
     assert fitted.replays == 4  # k = 1, 1/2, 1/4, 1/8
+
+
+@pytest.mark.parametrize(
+    ("needs", "startup_s", "seconds"),
+    [
+        ((3, 3, 3), 180.0, 0.0),  # the first bucket's replicas are warm
+        ((2, 4, 4), 90.0, 2 * 90.0),  # two replicas started a startup ahead
+        ((2, 4, 4), 0.0, 0.0),  # instant starts: the fitted oracle as it is
+        ((3, 1, 3), 180.0, 2 * 60.0),  # a gap shorter than a startup: kept, not restarted
+        ((3, 1, 1, 1, 1, 3), 120.0, 2 * 120.0),  # a longer gap: stopped, then restarted
+        ((1, 2, 1, 2), 30.0, 30.0 + 30.0),  # each of the second replica's runs starts anew
+        ((), 60.0, 0.0),
+    ],
+)
+def test_a_schedules_starts_cost_a_startup_or_the_gap_it_bridges(
+    needs: tuple[int, ...], startup_s: float, seconds: float
+) -> None:
+    assert starting_seconds(needs, 60.0, startup_s) == seconds

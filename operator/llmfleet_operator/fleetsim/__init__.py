@@ -32,6 +32,7 @@ from llmfleet_operator.fleetsim.oracle import (
     oracle,
     oracle_at,
     replay_schedule,
+    starting_seconds,
 )
 from llmfleet_operator.fleetsim.outcome import Change, Outcome, Point
 from llmfleet_operator.fleetsim.policies import (
@@ -83,6 +84,7 @@ __all__ = [
     "oracle",
     "oracle_at",
     "replay_schedule",
+    "starting_seconds",
     "run",
     "simulate",
     "trace_from_rows",
