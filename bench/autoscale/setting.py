@@ -46,8 +46,11 @@ SWEEPS: dict[str, tuple[float, ...]] = {
     # Ours: slotsUsed, running / maxNumSeqs (64) per replica; the spec file sets the rest.
     # Dense where the goal is crossed (0.07-0.1 strict, 0.15-0.2 relaxed).
     "llmfleet": (0.02, 0.05, 0.07, 0.08, 0.09, 0.1, 0.125, 0.15, 0.16, 0.17, 0.18, 0.19, 0.2, 0.25),
-    # Replicas, warm for the whole replay, as multiples of the oracle's peak need.
-    "static": (0.75, 1.0, 1.25, 1.5, 2.0, 2.5),
+    # Replicas, warm for the whole replay, as multiples of the raw oracle's peak need;
+    # dense where either tier's goal is crossed (about 1.1x on conv relaxed, 1.6-2x strict),
+    # so that a baseline is not priced off a line between two far-apart fleets.
+    "static": (0.75, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5)
+    + (1.6, 1.7, 1.8, 1.9, 2.0, 2.25, 2.5),
     # vllm:num_requests_running per pod (0.8 x maxNumSeqs = 51 is the usual setting).
     # As dense as ours where it matters (ours' slotsUsed x 64 = running per pod).
     "hpa": (1.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 16.0, 24.0, 51.0),
@@ -129,6 +132,10 @@ def prepare(trace: str, path: str, speed: float, tier: str) -> dict[str, Any]:
         "fitted_oracle_scale": fit.scale,
         "fitted_oracle_peak": fit.fitted.peak if fit.fitted else None,
         "fitted_oracle_first": (fit.fitted or fit.raw).needs[0],
+        # What summary.rows charges for starts at each startup time (fleetsim.starting_seconds).
+        "fitted_oracle_needs": list((fit.fitted or fit.raw).needs),
+        "oracle_bucket_s": fit.raw.bucket_s,
+        "gpus_per_replica": gpus,
         "fitted_oracle_attainment": fit.attainment,
         "fitted_oracle_best_gpu_hours": fit.best_gpu_hours,
         "fitted_oracle_replays": fit.replays,
