@@ -49,8 +49,8 @@ SWEEPS: dict[str, tuple[float, ...]] = {
     # Replicas, warm for the whole replay, as multiples of the raw oracle's peak need;
     # dense where either tier's goal is crossed (about 1.1x on conv relaxed, 1.6-2x strict),
     # so that a baseline is not priced off a line between two far-apart fleets.
-    "static": (0.75, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5)
-    + (1.6, 1.7, 1.8, 1.9, 2.0, 2.25, 2.5),
+    # 1.0-1.3 by 0.05, 1.4-2.0 by 0.1.
+    "static": (0.75, *(n / 20 for n in range(20, 27)), *(n / 10 for n in range(14, 21)), 2.25, 2.5),
     # vllm:num_requests_running per pod (0.8 x maxNumSeqs = 51 is the usual setting).
     # As dense as ours where it matters (ours' slotsUsed x 64 = running per pod).
     "hpa": (1.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 16.0, 24.0, 51.0),

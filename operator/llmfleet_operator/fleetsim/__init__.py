@@ -84,8 +84,8 @@ __all__ = [
     "oracle",
     "oracle_at",
     "replay_schedule",
-    "starting_seconds",
     "run",
     "simulate",
+    "starting_seconds",
     "trace_from_rows",
 ]
