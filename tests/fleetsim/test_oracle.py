@@ -87,3 +87,11 @@ def test_a_schedules_starts_cost_a_startup_or_the_gap_it_bridges(
     needs: tuple[int, ...], startup_s: float, seconds: float
 ) -> None:
     assert starting_seconds(needs, 60.0, startup_s) == seconds
+
+
+def test_starts_are_charged_beyond_the_replicas_warm_at_the_start() -> None:
+    assert starting_seconds((3, 3), 60.0, 90.0, warm=1) == 2 * 90.0  # a cold fleet starts two
+    # A warm replica the first bucket does not need: kept for a gap shorter than a
+    # startup, stopped and started again for a longer one.
+    assert starting_seconds((1, 2), 60.0, 90.0, warm=2) == 60.0
+    assert starting_seconds((1, 2), 60.0, 30.0, warm=2) == 30.0

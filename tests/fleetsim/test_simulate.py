@@ -1,7 +1,7 @@
 """Whole replays through :func:`simulate`: a static fleet with room to spare meets the SLO
 and costs no less than the oracle; GPU-hours follow the GPUs per replica; speed-up; each
 autoscaler reacts to a step load within its period and HPA holds for 300 s after it;
-direction flips; the report's JSON."""
+direction flips; the oracle's starts charged at the startup time; the report's JSON."""
 
 from __future__ import annotations
 
@@ -63,6 +63,22 @@ def test_static_defaults_to_the_oracle_peak(spec: LLMDeploymentSpec) -> None:
     assert best.peak == 3
     assert report.peak_replicas == 3
     assert report.oracle_gpu_hours == pytest.approx(best.gpu_hours)
+
+
+def test_the_oracles_starts_are_charged_at_the_replays_startup(spec: LLMDeploymentSpec) -> None:
+    # Capacity 2 a second: the first minute's 60 arrivals need 1 replica, the next 45
+    # seconds' 450 need 4. From one warm replica, three start a startup (90 s) ahead; from
+    # four warm, keeping three idle for the first minute (60 s) is cheaper. 2 GPUs each.
+    best = oracle(step_load(), 2.0, 2)
+    assert best is not None
+    assert best.needs == (1, 4)
+    one = simulate(step_load(), spec, "llmfleet", "fast", 90, SLO, capacity_rps=2.0)
+    assert one.oracle_gpu_hours == pytest.approx(best.gpu_hours)
+    assert one.oracle_started_gpu_hours == pytest.approx(best.gpu_hours + 3 * 90 * 2 / 3600)
+    four = simulate(
+        step_load(), spec, "static", "fast", 90, SLO, capacity_rps=2.0, initial_replicas=4
+    )
+    assert four.oracle_started_gpu_hours == pytest.approx(best.gpu_hours + 3 * 60 * 2 / 3600)
 
 
 def test_capacity_is_where_one_replica_still_meets_the_slo(spec: LLMDeploymentSpec) -> None:
@@ -139,6 +155,7 @@ def test_report_json_has_the_numbers(spec: LLMDeploymentSpec) -> None:
         "gpu_hours",
         "oracle_gpu_hours",
         "gpu_hours_vs_oracle",
+        "oracle_started_gpu_hours",
         "direction_flips",
         "time_to_capacity_median_s",
         "time_to_capacity_max_s",

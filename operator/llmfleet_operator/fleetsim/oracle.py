@@ -33,9 +33,10 @@ measure a capacity once and pass it to every run). Two steps:
    gap shorter than a startup it keeps the replica instead (cheaper than a restart). Per
    layer (the ``j``-th replica, needed while a bucket needs ``j`` or more), each run of
    buckets costs ``min(gap, startup_s)`` before it, or ``startup_s`` if it is the layer's
-   first run after the start; the first bucket's replicas are warm, as every autoscaler's
-   are in the bench. Added to the fitted oracle, a tighter lower bound at a given startup
-   time: no fleet with that startup avoids those seconds.
+   first and no replica was warm for it at the start (as many as the fleet it is held
+   against starts with: the first bucket's need in the bench). Added to the oracle, a
+   tighter lower bound at a given startup time: no fleet with that startup and that warm
+   start avoids those seconds.
 """
 
 from __future__ import annotations
@@ -151,12 +152,17 @@ def oracle(
     return Oracle(capacity_rps, bucket_s, needs, gpu_hours)
 
 
-def starting_seconds(needs: Sequence[int], bucket_s: float, startup_s: float) -> float:
+def starting_seconds(
+    needs: Sequence[int], bucket_s: float, startup_s: float, warm: int | None = None
+) -> float:
     """Replica-seconds a fleet following ``needs`` spends starting replicas, or keeping
-    them across gaps shorter than ``startup_s`` (module docstring, step 4)."""
+    them across gaps shorter than ``startup_s`` (module docstring, step 4), with ``warm``
+    replicas ready at the start (default: the first bucket's need)."""
+    if warm is None:
+        warm = needs[0] if needs else 0
     total = 0.0
     for layer in range(1, max(needs, default=0) + 1):
-        served_until = 0.0 if needs[0] >= layer else None  # warm at the start
+        served_until = 0.0 if layer <= warm else None
         for index, need in enumerate(needs):
             if need < layer:
                 continue

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from llmfleet_operator.fleetsim.oracle import Oracle
+from llmfleet_operator.fleetsim.oracle import Oracle, starting_seconds
 from llmfleet_operator.fleetsim.outcome import Change, Outcome, Point
 from llmfleet_operator.fleetsim.slo import Slo, meets, percentile, tpot
 from llmfleet_operator.fleetsim.trace import Trace
@@ -79,6 +79,9 @@ class Report:
     oracle_gpu_hours: float | None
     """The oracle's lower-bound estimate (:mod:`.oracle`); None when no capacity."""
     gpu_hours_vs_oracle: float | None
+    oracle_started_gpu_hours: float | None
+    """The oracle with its starts charged at ``settings.startup_s`` from the replay's warm
+    start (:func:`.oracle.starting_seconds`): GPU-hours count starting replicas."""
     duration_s: float
     """Simulated seconds, from the first arrival to the last answer."""
     wall_s: float
@@ -116,7 +119,8 @@ class Report:
             ("TPOT p50 / p99", f"{num(self.tpot_p50_s, '.4f')} / {num(self.tpot_p99_s, '.4f')} s"),
             ("GPU-hours", f"{self.gpu_hours:.2f} ({self.mean_replicas:.2f} replicas on average)"),
             ("oracle GPU-hours", f"{num(self.oracle_gpu_hours)}"
-                                 f" (x{num(self.gpu_hours_vs_oracle)})"),
+                                 f" (x{num(self.gpu_hours_vs_oracle)}),"
+                                 f" {num(self.oracle_started_gpu_hours)} with its starts"),
             ("scaling", f"{self.scale_ups} up, {self.scale_downs} down, "
                         f"{self.direction_flips} direction flips, peak {self.peak_replicas}"),
             ("time to capacity", f"median {num(self.time_to_capacity_median_s, '.0f', 's')}, "
@@ -146,8 +150,10 @@ def build(
     oracle: Oracle | None,
     capacity_rps: float | None,
     wall_s: float,
+    warm: int | None = None,
 ) -> Report:
-    """The report of one replay (module docstring)."""
+    """The report of one replay (module docstring); ``warm``: the replicas it started
+    with (the oracle's starts are charged beyond them; default its first minute's)."""
     met = met_tokens = 0
     ttfts: list[tuple[float, float]] = []
     tpots: list[float] = []
@@ -191,6 +197,14 @@ def build(
         oracle_gpu_hours=None if oracle is None else oracle.gpu_hours,
         gpu_hours_vs_oracle=(
             gpu_hours / oracle.gpu_hours if oracle is not None and oracle.gpu_hours > 0 else None
+        ),
+        oracle_started_gpu_hours=(
+            None
+            if oracle is None
+            else oracle.gpu_hours
+            + starting_seconds(oracle.needs, oracle.bucket_s, settings.startup_s, warm)
+            * settings.gpus_per_replica
+            / 3600
         ),
         duration_s=duration,
         wall_s=wall_s,

@@ -119,4 +119,5 @@ def simulate(
         initial_replicas=initial_replicas,
     )
     wall = time.perf_counter() - started
-    return build(settings, replay, slo, outcome, best, capacity_rps, wall)
+    warm = policy.initial_replicas if initial_replicas is None else initial_replicas
+    return build(settings, replay, slo, outcome, best, capacity_rps, wall, warm)
