@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 float(target),
                 tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in judged),
                 max(by_trace[name][tier]["fitted_oracle_first"] for tier in judged),
-                tweaks if policy == "llmfleet" else (),  # type: ignore[arg-type]
+                tweaks if policy == "llmfleet" else (),
                 args.sweep,
             )
             for name in names

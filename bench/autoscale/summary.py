@@ -66,12 +66,14 @@ def goal(ceiling: float) -> float:
 def with_starts(prepared: dict[str, Any], startup_s: float) -> float | None:
     """The fitted oracle's GPU-hours with its starts charged at ``startup_s``
     (:func:`llmfleet_operator.fleetsim.starting_seconds`); None without a fitted oracle."""
-    fitted = prepared.get("fitted_oracle_gpu_hours")
+    fitted: float | None = prepared.get("fitted_oracle_gpu_hours")
     if fitted is None:
         return None
-    needs, bucket_s = prepared["fitted_oracle_needs"], prepared["oracle_bucket_s"]
-    seconds = starting_seconds(needs, bucket_s, startup_s)
-    return fitted + seconds * prepared["gpus_per_replica"] / 3600
+    gpus: int = prepared["gpus_per_replica"]
+    seconds = starting_seconds(
+        prepared["fitted_oracle_needs"], prepared["oracle_bucket_s"], startup_s
+    )
+    return fitted + seconds * gpus / 3600
 
 
 def ours_point(points: Sequence[Point], wanted: float) -> Point:
