@@ -28,15 +28,17 @@ measure a capacity once and pass it to every run). Two steps:
    Where even ``k = min_scale`` misses the goal, it says so (``fitted`` None) with the
    best attainment it saw.
 4. :func:`starting_seconds`: what a schedule's starts cost when a replica takes
-   ``startup_s`` to start (GPU-hours count starting replicas). The schedule still knows
-   the future and starts each replica exactly ``startup_s`` before its bucket; across a
-   gap shorter than a startup it keeps the replica instead (cheaper than a restart). Per
+   ``startup_s`` to start (GPU-hours count starting replicas). The fleet still knows the
+   future and starts each replica exactly ``startup_s`` before its bucket; across a gap
+   shorter than a startup it keeps the replica instead (cheaper than a restart). Per
    layer (the ``j``-th replica, needed while a bucket needs ``j`` or more), each run of
    buckets costs ``min(gap, startup_s)`` before it, or ``startup_s`` if it is the layer's
-   first and no replica was warm for it at the start (as many as the fleet it is held
-   against starts with: the first bucket's need in the bench). Added to the oracle, a
-   tighter lower bound at a given startup time: no fleet with that startup and that warm
-   start avoids those seconds.
+   first and no replica was warm for it at the start (as many as the fleet it is compared
+   with starts with: the first bucket's need in the bench). Added to an oracle, the least
+   a clairvoyant fleet that follows its schedule pays at that startup time. Not a lower
+   bound on every fleet: one that does not follow the schedule may pay less (on the
+   bench's code trace, whose fitted schedule swings by tens of replicas a minute, a
+   static fleet reaches the goal for less).
 """
 
 from __future__ import annotations

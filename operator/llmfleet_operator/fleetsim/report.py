@@ -80,8 +80,9 @@ class Report:
     """The oracle's lower-bound estimate (:mod:`.oracle`); None when no capacity."""
     gpu_hours_vs_oracle: float | None
     oracle_started_gpu_hours: float | None
-    """The oracle with its starts charged at ``settings.startup_s`` from the replay's warm
-    start (:func:`.oracle.starting_seconds`): GPU-hours count starting replicas."""
+    """The oracle's schedule with its starts charged at ``settings.startup_s`` from the
+    replay's warm start (:func:`.oracle.starting_seconds`): what a clairvoyant fleet that
+    follows it pays (GPU-hours count starting replicas). Not a bound on every fleet."""
     duration_s: float
     """Simulated seconds, from the first arrival to the last answer."""
     wall_s: float
