@@ -207,6 +207,12 @@ def sweep(policy: str, override: str | None, prepared: dict[str, Any]) -> list[f
     return list(SWEEPS[policy])
 
 
+def write(result: dict[str, Any], out: Path) -> None:
+    """The table (``out``.md) and the plots (``out``-<trace>-<tier>.png) of a run."""
+    out.with_suffix(".md").write_text(summary.markdown(result))
+    summary.plots(result, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--traces", help="directory of azure_llm_2023_{code,conv}.csv")
@@ -230,7 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--speed", action="append", default=[], metavar="TRACE=X")
     parser.add_argument("--out", default=str(RESULTS / "autoscale"), help="output path prefix")
+    parser.add_argument(
+        "--from-json",
+        metavar="JSON",
+        help="replay nothing: write the table and plots of an earlier run's JSON to --out",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        write(json.loads(Path(args.from_json).read_text()), Path(args.out))
+        return 0
     directory = traces_dir(args.traces)
     tweaks = tuple(tuple(item.split("=", 1)) for item in args.set)
     for item in args.speed:
@@ -306,8 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(summary.markdown(result))
-    summary.plots(result, out)
+    write(result, out)
     print(f"{len(jobs)} replays in {elapsed:.0f}s with {args.workers} workers -> {out}.json")
     for p in sorted(
         points, key=lambda p: (p["trace"], p["tier"], p["startup_s"], p["policy"], p["target"])
