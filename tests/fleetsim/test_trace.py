@@ -1,5 +1,5 @@
 """Trace loading: the Azure and the plain layout, sorting and the origin at 0, speed-up,
-and bad input refused with the file and line named."""
+overlaid copies, and bad input refused with the file and line named."""
 
 from __future__ import annotations
 
@@ -46,6 +46,24 @@ def test_faster_divides_arrivals() -> None:
     assert trace.faster(1) is trace
     with pytest.raises(ValueError, match="positive"):
         trace.faster(0)
+
+
+def test_denser_overlays_shifted_copies_over_the_same_time() -> None:
+    trace = trace_from_rows("t", [(0.0, 1, 1), (30.0, 2, 1), (60.0, 3, 1)])
+    denser = trace.denser(2, spread_s=20.0)
+    # The second copy is 10 s later; its last request wraps around (period 70 s) to 0.
+    assert [(r.arrival_s, r.prompt_tokens) for r in denser.requests] == [
+        (0.0, 1),
+        (0.0, 3),
+        (10.0, 1),
+        (30.0, 2),
+        (40.0, 2),
+        (60.0, 3),
+    ]
+    assert denser.duration_s == trace.duration_s
+    assert trace.denser(1) is trace
+    with pytest.raises(ValueError, match="at least 1"):
+        trace.denser(0)
 
 
 @pytest.mark.parametrize(

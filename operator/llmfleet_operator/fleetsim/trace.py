@@ -1,4 +1,4 @@
-"""Request traces: read a CSV into arrivals and token counts, replay it faster.
+"""Request traces: read a CSV into arrivals and token counts, replay it faster or denser.
 
 Called by :func:`llmfleet_operator.fleetsim.simulate`'s callers (the CLI, the autoscaling
 bench) and by the oracle. Two CSV layouts are read, told apart by the header:
@@ -60,6 +60,24 @@ class Trace:
             self,
             requests=tuple(replace(r, arrival_s=r.arrival_s / speed) for r in self.requests),
         )
+
+    def denser(self, copies: int, spread_s: float = 60.0) -> Trace:
+        """``copies`` times the load over the same time: the trace overlaid on itself,
+        the ``i``-th copy shifted by ``i x spread_s / copies`` seconds and wrapped around
+        the duration. Unlike :meth:`faster`, ramps keep their length (a 20-minute ramp
+        stays 20 minutes, against a fixed startup and scale-down window); only bursts
+        shorter than ``spread_s`` are smoothed, since the copies' shifts decorrelate them."""
+        if copies < 1:
+            raise ValueError(f"copies must be at least 1, got {copies}")
+        if copies == 1 or not self.requests:
+            return self
+        period = self.duration_s + spread_s / copies  # the last copy's wrap lands after 0
+        shifted = (
+            replace(r, arrival_s=(r.arrival_s + i * spread_s / copies) % period)
+            for i in range(copies)
+            for r in self.requests
+        )
+        return replace(self, requests=tuple(sorted(shifted, key=lambda r: r.arrival_s)))
 
 
 def trace_from_rows(name: str, rows: list[tuple[float, int, int]]) -> Trace:
