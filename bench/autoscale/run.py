@@ -76,6 +76,8 @@ class Job:
     initial: int
     """Replicas warm at the start, for every autoscaler alike: the fitted oracle's
     first-minute need at the tier judged."""
+    copies: int
+    """Copies of the trace overlaid (``Trace.denser``): 1 unless ``--copies``."""
     tweaks: tuple[tuple[str, str], ...] = ()
     """``--set`` overrides of ours' spec.autoscaling (dotted camelCase paths), for tuning."""
     sweep: str = "targets.slotsUsed"
@@ -146,7 +148,7 @@ def policy_for(job: Job) -> Policy:
 
 def run_job(job: Job) -> list[dict[str, Any]]:
     """One replay, judged at every tier."""
-    trace = replay(job.path, job.speed)
+    trace = replay(job.path, job.speed, job.copies)
     deployment = spec()
     target = job.target
     policy = policy_for(job)
@@ -197,18 +199,19 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     return points
 
 
-def sweep(policy: str, override: str | None, prepared: dict[str, Any]) -> list[float]:
-    """The targets to replay ``policy`` at (``--targets`` overrides ours)."""
-    if policy == "llmfleet" and override:
-        return [float(t) for t in override.split(",")]
+def sweep(policy: str, overrides: dict[str, str], prepared: dict[str, Any]) -> list[float]:
+    """The targets to replay ``policy`` at (``--targets`` overrides them)."""
+    if policy in overrides:
+        return [float(t) for t in overrides[policy].split(",")]
     if policy == "static":
-        peak = prepared["relaxed"]["oracle_peak"]
+        peak = min(entry["oracle_peak"] for tier, entry in prepared.items() if tier in TIERS)
         return sorted({float(max(1, round(peak * share))) for share in SWEEPS["static"]})
     return list(SWEEPS[policy])
 
 
 def write(result: dict[str, Any], out: Path) -> None:
     """The table (``out``.md) and the plots (``out``-<trace>-<tier>.png) of a run."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(summary.markdown(result))
     summary.plots(result, out)
 
@@ -220,7 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--trace", action="append", choices=TRACES)
     parser.add_argument("--startup", action="append", type=float)
-    parser.add_argument("--targets", help="override ours' sweep: comma-separated values")
+    parser.add_argument(
+        "--targets",
+        action="append",
+        default=[],
+        metavar="[POLICY=]VALUES",
+        help="override a sweep with comma-separated values (ours without POLICY=;"
+        " static: fleet sizes)",
+    )
+    parser.add_argument("--tier", action="append", choices=TIERS)
     parser.add_argument(
         "--sweep",
         default="targets.slotsUsed",
@@ -235,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         help="override ours' spec.autoscaling, e.g. scaleDown.maxStep=20%% (tuning)",
     )
     parser.add_argument("--speed", action="append", default=[], metavar="TRACE=X")
+    parser.add_argument(
+        "--copies",
+        action="append",
+        default=[],
+        metavar="TRACE=K",
+        help="K copies of TRACE overlaid: K times the load over the same time (with --speed"
+        " TRACE=1 in place of the speed-up)",
+    )
     parser.add_argument("--out", default=str(RESULTS / "autoscale"), help="output path prefix")
     parser.add_argument(
         "--from-json",
@@ -250,19 +269,25 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.speed:
         name, value = item.split("=")
         SPEED[name] = float(value)
+    copies = {name: int(value) for name, value in (item.split("=") for item in args.copies)}
+    overrides = dict(
+        item.split("=", 1) if "=" in item else ("llmfleet", item) for item in args.targets
+    )
+    tiers = args.tier or list(TIERS)
     names = args.trace or list(TRACES)
     paths = {name: str(directory / f"azure_llm_2023_{name}.csv") for name in names}
     policies = args.policies.split(",")
     startups = args.startup or list(STARTUPS)
     started = time.monotonic()
     with ProcessPoolExecutor(args.workers) as pool:
-        pairs = [(name, tier) for name in names for tier in TIERS]
+        pairs = [(name, tier) for name in names for tier in tiers]
         prepared = pool.map(
             prepare,
             [n for n, _ in pairs],
             [paths[n] for n, _ in pairs],
             [SPEED[n] for n, _ in pairs],
             [t for _, t in pairs],
+            [copies.get(n, 1) for n, _ in pairs],
         )
         by_trace: dict[str, dict[str, Any]] = {}
         for entry in prepared:
@@ -278,17 +303,18 @@ def main(argv: list[str] | None = None) -> int:
                 float(target),
                 tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in judged),
                 max(by_trace[name][tier]["fitted_oracle_first"] for tier in judged),
+                copies.get(name, 1),
                 tweaks if policy == "llmfleet" else (),
                 args.sweep,
             )
             for name in names
             for startup in startups
             for policy in policies
-            for target in sweep(policy, args.targets, by_trace[name])
+            for target in sweep(policy, overrides, by_trace[name])
             # A static fleet never starts a replica and ignores the warm start: one
             # replay serves every startup time and tier.
             if policy != "static" or startup == startups[0]
-            for judged in ([tuple(TIERS)] if policy == "static" else [(t,) for t in TIERS])
+            for judged in ([tuple(tiers)] if policy == "static" else [(t,) for t in tiers])
         ]
         points = [p for batch in pool.map(run_job, jobs) for p in batch]
     points += [
@@ -303,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         "profile": PROFILE,
         "deployment": str(SPEC_FILE.relative_to(REPO)),
         "speed": {n: SPEED[n] for n in names},
-        "tiers": {tier: TIER_TEXT[tier] for tier in TIERS},
+        "copies": {n: copies.get(n, 1) for n in names},
+        "tiers": {tier: TIER_TEXT[tier] for tier in tiers},
         "scrape_s": SCRAPE_S,
         "lag_s": LAG_S,
         "sweeps": {p: SWEEPS[p] for p in policies},
@@ -318,9 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     write(result, out)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"{len(jobs)} replays in {elapsed:.0f}s with {args.workers} workers -> {out}.json")
     for p in sorted(
         points, key=lambda p: (p["trace"], p["tier"], p["startup_s"], p["policy"], p["target"])

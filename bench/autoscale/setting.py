@@ -83,8 +83,8 @@ def profile() -> Profile:
 
 
 @cache
-def replay(path: str, speed: float) -> Trace:
-    return load_trace(path).faster(speed)
+def replay(path: str, speed: float, copies: int = 1) -> Trace:
+    return load_trace(path).faster(speed).denser(copies)
 
 
 def ceilings(trace: Trace) -> dict[str, float]:
@@ -108,10 +108,10 @@ def ceilings(trace: Trace) -> dict[str, float]:
     return {tier: count / len(trace.requests) for tier, count in met.items()}
 
 
-def prepare(trace: str, path: str, speed: float, tier: str) -> dict[str, Any]:
+def prepare(trace: str, path: str, speed: float, tier: str, copies: int = 1) -> dict[str, Any]:
     """For one trace and tier: one replica's capacity, the attainment ceiling and goal,
     the raw oracle (and its replay's attainment) and the oracle fitted to the goal."""
-    sped = replay(path, speed)
+    sped = replay(path, speed, copies)
     gpus = spec().parallelism.gpus_per_group
     slo = TIERS[tier]
     ceiling = ceilings(sped)[tier]

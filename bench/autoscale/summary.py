@@ -35,6 +35,13 @@ BASELINES = ("static", "hpa", "keda", "kpa", "llm-d")
 Point = dict[str, Any]
 
 
+def load(result: dict[str, Any], trace: str) -> str:
+    """How a trace was loaded: ``x4`` (sped up), ``4 copies`` (overlaid), or both."""
+    speed, copies = result["speed"][trace], result.get("copies", {}).get(trace, 1)
+    faster = f"x{speed:g}" if speed != 1 or copies == 1 else ""
+    return " ".join(part for part in (faster, f"{copies} copies" if copies > 1 else "") if part)
+
+
 def front(points: Sequence[Point]) -> list[Point]:
     """The Pareto front: by GPU-hours, each point attaining more than every cheaper one."""
     best: list[Point] = []
@@ -110,7 +117,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "trace": trace,
             "tier": tier,
             "startup_s": startup,
-            "speed": result["speed"][trace],
+            "load": load(result, trace),
             "ceiling": prepared["ceiling"],
             "ours": ours,
             "oracle_gpu_hours": prepared["oracle_gpu_hours"],
@@ -180,9 +187,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Profile `{result['profile']}`, deployment `{result['deployment']}`; scrape every"
         f" {result['scrape_s']:.0f}s, seen {result['lag_s']:.0f}s later. Tiers: "
         + "; ".join(f"{name} = {text}" for name, text in tiers.items())
-        + ". Speed: "
-        + ", ".join(f"{trace} x{speed:g}" for trace, speed in result["speed"].items())
-        + " (arrivals compressed so that the fleet is tens of replicas, not a handful).",
+        + ". Load: "
+        + ", ".join(f"{trace} {load(result, trace)}" for trace in result["speed"])
+        + " (xN: arrivals N times faster; N copies: the trace overlaid on itself N times"
+        " over the same time; either way the fleet is tens of replicas, not a handful).",
         "",
         "Ours: the cheapest swept point with attainment >= the goal (99%, or 99% of the"
         f" ceiling where that is lower), else its best. **Bar: goal reached at <= {BAR}x the"
@@ -219,7 +227,7 @@ def markdown(result: dict[str, Any]) -> str:
     for row in table:
         ours = row["ours"]
         cells = [
-            f"{row['trace']} x{row['speed']:g}",
+            f"{row['trace']} {row['load']}",
             row["tier"],
             f"{row['startup_s']:.0f}s",
             f"{row['ceiling']:.1%} ({row['goal']:.1%})",
@@ -290,7 +298,7 @@ def plots(result: dict[str, Any], prefix: Path) -> list[Path]:
                     started = with_starts(prepared, startup)
                     ax.axvline(started, color="black", linestyle="-.", label="fitted + starts")
                 ax.axhline(100 * GOAL, color="black", linewidth=0.8)
-                title = f"{trace} x{result['speed'][trace]:g}, {result['tiers'][tier]}"
+                title = f"{trace} {load(result, trace)}, {result['tiers'][tier]}"
                 ax.set_title(f"{title}, startup {startup:.0f}s", fontsize=9)
                 ax.set_xlabel("GPU-hours")
                 ax.set_ylabel("SLO attainment (%)")
