@@ -38,10 +38,11 @@ def test_table(trace_file: Path, deployment_file: Path, capsys: pytest.CaptureFi
 
 
 def test_json(trace_file: Path, deployment_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(args(trace_file, deployment_file, "--json", "--speed", "2")) == 0
+    assert main(args(trace_file, deployment_file, "--json", "--speed", "2", "--copies", "2")) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["attainment"] == 1.0
     assert data["settings"]["speed"] == 2
+    assert data["settings"]["copies"] == 2
     assert data["settings"]["gpus_per_replica"] == 2
     assert {"gpu_hours", "oracle_gpu_hours", "direction_flips", "goodput_rps"} <= set(data)
 
@@ -61,6 +62,8 @@ def test_plot_writes_a_png(
         (["--startup-s", "-1"], "must be zero or more"),
         (["--slo-ttft-s", "0"], "must be positive"),
         (["--speed", "fast"], "'fast' is not a number"),
+        (["--copies", "0"], "must be at least 1"),
+        (["--copies", "1.5"], "'1.5' is not a whole number"),
         (["--profile", "tpu"], "unknown 'tpu'"),
         (["--replicas", "3"], "only for --policy static"),
         (["--policy", "llm-d", "--target", "2"], "kvCacheThreshold"),

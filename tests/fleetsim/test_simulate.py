@@ -94,12 +94,17 @@ def test_capacity_is_where_one_replica_still_meets_the_slo(spec: LLMDeploymentSp
     assert light.attainment >= 0.99
 
 
-def test_speed_multiplies_the_load(spec: LLMDeploymentSpec) -> None:
+def test_speed_and_copies_multiply_the_load(spec: LLMDeploymentSpec) -> None:
     trace = steady(rate=2, seconds=60)
     slow = simulate(trace, spec, "static", "fast", 0, SLO, capacity_rps=5.0)
     fast = simulate(trace, spec, "static", "fast", 0, SLO, capacity_rps=5.0, speed=2)
     assert fast.duration_s == pytest.approx(slow.duration_s / 2, abs=1.0)
     assert fast.settings.speed == 2
+    roomy = make_policy("static", spec, replicas=4)  # twice the load, no queue
+    dense = simulate(trace, spec, roomy, "fast", 0, SLO, capacity_rps=5.0, copies=2)
+    assert dense.requests == 2 * slow.requests
+    assert dense.duration_s == pytest.approx(slow.duration_s, abs=1.0)
+    assert dense.settings.copies == 2
 
 
 def four_slots(spec: LLMDeploymentSpec) -> LLMDeploymentSpec:

@@ -51,11 +51,11 @@ def test_faster_divides_arrivals() -> None:
 def test_denser_overlays_shifted_copies_over_the_same_time() -> None:
     trace = trace_from_rows("t", [(0.0, 1, 1), (30.0, 2, 1), (60.0, 3, 1)])
     denser = trace.denser(2, spread_s=20.0)
-    # The second copy is 10 s later; its last request wraps around (period 70 s) to 0.
+    # The second copy is 10 s later; its last request wraps around the 60 s to 10 s.
     assert [(r.arrival_s, r.prompt_tokens) for r in denser.requests] == [
         (0.0, 1),
-        (0.0, 3),
         (10.0, 1),
+        (10.0, 3),
         (30.0, 2),
         (40.0, 2),
         (60.0, 3),

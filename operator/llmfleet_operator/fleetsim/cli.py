@@ -47,6 +47,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     value = _number(text)
     if value < 0:
@@ -93,6 +103,13 @@ def parser() -> argparse.ArgumentParser:
         type=_positive,
         default=1.0,
         help="replay X times faster: arrival times divided by X, i.e. X times the load (default 1)",
+    )
+    p.add_argument(
+        "--copies",
+        type=_count,
+        default=1,
+        help="overlay K copies of the trace, shifted within a minute: K times the load over"
+        " the same time, ramps as long as in the trace (default 1)",
     )
     p.add_argument("--target", type=_positive, help=f"override the main target ({targets})")
     p.add_argument("--replicas", type=int, help="static fleet size (default: the oracle's peak)")
@@ -158,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         scrape_s=args.scrape_s,
         lag_s=args.lag_s,
         speed=args.speed,
+        copies=args.copies,
         capacity_rps=args.capacity_rps,
     )
     print(report.to_json() if args.json else report.table())

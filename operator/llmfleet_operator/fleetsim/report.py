@@ -45,6 +45,7 @@ class Settings:
     speed: float
     period_s: float
     gpus_per_replica: int
+    copies: int = 1
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ class Report:
             return "-" if value is None else f"{value:{spec}}{unit}"
 
         rows = [
-            ("policy", f"{s.policy} on {s.trace} x{s.speed:g} ({s.profile})"),
+            ("policy", f"{s.policy} on {s.trace} x{s.speed:g}"
+                       f"{f', {s.copies} copies' if s.copies > 1 else ''} ({s.profile})"),
             ("SLO", f"TTFT <= {s.slo_ttft_s:g}s, TPOT <= {s.slo_tpot_s * 1000:g}ms"),
             ("attainment", f"{self.attainment:.2%} of {self.requests} requests"),
             ("goodput", f"{self.goodput_rps:.2f} req/s, {self.goodput_tokens_per_s:.0f} tok/s"),

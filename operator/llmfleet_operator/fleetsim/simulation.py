@@ -58,6 +58,7 @@ def simulate(
     scrape_s: float = DEFAULT_SCRAPE_S,
     lag_s: float = DEFAULT_LAG_S,
     speed: float = 1.0,
+    copies: int = 1,
     target: float | None = None,
     capacity_rps: float | None = None,
     oracle_bucket_s: float = 60.0,
@@ -76,6 +77,8 @@ def simulate(
     * ``scrape_s``, ``lag_s``: the metrics pipeline (a sample is seen ``lag_s`` after it
       was taken, and taken every ``scrape_s``).
     * ``speed``: arrivals ``speed`` times faster (``speed`` times the load, same requests).
+    * ``copies``: the trace overlaid on itself ``copies`` times (:meth:`.Trace.denser`):
+      ``copies`` times the load over the same time.
     * ``capacity_rps``: one replica's capacity at the SLO for the oracle; None measures it
       (:func:`.oracle.capacity`, a few seconds on a 70B profile): measure once per trace,
       profile and SLO with :func:`.oracle.capacity` and pass it to every run of a sweep.
@@ -84,7 +87,7 @@ def simulate(
       ``max(1, minReplicas)`` for the autoscalers and the fleet size for static).
     """
     engine_profile = fleet_profile(profile, spec)
-    replay = trace.faster(speed)
+    replay = trace.faster(speed).denser(copies)
     if isinstance(policy, str):
         policy = make_policy(policy, spec, target)
     if capacity_rps is None:
@@ -103,6 +106,7 @@ def simulate(
         scrape_s=scrape_s,
         lag_s=lag_s,
         speed=speed,
+        copies=copies,
         period_s=policy.period_s,
         gpus_per_replica=gpus,
     )

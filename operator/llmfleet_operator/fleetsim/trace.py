@@ -69,14 +69,16 @@ class Trace:
         shorter than ``spread_s`` are smoothed, since the copies' shifts decorrelate them."""
         if copies < 1:
             raise ValueError(f"copies must be at least 1, got {copies}")
-        if copies == 1 or not self.requests:
+        if copies == 1 or self.duration_s == 0:
             return self
-        period = self.duration_s + spread_s / copies  # the last copy's wrap lands after 0
-        shifted = (
-            replace(r, arrival_s=(r.arrival_s + i * spread_s / copies) % period)
-            for i in range(copies)
-            for r in self.requests
-        )
+        duration = self.duration_s
+        shifted = []
+        for i in range(copies):
+            for request in self.requests:
+                arrival = request.arrival_s + i * spread_s / copies
+                if arrival > duration:  # wrapped around to the start
+                    arrival -= duration
+                shifted.append(replace(request, arrival_s=arrival))
         return replace(self, requests=tuple(sorted(shifted, key=lambda r: r.arrival_s)))
 
 
