@@ -38,8 +38,9 @@ Point = dict[str, Any]
 def load(result: dict[str, Any], trace: str) -> str:
     """How a trace was loaded: ``x4`` (sped up), ``4 copies`` (overlaid), or both."""
     speed, copies = result["speed"][trace], result.get("copies", {}).get(trace, 1)
-    faster = f"x{speed:g}" if speed != 1 or copies == 1 else ""
-    return " ".join(part for part in (faster, f"{copies} copies" if copies > 1 else "") if part)
+    if copies == 1:
+        return f"x{speed:g}"
+    return f"{copies} copies" + (f" x{speed:g}" if speed != 1 else "")
 
 
 def front(points: Sequence[Point]) -> list[Point]:
