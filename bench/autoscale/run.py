@@ -169,10 +169,12 @@ def run_job(job: Job) -> list[dict[str, Any]]:
             scrape_s=SCRAPE_S,
             lag_s=LAG_S,
             speed=job.speed,
+            copies=job.copies,
             period_s=policy.period_s,
             gpus_per_replica=gpus,
         )
-        report = build(settings, trace, slo, outcome, oracle(trace, rps, gpus), rps, wall)
+        best = oracle(trace, rps, gpus)
+        report = build(settings, trace, slo, outcome, best, rps, wall, job.initial)
         points.append(
             {
                 "trace": job.trace,

@@ -43,9 +43,9 @@ class Settings:
     scrape_s: float
     lag_s: float
     speed: float
+    copies: int
     period_s: float
     gpus_per_replica: int
-    copies: int = 1
 
 
 @dataclass(frozen=True)
