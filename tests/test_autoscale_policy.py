@@ -427,6 +427,14 @@ def test_a_replica_just_ready_without_a_sample_forbids_scale_down() -> None:
     assert "new just became ready and has no sample yet: no scale-down" in decision.message
 
 
+def test_a_replica_just_ready_without_a_sample_is_not_idle() -> None:
+    # Idle for longer than the timeout, as far as the measured replicas tell: the new one
+    # may already serve, so no scale to zero before it is scraped.
+    observed = _just_ready({"waiting": 0}, ready_for=10)
+    decision = decide(spec(**ZERO), observed, History(last_demand_at=NOW - 700), NOW)
+    assert (decision.desired, decision.reason) == (3, Reason.AWAITING_STARTUP)
+
+
 def test_a_replica_ready_for_longer_than_the_staleness_without_a_sample_holds() -> None:
     decision = run(_just_ready({"waiting": 7}, ready_for=61))
     assert (decision.desired, decision.reason) == (3, Reason.HOLDING_ON_MISSING_METRICS)

@@ -179,7 +179,8 @@ class _Decider:
         hold = self._hold()
         if hold is not None:
             return self._finish(hold, (), False, self.history)
-        idle = self._idle()
+        # A replica not measured yet may have demand: not idle (the scale rules hold it).
+        idle = None if self.unmeasured else self._idle()
         if idle is not None:
             return self._done(idle)
         return self._scale()
