@@ -7,13 +7,15 @@ slope over the stable window and needs three points; headroom is upward only, ze
 without a learned startup and capped at what the signal asks for now; through
 :func:`decide`: a rising load orders its headroom and says so, a flat or falling one
 adds none, nor does a rising one while ordered replicas are not ready yet or with
-trendHeadroom off, an empty history learns the startup from the replicas it sees; the
-trend is fitted over the stable window or the learned startup, the longer (capped), and
-the levels kept stay within it.
+trendHeadroom off, or whose levels were read within a stable window after the last
+scale-down (which the decision records), an empty history learns the startup from the
+replicas it sees; the trend is fitted over the stable window or the learned startup, the
+longer (capped), and the levels kept stay within it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -176,6 +178,33 @@ def test_no_headroom_while_replicas_start(third_created: bool) -> None:
     assert decision.desired == 3
     assert all(reading.headroom == 0 for reading in decision.signals)
     assert "trend" not in decision.message
+
+
+@pytest.mark.parametrize(
+    ("scaled_down", "desired"),
+    [
+        (None, 5),
+        (110, 5),  # settled 50 s ago: the four levels of the rise are fitted
+        (80, 3),  # settled 20 s ago: two levels, not a trend
+        (30, 3),  # still settling: no level fitted
+    ],
+)
+def test_a_scale_down_is_not_a_trend(scaled_down: float | None, desired: int) -> None:
+    # The first rising case above (+2.0 for the trend); a scale-down that many seconds
+    # ago, with the default 60 s stable window.
+    history = trend((1.5, 2.0, 2.5), 60.0)
+    if scaled_down is not None:
+        history = replace(history, scaled_down_at=NOW - scaled_down)
+    assert decide(spec(**UNLIMITED), two_ready(6), history, NOW).desired == desired
+
+
+@pytest.mark.parametrize(("waiting", "scaled_down_at"), [(0, NOW), (6, NOW - 500)])
+def test_a_decision_records_its_scale_down(waiting: int, scaled_down_at: float) -> None:
+    history = replace(trend((), 60.0), scaled_down_at=NOW - 500)
+    now_down = spec(scale_down={"stabilization_window_seconds": 0})
+    decision = decide(now_down, two_ready(waiting), history, NOW)
+    assert decision.desired == (1 if waiting == 0 else 3)
+    assert decision.history.scaled_down_at == scaled_down_at
 
 
 def test_an_empty_history_learns_the_startup_from_the_replicas() -> None:

@@ -111,11 +111,14 @@ class History:
     """Replicas each signal asked for at recent periods, oldest first: the load's trend."""
     watching_since: float | None = None
     """When this history's first decision was made."""
+    scaled_down_at: float | None = None
+    """When the policy last asked for fewer replicas: the trend is fitted only to levels
+    read a stable window after it."""
 
 
 @dataclass(frozen=True)
 class Level:
-    """Replicas each signal asked for at one control period (its short-window reading)."""
+    """Replicas each signal asked for at one control period (its stable-window reading)."""
 
     time: float
     needed: tuple[tuple[str, float], ...]

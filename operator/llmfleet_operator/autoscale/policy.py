@@ -21,7 +21,8 @@ The order of the rules:
    Headroom: each signal also asks for its rising trend over the model's learned
    startup time (see :mod:`llmfleet_operator.autoscale.headroom`), so capacity is
    ordered before the load arrives; none while ordered replicas are not ready yet, nor
-   with ``trendHeadroom: false``.
+   with ``trendHeadroom: false``, and fitted only to levels read a stable window after
+   the last scale-down.
 5. Panic (the short window asks for ``panicThreshold`` x the ready replicas): scale up
    without waiting for the scale-up window, and no scale-down for a stable window after.
 6. Bounds, stabilization windows, then step limits; bounds win over steps.
@@ -137,14 +138,11 @@ class _Decider:
         panic: bool = False,
         history: History | None = None,
     ) -> Decision:
+        history = history or self.history
+        if step.replicas < self.current:
+            history = replace(history, scaled_down_at=self.now)
         return Decision(
-            step.replicas,
-            step.reason,
-            step.message,
-            self.current,
-            signals,
-            panic,
-            history or self.history,
+            step.replicas, step.reason, step.message, self.current, signals, panic, history
         )
 
     def from_zero(self) -> Decision:
@@ -288,7 +286,14 @@ class _Decider:
         # the same capacity twice.
         ordered = self.current > len(self.ready)
         wanted = self.scaling.trend_headroom and not ordered
-        trend = slopes(levels, window, now) if wanted else {}
+        # A scale-down raises the signals of the replicas left (bigger batches decode
+        # slower, so each holds more requests at once): the fleet's own doing, not the
+        # load's trend. Levels are fitted from a stable window after it, when the
+        # stable-window readings no longer span it.
+        down = self.history.scaled_down_at
+        settled = -float("inf") if down is None else down + self.scaling.stable_window_seconds
+        fitted = [level for level in levels if level.time > settled]
+        trend = slopes(fitted, window, now) if wanted else {}
         with_headroom = tuple(
             replace(
                 reading,
