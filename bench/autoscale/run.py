@@ -271,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.speed:
         name, value = item.split("=")
         SPEED[name] = float(value)
-    copies = {name: int(value) for name, value in (item.split("=") for item in args.copies)}
+    asked = {name: int(value) for name, value in (item.split("=") for item in args.copies)}
     overrides = dict(
         item.split("=", 1) if "=" in item else ("llmfleet", item) for item in args.targets
     )
     tiers = args.tier or list(TIERS)
     names = args.trace or list(TRACES)
+    copies = {name: asked.get(name, 1) for name in names}
     paths = {name: str(directory / f"azure_llm_2023_{name}.csv") for name in names}
     policies = args.policies.split(",")
     startups = args.startup or list(STARTUPS)
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             [paths[n] for n, _ in pairs],
             [SPEED[n] for n, _ in pairs],
             [t for _, t in pairs],
-            [copies.get(n, 1) for n, _ in pairs],
+            [copies[n] for n, _ in pairs],
         )
         by_trace: dict[str, dict[str, Any]] = {}
         for entry in prepared:
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 float(target),
                 tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in judged),
                 max(by_trace[name][tier]["fitted_oracle_first"] for tier in judged),
-                copies.get(name, 1),
+                copies[name],
                 tweaks if policy == "llmfleet" else (),
                 args.sweep,
             )
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": PROFILE,
         "deployment": str(SPEC_FILE.relative_to(REPO)),
         "speed": {n: SPEED[n] for n in names},
-        "copies": {n: copies.get(n, 1) for n in names},
+        "copies": copies,
         "tiers": {tier: TIER_TEXT[tier] for tier in tiers},
         "scrape_s": SCRAPE_S,
         "lag_s": LAG_S,
