@@ -4,14 +4,18 @@ when the goal is out of reach. What a schedule's starts cost at a given startup 
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmfleet_operator.api import LLMDeploymentSpec
 from llmfleet_operator.fleetsim import (
     Slo,
     Trace,
+    fewest_flips,
     fleet_profile,
     oracle,
     oracle_at,
@@ -95,3 +99,39 @@ def test_starts_are_charged_beyond_the_replicas_warm_at_the_start() -> None:
     # startup, stopped and started again for a longer one.
     assert starting_seconds((1, 2), 60.0, 90.0, warm=2) == 60.0
     assert starting_seconds((1, 2), 60.0, 30.0, warm=2) == 30.0
+
+
+@pytest.mark.parametrize(
+    ("needs", "costs"),
+    [
+        ((1, 2, 3), (6, 6)),  # a rising load never turns
+        ((3, 1, 3), (9, 7)),  # held through the dip, or down and up again (one flip)
+        ((1, 3, 1, 3, 1), (13, 11, 11, 9)),  # three turns follow it exactly
+        ((), (0, 0)),
+    ],
+)
+def test_fewest_flips_prices_each_number_of_turns(
+    needs: tuple[int, ...], costs: tuple[int, ...]
+) -> None:
+    assert fewest_flips(needs, len(costs) - 1) == costs
+
+
+def _turns(schedule: tuple[int, ...]) -> int:
+    moves = [1 if b > a else -1 for a, b in itertools.pairwise(schedule) if a != b]
+    return sum(1 for a, b in itertools.pairwise(moves) if a != b)
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=6), st.integers(0, 3))
+def test_fewest_flips_is_the_cheapest_schedule_within_its_turns(
+    needs: list[int], most: int
+) -> None:
+    top = max(needs)
+    cheapest = [
+        min(
+            sum(schedule)
+            for schedule in itertools.product(*(range(need, top + 1) for need in needs))
+            if _turns(schedule) <= flips
+        )
+        for flips in range(most + 1)
+    ]
+    assert fewest_flips(needs, most) == tuple(cheapest)

@@ -39,6 +39,13 @@ measure a capacity once and pass it to every run). Two steps:
    bound on every fleet: one that does not follow the schedule may pay less (on the
    bench's code trace, whose fitted schedule swings by tens of replicas a minute, a
    static fleet reaches the goal for less).
+5. :func:`fewest_flips`: how often a schedule must turn. The cheapest schedule that holds
+   at least each bucket's need and changes direction (up to down, or down to up) at most
+   ``f`` times, for each ``f``: a dynamic programme over (bucket, replicas, last
+   direction, flips). With no limit it is the oracle's own schedule; with none it only
+   rises, to each bucket's running peak. Held against a policy's GPU-hours it gives the
+   fewest flips a clairvoyant fleet (instant starts) needs at that cost, a floor for the
+   policy's flips.
 """
 
 from __future__ import annotations
@@ -293,3 +300,47 @@ def oracle_at(
         return FittedOracle(goal, raw, raw_attainment, fitted, k, attained, gpu_hours, len(tried))
     _, _, attained, gpu_hours = max(tried, key=lambda t: (t[2], -t[3]))
     return FittedOracle(goal, raw, raw_attainment, None, None, attained, gpu_hours, len(tried))
+
+
+_STILL, _UP, _DOWN = 0, 1, 2
+"""Last move of a schedule so far: none yet, up, down."""
+
+
+def fewest_flips(needs: Sequence[int], most: int) -> tuple[int, ...]:
+    """Per ``f`` in 0..``most``: the fewest replica-buckets of a schedule that holds at
+    least ``needs[i]`` in each bucket ``i`` and changes direction at most ``f`` times
+    (module docstring, step 5); GPU-hours are these x bucket_s x GPUs / 3600."""
+    if not needs:
+        return (0,) * (most + 1)
+    levels = range(max(needs) + 1)
+    never = math.inf
+    # cost[f][move][n]: the cheapest schedule so far ending at n replicas after ``move``,
+    # with f flips.
+    cost = [[[never for _ in levels] for _ in range(3)] for _ in range(most + 1)]
+    for n in levels[needs[0] :]:
+        cost[0][_STILL][n] = n
+    for need in needs[1:]:
+        after = [[[never for _ in levels] for _ in range(3)] for _ in range(most + 1)]
+        for f in range(most + 1):
+            # Rising into n: from below, turning (a flip) if the last move was down.
+            rising = _from(cost, f, keep=_UP, turn=_DOWN, order=levels)
+            falling = _from(cost, f, keep=_DOWN, turn=_UP, order=levels[::-1])
+            for n in levels[need:]:
+                after[f][_STILL][n] = cost[f][_STILL][n] + n
+                after[f][_UP][n] = min(cost[f][_UP][n], rising[n]) + n
+                after[f][_DOWN][n] = min(cost[f][_DOWN][n], falling[n]) + n
+        cost = after
+    exactly = [min(min(by_move) for by_move in by_flips) for by_flips in cost]
+    return tuple(int(min(exactly[: f + 1])) for f in range(most + 1))
+
+
+def _from(cost: list[list[list[float]]], f: int, keep: int, turn: int, order: range) -> list[float]:
+    """Per level n: the cheapest schedule that can move to n from a level before it in
+    ``order`` with ``f`` flips after the move (a move in direction ``keep``)."""
+    reach = [math.inf] * len(order)
+    best = math.inf
+    for n in order:
+        reach[n] = best
+        turned = cost[f - 1][turn][n] if f else math.inf
+        best = min(best, cost[f][_STILL][n], cost[f][keep][n], turned)
+    return reach
