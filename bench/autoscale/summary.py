@@ -22,6 +22,8 @@ from llmfleet_operator.fleetsim import fewest_flips, starting_seconds
 GOAL = 0.99
 BAR = 1.25
 """Ours may cost at most this many times the fitted oracle's GPU-hours at the goal."""
+MOST_FLIPS = 10
+"""The most turns of a clairvoyant schedule the table looks for."""
 NAMES = {
     "llmfleet": "llmfleet",
     "static": "static",
@@ -85,15 +87,15 @@ def with_starts(prepared: dict[str, Any], startup_s: float) -> float | None:
     return fitted + seconds * gpus / 3600
 
 
-def clairvoyant_flips(prepared: dict[str, Any], gpu_hours: float, most: int = 10) -> int | None:
+def clairvoyant_flips(prepared: dict[str, Any], gpu_hours: float) -> int | None:
     """The fewest direction flips of a schedule that holds the fitted oracle's need in
     every minute within ``gpu_hours`` (:func:`llmfleet_operator.fleetsim.fewest_flips`):
     what a clairvoyant fleet with instant starts turns at that cost. None: more than
-    ``most``, or no fitted oracle."""
+    :data:`MOST_FLIPS`, or no fitted oracle."""
     if prepared.get("fitted_oracle_gpu_hours") is None:
         return None
     hours = prepared["oracle_bucket_s"] * prepared["gpus_per_replica"] / 3600
-    costs = fewest_flips(prepared["fitted_oracle_needs"], most)
+    costs = fewest_flips(prepared["fitted_oracle_needs"], MOST_FLIPS)
     return next((f for f, cost in enumerate(costs) if cost * hours <= gpu_hours + 1e-9), None)
 
 
@@ -230,7 +232,7 @@ def markdown(result: dict[str, Any]) -> str:
         " the bar is judged against the fitted oracle. Flips, in brackets: the fewest a"
         " clairvoyant fleet needs at ours' GPU-hours (a schedule that holds the fitted"
         " oracle's need in every minute and turns at most that often,"
-        " `fleetsim.oracle.fewest_flips`; `-`: more than 10, or no fitted oracle).",
+        f" `fleetsim.fewest_flips`; `-`: more than {MOST_FLIPS}, or no fitted oracle).",
         "",
         "| trace | tier | startup | ceiling (goal) | raw oracle GPU-h (replayed)"
         " | fitted oracle GPU-h (k: replayed) | fitted + starts GPU-h"

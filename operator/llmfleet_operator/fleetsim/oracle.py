@@ -42,10 +42,11 @@ measure a capacity once and pass it to every run). Two steps:
 5. :func:`fewest_flips`: how often a schedule must turn. The cheapest schedule that holds
    at least each bucket's need and changes direction (up to down, or down to up) at most
    ``f`` times, for each ``f``: a dynamic programme over (bucket, replicas, last
-   direction, flips). With no limit it is the oracle's own schedule; with none it only
-   rises, to each bucket's running peak. Held against a policy's GPU-hours it gives the
-   fewest flips a clairvoyant fleet (instant starts) needs at that cost, a floor for the
-   policy's flips.
+   direction, flips). With no limit it is the oracle's own schedule; allowed no turn, it
+   only rises, to each bucket's running peak. Held against a policy's GPU-hours it gives
+   the fewest flips a clairvoyant fleet (instant starts) needs at that cost: a reference
+   for the policy's flips, not a floor (a policy that does not hold every bucket's need
+   may turn less).
 """
 
 from __future__ import annotations
