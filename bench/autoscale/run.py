@@ -74,8 +74,8 @@ class Job:
     """The tiers the replay is judged at, each with one replica's capacity at its SLO
     (requests per second): both for a static fleet, one for an autoscaler."""
     initial: int
-    """Replicas warm at the start, for every autoscaler alike: the fitted oracle's
-    first-minute need at the tier judged."""
+    """Replicas warm at the start, for every autoscaler alike: ``summary.warm_start`` at
+    the tier judged."""
     copies: int
     """Copies of the trace overlaid (``Trace.denser``): 1 unless ``--copies``."""
     tweaks: tuple[tuple[str, str], ...] = ()
@@ -90,9 +90,10 @@ class Warm:
 
     The traces start at full load; starting every autoscaler at one replica would make
     the first minutes (a cold start no SLO survives) dominate every run. Every
-    autoscaler starts where a fleet already serving that load would be: at what the
-    fitted oracle (the schedule known to reach the tier's goal) needs in the first
-    minute. So an autoscaler is replayed once per tier, each start sized for its SLO.
+    autoscaler starts with what the fitted oracle (the schedule known to reach the
+    tier's goal) holds at most in the minutes no ordered replica can serve yet, those
+    beginning within the first startup (``summary.warm_start``). So an autoscaler is
+    replayed once per tier and startup, each start sized for its SLO.
     It decides only once it has a sample taken under load: the scrape at time 0 sees
     warm, empty replicas, which a controller attached to a live fleet would never see.
     """
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 policy,
                 float(target),
                 tuple((tier, by_trace[name][tier]["capacity_rps"]) for tier in judged),
-                max(by_trace[name][tier]["fitted_oracle_first"] for tier in judged),
+                max(summary.warm_start(by_trace[name][tier], startup) for tier in judged),
                 copies[name],
                 tweaks if policy == "llmfleet" else (),
                 args.sweep,

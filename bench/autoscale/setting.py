@@ -131,8 +131,8 @@ def prepare(trace: str, path: str, speed: float, tier: str, copies: int = 1) -> 
         "fitted_oracle_gpu_hours": fit.fitted.gpu_hours if fit.fitted else None,
         "fitted_oracle_scale": fit.scale,
         "fitted_oracle_peak": fit.fitted.peak if fit.fitted else None,
-        "fitted_oracle_first": (fit.fitted or fit.raw).needs[0],
-        # What summary.rows charges for starts at each startup time (fleetsim.starting_seconds).
+        # The warm start (summary.warm_start) and what summary.rows charges for starts at
+        # each startup time (fleetsim.starting_seconds).
         "fitted_oracle_needs": list((fit.fitted or fit.raw).needs),
         "oracle_bucket_s": fit.raw.bucket_s,
         "gpus_per_replica": gpus,
