@@ -19,10 +19,10 @@ The order of the rules:
    decides; no change while it is within ``tolerance`` of the current replicas (which
    include those still starting: capacity to come).
    Headroom: each signal also asks for its rising trend over the model's learned
-   startup time (see :mod:`llmfleet_operator.autoscale.headroom`), so capacity is
-   ordered before the load arrives; none while ordered replicas are not ready yet, nor
-   with ``trendHeadroom: false``, and fitted only to levels read a stable window after
-   the last scale-down.
+   startup time, no further ahead than the levels it is fitted over reach back (see
+   :mod:`llmfleet_operator.autoscale.headroom`), so capacity is ordered before the load
+   arrives; none while ordered replicas are not ready yet, nor with ``trendHeadroom:
+   false``, and fitted only to levels read a stable window after the last scale-down.
 5. Panic (the short window asks for ``panicThreshold`` x the ready replicas): scale up
    without waiting for the scale-up window, and no scale-down for a stable window after.
 6. Bounds, stabilization windows, then step limits; bounds win over steps.
@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from llmfleet_operator.api import AutoscalingSpec, LLMDeploymentSpec, Reason
-from llmfleet_operator.autoscale.headroom import fit_window, headroom, learn_startup, slopes
+from llmfleet_operator.autoscale.headroom import fit_window, headroom, learn_startup, trends
 from llmfleet_operator.autoscale.inputs import (
     History,
     Level,
@@ -293,15 +293,18 @@ class _Decider:
         down = self.history.scaled_down_at
         settled = -float("inf") if down is None else down + self.scaling.stable_window_seconds
         fitted = [level for level in levels if level.time > settled]
-        trend = slopes(fitted, window, now) if wanted else {}
-        with_headroom = tuple(
-            replace(
+        fitted_trends = trends(fitted, window, now) if wanted else {}
+
+        def with_trend(reading: SignalReading) -> SignalReading:
+            trend = fitted_trends.get(reading.signal.value)
+            return replace(
                 reading,
-                headroom=headroom(trend.get(reading.signal.value, 0.0), startup, reading.needed),
+                headroom=headroom(trend, startup, reading.needed),
                 startup_seconds=startup,
+                ahead_seconds=None if trend is None or startup is None else trend.ahead(startup),
             )
-            for reading in readings
-        )
+
+        with_headroom = tuple(with_trend(reading) for reading in readings)
         return with_headroom, levels
 
     def _recommend(self, top: SignalReading, readings: tuple[SignalReading, ...]) -> _Step:

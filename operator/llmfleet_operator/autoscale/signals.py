@@ -60,7 +60,10 @@ class SignalReading:
     headroom: float = 0.0
     """Replicas added for the signal's rising trend over the learned startup time."""
     startup_seconds: float | None = None
-    """The learned startup time the headroom covers."""
+    """The learned startup time."""
+    ahead_seconds: float | None = None
+    """How far ahead the trend was extrapolated: the startup, or less when the levels it
+    was fitted over reach back less far."""
 
     @property
     def projected(self) -> float:
@@ -86,10 +89,11 @@ class SignalReading:
             f"target {self.target:.{digits}f}"
         )
         if self.headroom > 0:
-            text += (
-                f" (+{self.headroom:.1f} replicas for its trend over a"
-                f" {self.startup_seconds or 0:.0f}s startup)"
-            )
+            startup, ahead = self.startup_seconds or 0, self.ahead_seconds or 0
+            over = f"a {startup:.0f}s startup"
+            if ahead < startup:
+                over = f"{ahead:.0f}s of {over}, as far as it was read"
+            text += f" (+{self.headroom:.1f} replicas for its trend over {over})"
         return text
 
 
