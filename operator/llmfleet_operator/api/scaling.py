@@ -160,7 +160,8 @@ class AutoscalingSpec(ApiModel):
     at once and do not scale down until the panic passes."""
     trend_headroom: bool = True
     """Order capacity ahead of a rising load: each signal's recent trend, extrapolated
-    over the model's learned startup time. Off: size for the load measured now, which
+    over the model's learned startup time, but no further ahead than the history it was
+    fitted over reaches back. Off: size for the load measured now, which
     suits a request-rate target (its trend overshoots at the top of every ramp)."""
     scale_up: ScaleUpRules = Field(default_factory=ScaleUpRules)
     """Limits on scaling up."""
