@@ -3,9 +3,9 @@
 Cases: the startup estimate learns from replicas seen both started and ready, jumps up
 to a slower start, moves a quarter of the way to a faster one, counts each start once,
 ignores replicas not yet ready or ready in the future; the trend is a least-squares
-slope over the stable window, with the span of the levels it was fitted over, and needs
-three points; headroom is upward only, zero without a learned startup, extrapolated no
-further than that span and capped at what the signal asks for now; through
+slope over the stable window, with the seconds its levels cover, and needs three
+points; headroom is upward only, zero without a learned startup, extrapolated no
+further than those seconds and capped at what the signal asks for now; through
 :func:`decide`: a rising load orders its headroom and says so, a flat or falling one
 adds none, nor does a rising one while ordered replicas are not ready yet or with
 trendHeadroom off, or whose levels were read within a stable window after the last
@@ -83,12 +83,12 @@ def levels(*values: float, every: float = 15.0) -> tuple[Level, ...]:
 @pytest.mark.parametrize(
     ("series", "window", "expected"),
     [
-        (levels(1, 2, 3, 4), 60, {QUEUE: Trend(pytest.approx(1 / 15), 45)}),
-        (levels(4, 3, 2), 60, {QUEUE: Trend(pytest.approx(-1 / 15), 30)}),
-        (levels(2, 2, 2, 2), 60, {QUEUE: Trend(pytest.approx(0.0), 45)}),
+        (levels(1, 2, 3, 4), 60, {QUEUE: Trend(pytest.approx(1 / 15), 60)}),
+        (levels(4, 3, 2), 60, {QUEUE: Trend(pytest.approx(-1 / 15), 45)}),
+        (levels(2, 2, 2, 2), 60, {QUEUE: Trend(pytest.approx(0.0), 60)}),
         (levels(1, 2), 60, {}),  # two points are not a trend
         # The first is outside the window.
-        (levels(100, 1, 2, 3), 45, {QUEUE: Trend(pytest.approx(1 / 15), 30)}),
+        (levels(100, 1, 2, 3), 45, {QUEUE: Trend(pytest.approx(1 / 15), 45)}),
     ],
 )
 def test_trends(series: tuple[Level, ...], window: float, expected: dict[str, Trend]) -> None:
@@ -100,7 +100,7 @@ def test_trends(series: tuple[Level, ...], window: float, expected: dict[str, Tr
     [
         (Trend(0.1, 60), 60.0, 10.0, 6.0),
         (Trend(0.1, 120), 60.0, 10.0, 6.0),  # read further back than the startup
-        (Trend(0.1, 30), 60.0, 10.0, 3.0),  # read over 30 s: extrapolated 30 s, not 60
+        (Trend(0.1, 30), 60.0, 10.0, 3.0),  # levels cover 30 s: extrapolated 30 s, not 60
         (Trend(0.1, 60), None, 10.0, 0.0),  # no startup learned
         (None, 60.0, 10.0, 0.0),  # no trend
         (Trend(-0.1, 60), 60.0, 10.0, 0.0),  # upward only
@@ -147,16 +147,16 @@ def trend(earlier: tuple[float, ...], startup: float | None) -> History:
 @pytest.mark.parametrize(
     ("earlier", "startup", "desired", "headroom_words"),
     [
-        # 2 x 6 waiting / target 4 asks for 3.0 now; rising 0.5 a period of 15 s, read
-        # over 45 s: extrapolated 45 s, however long the startup.
-        ((1.5, 2.0, 2.5), 60.0, 5, "(+1.5 replicas for its trend over 45s of a 60s startup"),
-        ((1.5, 2.0, 2.5), 180.0, 5, "(+1.5 replicas for its trend over 45s of a 180s startup"),
-        # Rising 0.25 a period, read over 165 s of the 180 s fit window: +2.75.
+        # 2 x 6 waiting / target 4 asks for 3.0 now; rising 0.5 a period of 15 s. Four
+        # levels (three earlier, one now) cover 60 s: a longer startup is read 60 s ahead.
+        ((1.5, 2.0, 2.5), 60.0, 5, "(+2.0 replicas for its trend over a 60s startup)"),
+        ((1.5, 2.0, 2.5), 180.0, 5, "(+2.0 replicas for its trend over 60s of a 180s startup"),
+        # Rising 0.1 a period over twelve levels, 180 s: read a whole 180 s startup ahead.
         (
-            tuple(n / 4 for n in range(1, 12)),
+            tuple(round(1.9 + 0.1 * i, 1) for i in range(11)),
             180.0,
-            6,
-            "(+2.8 replicas for its trend over 165s of a 180s startup",
+            5,
+            "(+1.2 replicas for its trend over a 180s startup)",
         ),
         ((1.5, 2.0, 2.5), None, 3, None),  # nothing learned yet
         ((3.0, 3.0, 3.0), 60.0, 3, None),  # flat
@@ -179,7 +179,7 @@ def test_a_rising_load_orders_headroom(
 
 
 def test_no_headroom_when_switched_off() -> None:
-    # The first rising case above (+1.5 for the trend) with trendHeadroom: false.
+    # The first rising case above (+2.0 for the trend) with trendHeadroom: false.
     history = trend((1.5, 2.0, 2.5), 60.0)
     decision = decide(spec(**UNLIMITED, trend_headroom=False), two_ready(6), history, NOW)
     assert decision.desired == 3
@@ -188,7 +188,7 @@ def test_no_headroom_when_switched_off() -> None:
 
 @pytest.mark.parametrize("third_created", [True, False])
 def test_no_headroom_while_replicas_start(third_created: bool) -> None:
-    # The rising case above (asks 3.0 now, +1.5 for the trend) with a third replica
+    # The rising case above (asks 3.0 now, +2.0 for the trend) with a third replica
     # ordered and still starting, or not even created yet: the order answers the trend,
     # nothing is added.
     history = trend((1.5, 2.0, 2.5), 60.0)
@@ -211,7 +211,7 @@ def test_no_headroom_while_replicas_start(third_created: bool) -> None:
     ],
 )
 def test_a_scale_down_is_not_a_trend(scaled_down: float | None, desired: int) -> None:
-    # The first rising case above (+1.5 for the trend); a scale-down that many seconds
+    # The first rising case above (+2.0 for the trend); a scale-down that many seconds
     # ago, with the default 60 s stable window.
     history = trend((1.5, 2.0, 2.5), 60.0)
     if scaled_down is not None:

@@ -5,11 +5,11 @@ serves only after the model's startup time, so a rising load is met with what it
 be then: each signal's recent trend (a least-squares line through the replicas it asked
 for at recent periods) is extrapolated over the learned startup time, upward only and
 capped, and added to what the signal asks for now. It is extrapolated no further ahead
-than the levels it was fitted over reach back (the first to the last): a trend read
-over 30 s, as just after a scale-down, said little about three minutes, and reading it
-that far turned wiggles into orders (bench/autoscale, conv x4 strict at a 180 s startup,
-slotsUsed 0.08: 98.53% at 39.1 GPU-h with 1 turn before, 98.47% at 35.3 with none).
-With the default 60 s stable window and 15 s period a 60 s startup is read 45 s ahead.
+than the levels it was fitted over cover (n levels a period apart: n periods): three
+levels, 45 s, as just after a scale-down, said little about three minutes, and reading
+them that far turned wiggles into orders (bench/autoscale, conv x4 strict at a 180 s
+startup, slotsUsed 0.08: 98.53% at 39.1 GPU-h with 1 turn before, 98.47% at 35.3 with
+none). A 60 s startup with the default 60 s stable window and 15 s period is read whole.
 A constant load has no trend and so no headroom; a falling one is left to the
 scale-down rules. While ordered replicas are not ready yet the policy adds none: the
 trend then measures the overload their order answers (saturated replicas read high),
@@ -83,12 +83,13 @@ class Trend:
 
     slope: float
     """Replicas per second."""
-    span: float
-    """Seconds from the first level fitted to the last."""
+    covers: float
+    """Seconds the levels fitted cover: n levels read one period apart cover n periods
+    (from the first to the last, and one period more)."""
 
     def ahead(self, startup_seconds: float) -> float:
-        """Seconds it is extrapolated: the startup, but no further than it reaches back."""
-        return min(startup_seconds, self.span)
+        """Seconds it is extrapolated: the startup, but no further than its levels cover."""
+        return min(startup_seconds, self.covers)
 
 
 def trends(levels: Sequence[Level], window_seconds: float, now: float) -> dict[str, Trend]:
@@ -100,10 +101,15 @@ def trends(levels: Sequence[Level], window_seconds: float, now: float) -> dict[s
         for signal, needed in level.needed:
             series.setdefault(signal, []).append((level.time, needed))
     return {
-        signal: Trend(_slope(points), max(t for t, _ in points) - min(t for t, _ in points))
+        signal: Trend(_slope(points), _covered(points))
         for signal, points in series.items()
         if len(points) >= MIN_LEVELS
     }
+
+
+def _covered(points: Sequence[tuple[float, float]]) -> float:
+    first, last = min(t for t, _ in points), max(t for t, _ in points)
+    return (last - first) * len(points) / (len(points) - 1)
 
 
 def _slope(points: Sequence[tuple[float, float]]) -> float:
