@@ -287,6 +287,7 @@ def markdown(result: dict[str, Any]) -> str:
         f" in {result['runtime_s']:.0f}s with {result['workers']} workers:"
         f" `{result['command']}`.",
         "",
+        *([result["merged"], ""] if "merged" in result else []),
         "Every swept point (attainment, GPU-hours, flips) is in autoscale.json; the curves"
         " are in autoscale-<trace>-<tier>.png.",
         "",
