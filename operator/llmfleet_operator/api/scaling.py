@@ -161,7 +161,7 @@ class AutoscalingSpec(ApiModel):
     trend_headroom: bool = True
     """Order capacity ahead of a rising load: each signal's recent trend, extrapolated
     over the model's learned startup time, but no further ahead than the history it was
-    fitted over reaches back. Off: size for the load measured now, which
+    fitted over covers. Off: size for the load measured now, which
     suits a request-rate target (its trend overshoots at the top of every ramp)."""
     scale_up: ScaleUpRules = Field(default_factory=ScaleUpRules)
     """Limits on scaling up."""

@@ -19,7 +19,7 @@ The order of the rules:
    decides; no change while it is within ``tolerance`` of the current replicas (which
    include those still starting: capacity to come).
    Headroom: each signal also asks for its rising trend over the model's learned
-   startup time, no further ahead than the levels it is fitted over reach back (see
+   startup time, no further ahead than the levels it is fitted over cover (see
    :mod:`llmfleet_operator.autoscale.headroom`), so capacity is ordered before the load
    arrives; none while ordered replicas are not ready yet, nor with ``trendHeadroom:
    false``, and fitted only to levels read a stable window after the last scale-down.

@@ -63,7 +63,7 @@ class SignalReading:
     """The learned startup time."""
     ahead_seconds: float | None = None
     """How far ahead the trend was extrapolated: the startup, or less when the levels it
-    was fitted over reach back less far."""
+    was fitted over cover less (:meth:`~llmfleet_operator.autoscale.headroom.Trend.ahead`)."""
 
     @property
     def projected(self) -> float:
