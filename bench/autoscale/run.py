@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import summary  # the bench's own modules, beside this script
 from setting import (
     LAG_S,
+    ORACLES,
     POLICIES,
     PROFILE,
     REPO,
@@ -48,7 +49,7 @@ from setting import (
     TIER_TEXT,
     TIERS,
     TRACES,
-    prepare,
+    prepared,
     profile,
     replay,
     spec,
@@ -212,6 +213,32 @@ def sweep(policy: str, overrides: dict[str, str], prepared: dict[str, Any]) -> l
     return list(SWEEPS[policy])
 
 
+def baselines(
+    earlier: dict[str, Any],
+    oracles: dict[str, dict[str, Any]],
+    replayed: list[str],
+    startups: set[float],
+) -> list[dict[str, Any]]:
+    """The points of an earlier run (``--baselines-from``) of the policies this run does
+    not replay, at this run's traces, tiers and startups. Its oracles must be this run's:
+    the same load, tiers and code (else its baselines answered another question)."""
+    for trace, tiers in oracles.items():
+        theirs = earlier["prepared"].get(trace, {})
+        if any(theirs.get(tier) != entry for tier, entry in tiers.items()):
+            raise SystemExit(
+                f"--baselines-from: its oracles for {trace} differ from this run's (another"
+                " load, tier or simulator): replay the baselines here instead"
+            )
+    return [
+        point
+        for point in earlier["points"]
+        if point["policy"] not in replayed
+        and point["trace"] in oracles
+        and point["tier"] in oracles[point["trace"]]
+        and point["startup_s"] in startups
+    ]
+
+
 def write(result: dict[str, Any], out: Path) -> None:
     """The table (``out``.md) and the plots (``out``-<trace>-<tier>.png) of a run."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,6 +286,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=str(RESULTS / "autoscale"), help="output path prefix")
     parser.add_argument(
+        "--baselines-from",
+        metavar="JSON",
+        help="take the policies not replayed here from an earlier run with the same oracles"
+        " (e.g. ours alone with other settings, priced against that run's baselines)",
+    )
+    parser.add_argument(
+        "--fresh-oracles",
+        action="store_true",
+        help="measure the oracles again even when .cache holds them for the same inputs",
+    )
+    parser.add_argument(
         "--from-json",
         metavar="JSON",
         help="replay nothing: write the table and plots of an earlier run's JSON to --out",
@@ -285,18 +323,26 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with ProcessPoolExecutor(args.workers) as pool:
         pairs = [(name, tier) for name in names for tier in tiers]
-        prepared = pool.map(
-            prepare,
-            [n for n, _ in pairs],
-            [paths[n] for n, _ in pairs],
-            [SPEED[n] for n, _ in pairs],
-            [t for _, t in pairs],
-            [copies[n] for n, _ in pairs],
+        oracles = list(
+            pool.map(
+                prepared,
+                [n for n, _ in pairs],
+                [paths[n] for n, _ in pairs],
+                [SPEED[n] for n, _ in pairs],
+                [t for _, t in pairs],
+                [copies[n] for n, _ in pairs],
+                [args.fresh_oracles] * len(pairs),
+            )
         )
         by_trace: dict[str, dict[str, Any]] = {}
-        for entry in prepared:
+        for entry, _ in oracles:
             by_trace.setdefault(entry["trace"], {"trace": entry["trace"]})[entry["tier"]] = entry
-        print(f"oracles prepared in {time.monotonic() - started:.0f}s", flush=True)
+        hits = sum(hit for _, hit in oracles)
+        print(
+            f"oracles prepared in {time.monotonic() - started:.0f}s"
+            f" ({hits} of {len(oracles)} from {ORACLES.relative_to(REPO)})",
+            flush=True,
+        )
         jobs = [
             Job(
                 name,
@@ -328,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         for startup in startups[1:]
     ]
     elapsed = time.monotonic() - started
+    sweeps = {p: SWEEPS[p] for p in policies}
+    if args.baselines_from:
+        earlier = json.loads(Path(args.baselines_from).read_text())
+        borrowed = baselines(earlier, by_trace, policies, set(startups))
+        points += borrowed
+        sweeps.update({p: earlier["sweeps"][p] for p in {q["policy"] for q in borrowed}})
     result = {
         "bench": "autoscale",
         "profile": PROFILE,
@@ -337,13 +389,14 @@ def main(argv: list[str] | None = None) -> int:
         "tiers": {tier: TIER_TEXT[tier] for tier in tiers},
         "scrape_s": SCRAPE_S,
         "lag_s": LAG_S,
-        "sweeps": {p: SWEEPS[p] for p in policies},
+        "sweeps": sweeps,
         "ours_sweeps": args.sweep,
         "prepared": by_trace,
         "points": points,
         "runtime_s": round(elapsed, 1),
         "workers": args.workers,
         "replays": len(jobs),
+        **({"baselines_from": args.baselines_from} if args.baselines_from else {}),
         "command": " ".join(
             ["bench/autoscale/run.py", *(argv if argv is not None else sys.argv[1:])]
         ),

@@ -10,6 +10,8 @@ shared by every replay of that trace.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from functools import cache
@@ -19,6 +21,8 @@ from typing import Any
 import summary  # the bench's own module, beside this script (run.py puts it on the path)
 import yaml
 
+import llmfleet_operator.fleetsim
+import llmfleet_runtime.simulator
 from llmfleet_operator.api import LLMDeploymentSpec
 from llmfleet_operator.fleetsim import Slo, capacity, fleet_profile, load_trace, oracle_at
 from llmfleet_operator.fleetsim.slo import meets
@@ -28,6 +32,8 @@ from llmfleet_runtime.simulator import Engine, Profile, Request
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = REPO / "bench" / "results"
+ORACLES = REPO / ".cache" / "bench-autoscale" / "oracles"
+"""Prepared oracles by a hash of their inputs (:func:`prepared`); git-ignored."""
 SPEC_FILE = HERE / "llama-70b-tp4.yaml"
 PROFILE = "h100-llama2-70b-tp4"
 TRACES = ("code", "conv")
@@ -140,3 +146,33 @@ def prepare(trace: str, path: str, speed: float, tier: str, copies: int = 1) -> 
         "fitted_oracle_best_gpu_hours": fit.best_gpu_hours,
         "fitted_oracle_replays": fit.replays,
     }
+
+
+def _inputs() -> list[Path]:
+    """Every file an oracle depends on besides its trace: this bench's setting, the
+    deployment, the fleet simulator and the engine simulator (its profiles
+    included). Not the scaling policy: no oracle runs it."""
+    found = [HERE / "setting.py", SPEC_FILE]
+    for package in (llmfleet_operator.fleetsim, llmfleet_runtime.simulator):
+        root = Path(package.__path__[0])
+        found += [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return sorted(found)
+
+
+def prepared(
+    trace: str, path: str, speed: float, tier: str, copies: int = 1, fresh: bool = False
+) -> tuple[dict[str, Any], bool]:
+    """:func:`prepare`, read from :data:`ORACLES` when the same inputs (trace file,
+    speed, copies, tier, goal and the code of :func:`_inputs`) were measured before; with
+    ``fresh`` measured again. Also whether it came from the cache."""
+    digest = hashlib.sha256(json.dumps([trace, speed, copies, tier, summary.GOAL]).encode())
+    for source in (Path(path), *_inputs()):
+        digest.update(source.read_bytes())
+    cached = ORACLES / f"{trace}-{tier}-{digest.hexdigest()[:16]}.json"
+    if cached.exists() and not fresh:
+        entry: dict[str, Any] = json.loads(cached.read_text())
+        return entry, True
+    entry = prepare(trace, path, speed, tier, copies)
+    ORACLES.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(entry, indent=1) + "\n")
+    return entry, False

@@ -338,6 +338,15 @@ def markdown(result: dict[str, Any]) -> str:
         f" `{result['command']}`.",
         "",
         *([result["merged"], ""] if "merged" in result else []),
+        *(
+            [
+                "Baselines not replayed in this run are the points of"
+                f" `{result['baselines_from']}` (same oracles, checked), with their sweeps.",
+                "",
+            ]
+            if "baselines_from" in result
+            else []
+        ),
         "Every swept point (attainment, GPU-hours, flips) is in autoscale.json; the curves"
         " are in autoscale-<trace>-<tier>.png.",
         "",
