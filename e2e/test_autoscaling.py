@@ -1,7 +1,8 @@
 """The built-in autoscaler on the local control plane, with simulator engines under load.
 
 Cases: through a real Prometheus that discovers the pods via the API server, a load ramp
-scales a deployment up to maxReplicas (ScalingLimited says so) and, once the load ends,
+scales a deployment up to maxReplicas (ScalingLimited says so; the status shows the
+startup time it learned) and, once the load ends,
 down to minReplicas no sooner than the scale-down stabilization window, each change an
 Event and a decision with its reason; on a scale-down the replica with a request in
 flight stays (pod-deletion-cost) and its stream finishes (read by direct scrapes, the
@@ -185,6 +186,12 @@ def test_a_load_ramp_scales_up_and_the_end_of_load_scales_down_after_the_window(
             timeout=30,
         )
         assert limited
+        # Its replicas were seen created and Ready: the startup time it learned is shown.
+        learned = (status(api_client, namespace, name).get("signals") or {}).get(
+            "learnedStartupSeconds"
+        )
+        assert learned is not None
+        assert learned >= 0
         ended = time.time()  # the clients stop; their last requests finish within ~2 s
     assert load.errors == []
     assert load.done > 0

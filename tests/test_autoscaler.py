@@ -3,7 +3,8 @@
 Cases: serving pods become replicas (engines and leaders; workers and terminating pods
 left out; ready ones get a metrics target); MetricsAvailable says fresh, stale, missing
 or source unreachable with the details; a loaded fleet scales up with the decision,
-signals and conditions in the status; a readiness flap does not teach a slow start; a
+signals and conditions in the status; a readiness flap does not teach a slow start (the
+learned startup is in the status); a
 period is due once per periodSeconds and a new
 object under an old name starts afresh; a source that stops answering holds the count;
 a scale-down gives the idle replica the lowest deletion cost; the gateway's pending
@@ -232,6 +233,8 @@ def test_a_readiness_flap_does_not_read_as_a_slow_start() -> None:
     flapped = T0 + timedelta(seconds=10)  # unready a moment, ready again
     period = scaler.run(obj, "uid", [pod("p0", ready_since=flapped)], T0 + timedelta(seconds=15))
     assert period.decision.history.startup_seconds == 60
+    assert period.status.signals is not None
+    assert period.status.signals.learned_startup_seconds == 60
 
 
 def test_one_period_per_period_seconds_and_a_new_object_starts_afresh() -> None:

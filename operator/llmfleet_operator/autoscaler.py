@@ -169,6 +169,8 @@ def scaled_status(
     }
     if sampled_at is not None:
         values["sampled_at"] = datetime.fromtimestamp(round(sampled_at), UTC)
+    if decision.history.startup_seconds is not None:
+        values["learned_startup_seconds"] = round(decision.history.startup_seconds, 1)
     decisions = list(old.decisions or [])
     if decision.changed:
         record = ScalingDecision(

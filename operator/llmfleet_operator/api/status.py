@@ -123,6 +123,10 @@ class Signals(ApiModel):
     """Requests started per second per ready replica (when its target is set)."""
     sampled_at: datetime | None = None
     """When the newest sample was taken."""
+    learned_startup_seconds: Annotated[float, Field(ge=0)] | None = None
+    """The model's startup time (pod created to Ready) the autoscaler has learned from
+    its replicas: how far ahead its trend headroom looks. Absent until a replica was
+    seen both starting and ready."""
 
 
 class ScalingDecision(ApiModel):
