@@ -191,7 +191,6 @@ def test_a_load_ramp_scales_up_and_the_end_of_load_scales_down_after_the_window(
             "learnedStartupSeconds"
         )
         assert learned is not None
-        assert learned >= 0
         ended = time.time()  # the clients stop; their last requests finish within ~2 s
     assert load.errors == []
     assert load.done > 0
