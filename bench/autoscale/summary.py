@@ -217,7 +217,7 @@ def whole_bar(
 def _cell(entry: dict[str, Any]) -> str:
     if entry["ratio"] is None:
         return f"never (best {entry['best_attainment']:.1%} at {entry['best_gpu_hours']:.0f})"
-    return f"{entry['ratio']:.2f}x, {entry['flips']} flips"
+    return f"{entry['ratio']:.2f}x, {_flips(entry['flips'])}"
 
 
 def _fitted(row: dict[str, Any]) -> str:
@@ -236,6 +236,10 @@ def _bar(row: dict[str, Any]) -> str:
     return f"{row['vs_fitted']:.2f}x ({'met' if row['bar'] else 'not met'})"
 
 
+def _flips(count: int) -> str:
+    return f"{count} flip" if count == 1 else f"{count} flips"
+
+
 def _whole(row: dict[str, Any]) -> str:
     point = row["whole"]
     if point is None:
@@ -243,7 +247,7 @@ def _whole(row: dict[str, Any]) -> str:
     ratio = point["gpu_hours"] / row["fitted_oracle_gpu_hours"]
     return (
         f"met at {point['target']:g}: {point['attainment']:.2%} at"
-        f" {point['gpu_hours']:.1f} ({ratio:.2f}x), {point['flips']} flips"
+        f" {point['gpu_hours']:.1f} ({ratio:.2f}x), {_flips(point['flips'])}"
     )
 
 
