@@ -49,7 +49,7 @@ from setting import (
     TIER_TEXT,
     TIERS,
     TRACES,
-    prepared,
+    cached_prepare,
     profile,
     replay,
     spec,
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [(name, tier) for name in names for tier in tiers]
         oracles = list(
             pool.map(
-                prepared,
+                cached_prepare,
                 [n for n, _ in pairs],
                 [paths[n] for n, _ in pairs],
                 [SPEED[n] for n, _ in pairs],

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = REPO / "bench" / "results"
 ORACLES = REPO / ".cache" / "bench-autoscale" / "oracles"
-"""Prepared oracles by a hash of their inputs (:func:`prepared`); git-ignored."""
+"""Prepared oracles by a hash of their inputs (:func:`cached_prepare`); git-ignored."""
 SPEC_FILE = HERE / "llama-70b-tp4.yaml"
 PROFILE = "h100-llama2-70b-tp4"
 TRACES = ("code", "conv")
@@ -159,7 +159,7 @@ def _inputs() -> list[Path]:
     return sorted(found)
 
 
-def prepared(
+def cached_prepare(
     trace: str, path: str, speed: float, tier: str, copies: int = 1, fresh: bool = False
 ) -> tuple[dict[str, Any], bool]:
     """:func:`prepare`, read from :data:`ORACLES` when the same inputs (trace file,
