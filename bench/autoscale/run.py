@@ -240,9 +240,12 @@ def baselines(
 
 
 def write(result: dict[str, Any], out: Path) -> None:
-    """The table (``out``.md) and the plots (``out``-<trace>-<tier>.png) of a run."""
+    """The table (``out``.md), the points with the table's verdicts (``out``.json) and the
+    plots (``out``-<trace>-<tier>.png) of a run."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(summary.markdown(result))
+    result = {**result, "verdicts": summary.verdicts(result)}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     summary.plots(result, out)
 
 
@@ -299,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-json",
         metavar="JSON",
-        help="replay nothing: write the table and plots of an earlier run's JSON to --out",
+        help="replay nothing: write the table, verdicts and plots of an earlier run's JSON"
+        " to --out",
     )
     args = parser.parse_args(argv)
     if args.from_json:
@@ -403,7 +407,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     write(result, out)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"{len(jobs)} replays in {elapsed:.0f}s with {args.workers} workers -> {out}.json")
     for p in sorted(
         points, key=lambda p: (p["trace"], p["tier"], p["startup_s"], p["policy"], p["target"])

@@ -214,6 +214,34 @@ def whole_bar(
     return None
 
 
+def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's judgement for machines (the run's JSON): per trace, tier and startup,
+    ours' operating point, the bar, each baseline at its attainment, the whole bar."""
+
+    def brief(point: Point | None) -> dict[str, Any] | None:
+        keys = ("target", "attainment", "gpu_hours", "flips")
+        return None if point is None else {key: point[key] for key in keys}
+
+    return [
+        {
+            "trace": row["trace"],
+            "tier": row["tier"],
+            "startup_s": row["startup_s"],
+            "goal": row["goal"],
+            "fitted_oracle_gpu_hours": row["fitted_oracle_gpu_hours"],
+            "ours": brief(row["ours"]),
+            "vs_fitted": row["vs_fitted"],
+            "bar": row["bar"],
+            "baselines": {
+                name: {"ratio": entry["ratio"], "flips": entry["flips"]}
+                for name, entry in row["baselines"].items()
+            },
+            "whole_bar": brief(row["whole"]),
+        }
+        for row in rows(result)
+    ]
+
+
 def _cell(entry: dict[str, Any]) -> str:
     if entry["ratio"] is None:
         return f"never (best {entry['best_attainment']:.1%} at {entry['best_gpu_hours']:.0f})"
