@@ -123,6 +123,16 @@ def test_parser_names_what_is_missing() -> None:
     assert "unparseable" in garbage.detail
 
 
+@pytest.mark.parametrize("value", ["NaN", "+Inf"])
+def test_a_gauge_that_is_not_a_number_is_a_miss_not_an_exception(value: str) -> None:
+    page = "\n".join(
+        line.split(" ")[0] + " " + value if line.startswith("vllm:num_requests_waiting{") else line
+        for line in notes_page().splitlines()
+    )
+    miss = parse_engine(page + "\n", "r0", 0.0)
+    assert miss == Miss("r0", MissReason.MISSING_METRIC, "not a number: vllm:num_requests_waiting")
+
+
 def test_gateway_pending_prefill_tokens_per_replica() -> None:
     page = (
         "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"
@@ -419,6 +429,8 @@ def test_messages_never_show_credentials_in_the_prometheus_url() -> None:
         "https://prom.example:9443/api"
     )
     assert redacted("http://127.0.0.1:19090") == "http://127.0.0.1:19090"
+    assert redacted("http://u:p@prom:99999/") == "http://prom:99999/"  # bad port: no raise
+    assert redacted("http://[::1/") == "an unparseable URL"
     with PrometheusSource(f"http://user:s3cret@127.0.0.1:{free_port()}/?token=abc") as source:
         [miss] = source.samples([TARGET], time.time()).missing
     assert miss.reason is MissReason.SOURCE_UNREACHABLE

@@ -24,6 +24,7 @@ The gateway exports two gauges the autoscaler reads (its metric contract):
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -65,6 +66,9 @@ def sample_from_values(
     pending_prefill_tokens: int | None = None,
 ) -> Sample | Miss:
     """The policy's sample from one engine's series values, or why it cannot be made."""
+    broken = [name for name in ENGINE_METRICS if not all(map(math.isfinite, values.get(name, ())))]
+    if broken:
+        return Miss(replica, MissReason.MISSING_METRIC, "not a number: " + ", ".join(broken))
     kv = values.get(KV_CACHE_USAGE) or values.get(KV_CACHE_USAGE_V0)
     needed = {WAITING: values.get(WAITING), RUNNING: values.get(RUNNING), KV_CACHE_USAGE: kv}
     absent = [name for name, found in needed.items() if not found]

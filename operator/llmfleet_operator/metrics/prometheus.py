@@ -42,11 +42,13 @@ QUERY_ERRORS = (requests.RequestException, PrometheusApiClientException, ValueEr
 
 
 def redacted(url: str) -> str:
-    """``url`` without user info or query, for messages: either may hold a credential."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    """``url`` without user info or query, for messages: either may hold a credential.
+    Never raises (a message about a bad URL must not fail on it)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "an unparseable URL"
+    host = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
