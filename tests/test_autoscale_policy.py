@@ -150,6 +150,7 @@ def rate_of(samples: tuple[Sample, ...], window: float, ready: tuple[str, ...] =
         ((0, 30, 60, 150), 6, 6.0),  # a short window reads the last scrape interval
         ((0, 30, 60, 150), 60, 150 / 45),  # a window longer than the samples: the oldest
         ((100, 200, 30), 6, 2.0),  # the counter restarted from zero
+        ((100, 200, 30, 250), 60, 350 / 45),  # restarted, then passed its old count
     ],
 )
 def test_the_request_rate_is_a_counters_rate(
@@ -339,11 +340,33 @@ ZERO = {"min_replicas": 0, "scale_to_zero": {"enabled": True, "idle_timeout_seco
 def test_idle_scales_to_zero_only_when_enabled_and_timed_out(
     last_demand: float | None, scaling: dict[str, Any], desired: int
 ) -> None:
-    decision = decide(spec(**scaling), fleet(1), History(last_demand_at=last_demand), NOW)
+    observed = fleet(1, gateway=0)
+    decision = decide(spec(**scaling), observed, History(last_demand_at=last_demand), NOW)
     assert decision.desired == desired
     if desired == 0:
         assert decision.reason == Reason.IDLE
         assert "no request for 700s (idle timeout 600s)" in decision.message
+
+
+def test_idle_without_a_gateway_to_wake_it_keeps_one_replica_and_says_why() -> None:
+    decision = decide(spec(**ZERO), fleet(3), History(last_demand_at=NOW - 700), NOW)
+    assert (decision.desired, decision.reason) == (1, Reason.NO_WAKE_SOURCE)
+    assert "no gateway reports llmfleet_gateway_pending_requests" in decision.message
+
+
+@pytest.mark.parametrize(("counts", "idle"), [((10, 11), False), ((10, 10), True)])
+def test_a_request_that_started_between_scrapes_is_not_idle(
+    counts: tuple[int, int], idle: bool
+) -> None:
+    # Nothing waits or runs at either scrape; only the requests-started counter tells.
+    replica = Replica("r0", ReplicaPhase.READY, NOW - 900)
+    samples = tuple(
+        sample("r0", age=age, started=count) for age, count in zip((20, 5), counts, strict=True)
+    )
+    observed = Observation(1, (replica,), samples, gateway_pending=0)
+    decision = decide(spec(**ZERO), observed, History(last_demand_at=NOW - 700), NOW)
+    assert decision.desired == (0 if idle else 1)
+    assert decision.history.last_demand_at == (NOW - 700 if idle else NOW - 5)
 
 
 def test_a_running_request_is_not_idle() -> None:

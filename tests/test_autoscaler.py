@@ -8,7 +8,8 @@ learned startup is in the status); a
 period is due once per periodSeconds and a new
 object under an old name starts afresh; a source that stops answering holds the count;
 a scale-down gives the idle replica the lowest deletion cost; the gateway's pending
-requests bring a model back from zero; the kept decisions are capped; an object that
+requests bring a model back from zero, and without a gateway to wake it an idle model
+keeps a replica (ScalingLimited says why); the kept decisions are capped; an object that
 leaves Builtin mode loses its scaling conditions; too few GPUs mark ScalingLimited once
 (not a new transition each period) until the pods find their GPUs.
 
@@ -288,6 +289,20 @@ def test_pending_requests_at_the_gateway_scale_from_zero() -> None:
     source.pending = 2
     woken = scaler.run(obj, "uid", [], T0 + timedelta(seconds=15))
     assert (woken.decision.desired, woken.decision.reason) == (1, Reason.DEMAND_FROM_ZERO)
+
+
+def test_idle_with_no_gateway_to_wake_it_keeps_a_replica_and_says_why() -> None:
+    obj = with_status(
+        deployment(minReplicas=0, scaleToZero={"enabled": True, "idleTimeoutSeconds": 30}),
+        LLMDeploymentStatus(observed_generation=1, desired_replicas=1),
+    )
+    scaler = Autoscaler(FakeSource())  # no gateway reports the model's queue: pending None
+    for seconds in (0, 15, 30, 45):
+        period = scaler.run(obj, "uid", [pod("p0")], T0 + timedelta(seconds=seconds))
+    assert (period.decision.desired, period.decision.reason) == (1, Reason.NO_WAKE_SOURCE)
+    limited = condition(period.status, ConditionType.SCALING_LIMITED)
+    assert (limited.status, limited.reason) == ("True", Reason.NO_WAKE_SOURCE)
+    assert "nothing would wake the model from zero" in limited.message
 
 
 def test_decisions_are_capped_newest_last() -> None:

@@ -78,6 +78,7 @@ _SIGNAL_FIELDS = {
 _LIMITS = {
     Reason.AT_MAX_REPLICAS: "the policy asks for more than maxReplicas",
     Reason.AT_MIN_REPLICAS: "the policy asks for fewer than minReplicas",
+    Reason.NO_WAKE_SOURCE: "scale to zero is on, but nothing would wake the model from zero",
 }
 
 

@@ -37,7 +37,10 @@ class ScaleToZeroSpec(ApiModel):
 
     enabled: bool = False
     """Scale to zero replicas after ``idleTimeoutSeconds`` without requests; the first
-    request queued at the gateway scales back to one. Needs ``minReplicas: 0``."""
+    request queued at the gateway scales back to one. Needs ``minReplicas: 0`` and a
+    gateway that reports ``llmfleet_gateway_pending_requests`` for this model (the
+    operator's ``--gateway-metrics-url``, or Prometheus): without one nothing would wake
+    it, so it keeps one replica and ``ScalingLimited`` says ``NoWakeSource``."""
     idle_timeout_seconds: Annotated[int, Field(ge=30, le=86_400)] = 600
     """Seconds without any request before the last replica goes."""
 

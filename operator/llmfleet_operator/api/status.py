@@ -71,6 +71,7 @@ class Reason(StrEnum):
     AT_MAX_REPLICAS = "AtMaxReplicas"
     AT_MIN_REPLICAS = "AtMinReplicas"
     BLOCKED_BY_GPUS = "BlockedByGPUs"
+    NO_WAKE_SOURCE = "NoWakeSource"
     WITHIN_RANGE = "WithinRange"
     # Scaling decisions
     PREFILL_QUEUE_ABOVE_TARGET = "PrefillQueueAboveTarget"

@@ -12,7 +12,11 @@ The order of the rules:
    samples from a ready replica: hold, never scale down, say which. A replica ready for
    less than the staleness and not scraped yet is not missing: it may scale up, never
    down. Neither may a fleet whose request rate has a target but no two readings yet.
-3. Idle for ``scaleToZero.idleTimeoutSeconds`` (when enabled): zero.
+3. Idle for ``scaleToZero.idleTimeoutSeconds`` (when enabled): zero, if a gateway
+   reports the model's queued requests (``Observation.gateway_pending`` is not None),
+   which is what wakes it; else one replica (or ``minReplicas``), saying why. A request
+   is seen as a busy sample or as a rise of a replica's requests-started counter since
+   its previous sample (short requests start and finish between scrapes).
 4. Each signal asks for ``total over ready replicas / target`` replicas, over the stable
    window and over the short (panic) window; the larger counts, so a step in load is seen
    at the next period while a fall must last a whole stable window. The strongest signal
@@ -40,6 +44,7 @@ from llmfleet_operator.autoscale.inputs import (
     Observation,
     Recommendation,
     ReplicaPhase,
+    Sample,
 )
 from llmfleet_operator.autoscale.limits import clamp, max_step, stabilize
 from llmfleet_operator.autoscale.signals import (
@@ -92,7 +97,7 @@ def decide(
     if scaling is None:
         raise ValueError("the LLMDeployment has no spec.autoscaling: nothing to decide")
     current = observed.current
-    seen = [s.time for s in observed.samples if s.busy and s.time <= now]
+    seen = demand_times(observed.samples, now)
     if observed.gateway_pending:
         seen.append(now)
     previous = history.last_demand_at if history.last_demand_at is not None else now
@@ -108,6 +113,22 @@ def decide(
     )
     decision = _Decider(scaling, spec.engine.max_num_seqs, observed, history, now)
     return decision.from_zero() if current == 0 else decision.decide()
+
+
+def demand_times(samples: tuple[Sample, ...], now: float) -> list[float]:
+    """When a request was seen: a busy sample, or a sample whose requests-started counter
+    moved since its replica's previous sample (a request started between the scrapes)."""
+    seen: list[float] = []
+    before: dict[str, float | None] = {}
+    for sample in sorted(samples, key=lambda s: s.time):
+        if sample.time > now:
+            continue
+        last = before.get(sample.replica)
+        moved = sample.started is not None and last is not None and sample.started != last
+        if sample.busy or moved:
+            seen.append(sample.time)
+        before[sample.replica] = sample.started
+    return seen
 
 
 class _Decider:
@@ -223,11 +244,15 @@ class _Decider:
         idle_for = self.now - last
         if idle_for < timeout:
             return None
-        return _Step(
-            0,
-            Reason.IDLE,
-            f"no request for {idle_for:.0f}s (idle timeout {timeout}s): scaling to zero",
-        )
+        idle = f"no request for {idle_for:.0f}s (idle timeout {timeout}s)"
+        if self.observed.gateway_pending is None:
+            return _Step(
+                self.lowest,
+                Reason.NO_WAKE_SOURCE,
+                f"{idle}, but no gateway reports llmfleet_gateway_pending_requests for this"
+                f" model, and nothing else would wake it from zero: keeping {self.lowest}",
+            )
+        return _Step(0, Reason.IDLE, f"{idle}: scaling to zero")
 
     def _scale(self) -> Decision:
         scaling = self.scaling

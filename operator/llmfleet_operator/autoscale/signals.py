@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 
 from llmfleet_operator.api import Reason, ScalingTargets
 from llmfleet_operator.autoscale.inputs import Sample
@@ -138,14 +139,15 @@ def _rate(samples: Sequence[Sample], window_seconds: float, now: float) -> float
     points = sorted((s.time, s.started) for s in samples if s.time <= now and s.started is not None)
     if len(points) < 2:
         return None
-    end, last = points[-1]
-    start, first = max(
-        (point for point in points[:-1] if point[0] <= end - window_seconds), default=points[0]
-    )
-    if end == start:
+    end = points[-1][0]
+    begin = max((i for i, (t, _) in enumerate(points[:-1]) if t <= end - window_seconds), default=0)
+    used = points[begin:]
+    if end == used[0][0]:
         return None
-    # A counter that went down restarted from zero (as Prometheus' rate() reads it).
-    return (last - first if last >= first else last) / (end - start)
+    # A counter that went down restarted from zero (as Prometheus' rate() reads it), at
+    # each step: a restart inside the window loses only what was counted before it.
+    increase = sum(b - a if b >= a else b for (_, a), (_, b) in pairwise(used))
+    return increase / (end - used[0][0])
 
 
 def _totals(
