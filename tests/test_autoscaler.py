@@ -4,7 +4,8 @@ Cases: serving pods become replicas (engines and leaders; workers and terminatin
 left out; ready ones get a metrics target); MetricsAvailable says fresh, stale, missing
 or source unreachable with the details; a loaded fleet scales up with the decision,
 signals and conditions in the status; a readiness flap does not teach a slow start (the
-learned startup is in the status); a
+learned startup is in the status), nor does a pod already ready when a restarted
+operator first sees it (the status keeps the startup across restarts); a
 period is due once per periodSeconds and a new
 object under an old name starts afresh; a source that stops answering holds the count;
 a scale-down gives the idle replica the lowest deletion cost; the gateway's pending
@@ -34,6 +35,7 @@ from llmfleet_operator.api import (
     LLMDeployment,
     LLMDeploymentStatus,
     Reason,
+    Signals,
 )
 from llmfleet_operator.autoscale import Sample
 from llmfleet_operator.autoscaler import (
@@ -69,12 +71,13 @@ def pod(
     role: str = "engine",
     ip: str = "10.0.0.1",
     terminating: bool = False,
+    created: datetime = T0 - timedelta(minutes=20),
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
         "namespace": "serving",
         "labels": {"llmfleet.io/role": role},
-        "creationTimestamp": (T0 - timedelta(minutes=20)).isoformat().replace("+00:00", "Z"),
+        "creationTimestamp": created.isoformat().replace("+00:00", "Z"),
     }
     if terminating:
         meta["deletionTimestamp"] = T0.isoformat()
@@ -229,13 +232,39 @@ def test_the_request_rate_is_read_across_periods_and_shown() -> None:
 def test_a_readiness_flap_does_not_read_as_a_slow_start() -> None:
     obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=1))
     scaler = Autoscaler(FakeSource())
-    first = T0 - timedelta(minutes=19)  # a 60 s start
+    first = T0 - timedelta(minutes=19)  # created at T0 - 20 min: a 60 s start
+    scaler.run(obj, "uid", [pod("p0", ready_since=None)], first - timedelta(seconds=15))
     scaler.run(obj, "uid", [pod("p0", ready_since=first)], T0)
     flapped = T0 + timedelta(seconds=10)  # unready a moment, ready again
     period = scaler.run(obj, "uid", [pod("p0", ready_since=flapped)], T0 + timedelta(seconds=15))
     assert period.decision.history.startup_seconds == 60
     assert period.status.signals is not None
     assert period.status.signals.learned_startup_seconds == 60
+
+
+@pytest.mark.parametrize(("before", "after"), [(90.0, 82.5), (None, 60.0)])
+def test_after_a_restart_the_startup_comes_from_the_status_not_from_ready_pods(
+    before: float | None, after: float
+) -> None:
+    # A new process sees p0 ready since a flap a minute ago, 19 minutes after its creation.
+    status = LLMDeploymentStatus(observed_generation=1, desired_replicas=1)
+    if before is not None:
+        status = status.model_copy(update={"signals": Signals(learned_startup_seconds=before)})
+    scaler = Autoscaler(FakeSource())
+    flapped = pod("p0", ready_since=T0 - timedelta(minutes=1))
+    period = scaler.run(with_status(deployment(), status), "uid", [flapped], T0)
+    assert period.decision.history.startup_seconds == before
+    learned = period.status.signals.learned_startup_seconds if period.status.signals else None
+    assert learned == before
+    # A start that ends after this process's first period is learned: p1 took 60 s.
+    started = pod("p1", ready_since=T0 + timedelta(seconds=10), created=T0 - timedelta(seconds=50))
+    later = scaler.run(
+        with_status(deployment(), period.status),
+        "uid",
+        [flapped, started],
+        T0 + timedelta(seconds=15),
+    )
+    assert later.decision.history.startup_seconds == after  # a faster start: a quarter
 
 
 def test_one_period_per_period_seconds_and_a_new_object_starts_afresh() -> None:

@@ -199,6 +199,16 @@ def scaled_status(
     )
 
 
+def resumed(status: LLMDeploymentStatus | None, now: float) -> History:
+    """The policy's memory at this process's first period of an object (after a restart
+    or a change of leader): the startup time learned before, from the status, and no
+    lesson from replicas already ready, whose Ready time may be a later flap of readiness
+    rather than the end of their start."""
+    signals = status.signals if status is not None else None
+    learned = signals.learned_startup_seconds if signals is not None else None
+    return History(startup_seconds=learned, learned_until=now)
+
+
 def without_scaling(status: LLMDeploymentStatus) -> LLMDeploymentStatus:
     """The status of an object the built-in autoscaler no longer sizes (decisions kept)."""
     conditions = [c for c in status.conditions or [] if c.type not in SCALING_CONDITIONS]
@@ -296,6 +306,8 @@ class Autoscaler:
             raise ValueError("the LLMDeployment has no spec.autoscaling")
         namespace, name = obj.metadata.namespace or "", obj.metadata.name
         state, clock = self._state(obj, uid), now.timestamp()
+        if state.last_run is None:
+            state.history = resumed(obj.status, clock)
         source, where = self._source(obj)
         pairs = serving_replicas(pods)
         targets = [target for _, target in pairs if target is not None]
