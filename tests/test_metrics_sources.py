@@ -136,11 +136,12 @@ def test_a_gauge_that_is_not_a_number_is_a_miss_not_an_exception(value: str) -> 
 def test_gateway_pending_prefill_tokens_per_replica() -> None:
     page = (
         "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"
-        'llmfleet_gateway_pending_prefill_tokens{model="m",replica="a"} 1200.0\n'
-        'llmfleet_gateway_pending_prefill_tokens{model="m",replica="b"} 0.0\n'
+        'llmfleet_gateway_pending_prefill_tokens{llmdeployment_namespace="n",replica="a"} 1200.0\n'
+        'llmfleet_gateway_pending_prefill_tokens{llmdeployment_namespace="n",replica="b"} 0.0\n'
+        'llmfleet_gateway_pending_prefill_tokens{llmdeployment_namespace="m",replica="a"} 5.0\n'
     )
-    assert pending_prefill_tokens(page) == {"a": 1200, "b": 0}
-    assert pending_prefill_tokens(notes_page()) == {}
+    assert pending_prefill_tokens(page) == {("n", "a"): 1200, ("n", "b"): 0, ("m", "a"): 5}
+    assert pending_prefill_tokens(notes_page()) is None  # not exported: unknown, not zero
 
 
 GATEWAY_PAGE = (
@@ -282,6 +283,24 @@ def test_direct_scrape_reads_loaded_engines_and_reports_the_dead_one(fleet: Flee
     assert "refused" in miss.detail.lower()
 
 
+GATEWAY_TOKENS_PAGE = (
+    "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"
+    "llmfleet_gateway_pending_prefill_tokens"
+    f'{{llmdeployment_namespace="{NAMESPACE}",replica="sim-0-pod"}} 1200.0\n'
+)
+
+
+def test_direct_scrape_adds_the_gateways_pending_prefill_tokens(fleet: Fleet) -> None:
+    """Per replica from the gateway's page: none listed is none pending."""
+    with serve_page(lambda: GATEWAY_TOKENS_PAGE) as address:
+        scrape = DirectScrape(timeout_seconds=2, gateway_urls=[f"http://{address}"])
+        readings = scrape.samples(fleet.targets, time.time())
+    assert [(s.replica, s.pending_prefill_tokens) for s in readings.samples] == [
+        ("sim-0", 1200),
+        ("sim-1", 0),
+    ]
+
+
 def test_direct_scrape_sums_the_gateways_pending_requests() -> None:
     """The gateway is a later issue: a loopback page stands in for its /metrics."""
     with serve_page(lambda: GATEWAY_PAGE) as address:
@@ -332,8 +351,9 @@ def prometheus_binary() -> str:
     return binary
 
 
-def scrape_config(fleet: Fleet) -> dict[str, Any]:
-    """Static targets carrying the pod's name and namespace as the Kubernetes SD would."""
+def scrape_config(fleet: Fleet, gateway: str) -> dict[str, Any]:
+    """Static targets carrying the pod's name and namespace as the Kubernetes SD would,
+    and a stand-in gateway page at ``gateway`` (host:port)."""
     static = [
         {
             "targets": [urllib.parse.urlsplit(t.url).netloc],
@@ -352,7 +372,14 @@ def scrape_config(fleet: Fleet) -> dict[str, Any]:
         "static_configs": static,
         "relabel_configs": relabel,
     }
-    return {"global": {"scrape_interval": "1s"}, "scrape_configs": [job]}
+    gateways = {
+        **job,
+        "job_name": "gateway",
+        "static_configs": [
+            {"targets": [gateway], "labels": {"__meta_pod_name": "gw", "__meta_namespace": "gw"}}
+        ],
+    }
+    return {"global": {"scrape_interval": "1s"}, "scrape_configs": [job, gateways]}
 
 
 def query(url: str, promql: str) -> list[Any]:
@@ -364,7 +391,8 @@ def query(url: str, promql: str) -> list[Any]:
 
 
 def wait_scraped(proc: subprocess.Popen[bytes], url: str, log: Path, fleet: Fleet) -> None:
-    """Until every target has an ``up`` series and each engine's KV series is in."""
+    """Until every target has an ``up`` series, each engine's KV series is in and the
+    gateway's pending prefill tokens are."""
     end = time.monotonic() + 30
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -372,21 +400,29 @@ def wait_scraped(proc: subprocess.Popen[bytes], url: str, log: Path, fleet: Flee
         try:
             ups = query(url, 'up{job="engines"}')
             kv = query(url, "vllm:kv_cache_usage_perc")
+            tokens = query(url, "llmfleet_gateway_pending_prefill_tokens")
         except OSError:
-            ups, kv = [], []
-        if len(ups) == len(fleet.targets) and len(kv) == len(fleet.targets) - 1:
+            ups, kv, tokens = [], [], []
+        if len(ups) == len(fleet.targets) and len(kv) == len(fleet.targets) - 1 and tokens:
             return
         time.sleep(0.3)
     pytest.fail(f"prometheus did not scrape every target in 30s:\n{log.read_text()[-3000:]}")
 
 
+@pytest.fixture
+def gateway() -> Iterator[str]:
+    """A stand-in for the gateway's /metrics (the gateway is a later issue): host:port."""
+    with serve_page(lambda: GATEWAY_TOKENS_PAGE) as address:
+        yield address
+
+
 def test_prometheus_source_matches_direct_scrape_then_reports_prometheus_gone(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, gateway: str, tmp_path: Path
 ) -> None:
     binary = prometheus_binary()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(fleet)))
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape_config(fleet, gateway)))
     log = tmp_path / "prometheus.log"
     cmd = [binary, f"--config.file={tmp_path / 'prometheus.yml'}"]
     cmd += [f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"]
@@ -396,10 +432,13 @@ def test_prometheus_source_matches_direct_scrape_then_reports_prometheus_gone(
         wait_scraped(proc, url, log, fleet)
         with PrometheusSource(url, staleness_seconds=10, timeout_seconds=2) as source:
             through_prometheus = loaded_readings(source, fleet, 20)
-            direct = DirectScrape().samples(fleet.targets, time.time())
+            direct = DirectScrape(gateway_urls=[f"http://{gateway}"])
+            directly = direct.samples(fleet.targets, time.time())
             assert [s.replica for s in through_prometheus.samples] == ["sim-0", "sim-1"]
-            for theirs, ours in zip(through_prometheus.samples, direct.samples, strict=True):
+            assert [s.pending_prefill_tokens for s in through_prometheus.samples] == [1200, 0]
+            for theirs, ours in zip(through_prometheus.samples, directly.samples, strict=True):
                 assert (theirs.running, theirs.waiting) == (ours.running, ours.waiting)
+                assert theirs.pending_prefill_tokens == ours.pending_prefill_tokens
                 assert theirs.running == MAX_NUM_SEQS
                 assert theirs.kv_cache_usage == pytest.approx(ours.kv_cache_usage, abs=0.02)
                 assert time.time() - theirs.time < 10

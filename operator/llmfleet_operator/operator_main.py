@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="a gateway's base URL; with metrics.source Direct, its /metrics page's"
-        " llmfleet_gateway_pending_requests wakes a model scaled to zero (repeatable)",
+        " llmfleet_gateway_pending_requests wakes a model scaled to zero and its"
+        " llmfleet_gateway_pending_prefill_tokens feeds pendingPrefillTokensPerReplica"
+        " (repeatable)",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser

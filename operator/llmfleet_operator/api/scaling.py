@@ -52,7 +52,10 @@ class ScalingTargets(ApiModel):
     """Requests waiting for prefill per ready replica (``vllm:num_requests_waiting``)."""
     pending_prefill_tokens_per_replica: Annotated[int, Field(ge=1)] | None = None
     """Prompt tokens sent by the gateway and not yet answered with a first token, per
-    replica. Unset: not used. Sharper than the queue when prompt sizes vary a lot."""
+    replica. Unset: not used. Sharper than the queue when prompt sizes vary a lot. Read
+    from the gateways' ``llmfleet_gateway_pending_prefill_tokens`` (the operator's
+    ``--gateway-metrics-url``, or Prometheus); where no gateway exports it, this signal
+    is not read and the others decide."""
     kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = 0.8
     """KV-cache (HBM) usage per replica, 0..1 (``vllm:kv_cache_usage_perc``)."""
     slots_used: Annotated[float, Field(gt=0, le=1)] = 0.8

@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from llmfleet_operator.autoscale.inputs import Sample
-from llmfleet_operator.metrics.parse import parse_engine, pending_requests
+from llmfleet_operator.metrics.parse import (
+    parse_engine,
+    pending_prefill_tokens,
+    pending_requests,
+)
 from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
 
 log = logging.getLogger("llmfleet.metrics")
@@ -35,7 +39,8 @@ unreachable one costs one timeout, not one per LLMDeployment."""
 
 class DirectScrape:
     """Reads ``{target.url}/metrics`` of every target, at most ``parallel`` at a time, and
-    the gateways' ``/metrics`` pages at ``gateway_urls`` for requests waiting on zero."""
+    the gateways' ``/metrics`` pages at ``gateway_urls`` for each replica's pending prefill
+    tokens and the requests waiting on zero."""
 
     def __init__(
         self, timeout_seconds: float = 2.0, parallel: int = 16, gateway_urls: Sequence[str] = ()
@@ -51,8 +56,9 @@ class DirectScrape:
         """One sample (stamped ``now``) or one miss per target, in the targets' order."""
         if not targets:
             return Readings()
+        tokens = self._pending_prefill_tokens(now)
         with ThreadPoolExecutor(max_workers=min(self._parallel, len(targets))) as pool:
-            results = list(pool.map(lambda target: self._read(target, now), targets))
+            results = list(pool.map(lambda target: self._read(target, now, tokens), targets))
         return Readings(
             samples=tuple(r for r in results if isinstance(r, Sample)),
             missing=tuple(r for r in results if isinstance(r, Miss)),
@@ -71,6 +77,25 @@ class DirectScrape:
                 log.warning("Gateway metrics at %s unreadable: %s", url, error)
         known = [count for count in counts if count is not None]
         return sum(known) if known else None
+
+    def _pending_prefill_tokens(self, now: float) -> dict[tuple[str, str], int] | None:
+        """Prompt tokens the gateways sent each replica with no first token yet, by
+        (namespace, replica); None when no gateway page read exports them."""
+        found: dict[tuple[str, str], int] | None = None
+        for url in self._gateways:
+            page = self._gateway_page(url, now)
+            if page is None:
+                continue
+            try:
+                tokens = pending_prefill_tokens(page)
+            except ValueError as error:
+                log.warning("Gateway metrics at %s unreadable: %s", url, error)
+                continue
+            if tokens is not None:
+                found = found if found is not None else {}
+                for key, count in tokens.items():
+                    found[key] = found.get(key, 0) + count
+        return found
 
     def _gateway_page(self, url: str, now: float) -> str | None:
         """The gateway's page, read at most once per :data:`GATEWAY_PAGE_SECONDS`; None
@@ -91,7 +116,9 @@ class DirectScrape:
             body: bytes = response.read(MAX_BODY_BYTES)
         return body.decode("utf-8", "replace")
 
-    def _read(self, target: Target, now: float) -> Sample | Miss:
+    def _read(
+        self, target: Target, now: float, tokens: dict[tuple[str, str], int] | None
+    ) -> Sample | Miss:
         url = target.url.rstrip("/") + "/metrics"
         try:
             text = self._get(url)
@@ -102,4 +129,5 @@ class DirectScrape:
         except READ_ERRORS as error:
             reason = getattr(error, "reason", error)
             return Miss(target.replica, MissReason.UNREACHABLE, f"GET {url}: {reason}")
-        return parse_engine(text, target.replica, now)
+        pending = None if tokens is None else tokens.get((target.namespace, target.pod), 0)
+        return parse_engine(text, target.replica, now, pending)

@@ -14,8 +14,9 @@ Called by :class:`~llmfleet_operator.metrics.direct.DirectScrape` on each engine
 The gateway exports two gauges the autoscaler reads (its metric contract):
 
 - per replica, the prompt tokens it sent that have no first token yet:
-  ``llmfleet_gateway_pending_prefill_tokens{replica="<replica>"}``
-  (:func:`pending_prefill_tokens`; until the gateway exists, samples carry None);
+  ``llmfleet_gateway_pending_prefill_tokens{replica="<pod>",
+  llmdeployment_namespace="<namespace>"}`` (:func:`pending_prefill_tokens`; a sample
+  carries None where no gateway exports it);
 - per LLMDeployment, the requests it holds because no replica is ready (the demand that
   scales from zero): ``llmfleet_gateway_pending_requests{llmdeployment="<name>",
   llmdeployment_namespace="<namespace>"}`` (:func:`pending_requests`). The labels are not
@@ -96,17 +97,23 @@ def parse_engine(
     return sample_from_values(values, replica, time, pending_prefill_tokens)
 
 
-def pending_prefill_tokens(text: str) -> dict[str, int]:
-    """The gateway's pending prefill tokens per replica; empty when it exports none.
+def pending_prefill_tokens(text: str) -> dict[tuple[str, str], int] | None:
+    """The gateway's pending prefill tokens by (namespace, replica); None when the page
+    does not export the gauge (a replica it lists no series for has none pending).
 
     Raises ``ValueError`` when the text is not Prometheus exposition.
     """
-    pending: dict[str, int] = defaultdict(int)
+    pending: dict[tuple[str, str], int] | None = None
     for family in text_string_to_metric_families(text):
+        if family.name != PENDING_PREFILL_TOKENS:
+            continue
+        pending = pending if pending is not None else {}
         for sample in family.samples:
-            if sample.name == PENDING_PREFILL_TOKENS and "replica" in sample.labels:
-                pending[sample.labels["replica"]] += round(sample.value)
-    return dict(pending)
+            labels = sample.labels
+            if "replica" in labels and math.isfinite(sample.value):
+                key = (labels.get("llmdeployment_namespace", ""), labels["replica"])
+                pending[key] = pending.get(key, 0) + round(sample.value)
+    return pending
 
 
 def pending_requests(text: str, namespace: str, name: str) -> int | None:
@@ -123,6 +130,7 @@ def pending_requests(text: str, namespace: str, name: str) -> int | None:
                 sample.name == PENDING_REQUESTS
                 and labels.get("llmdeployment") == name
                 and labels.get("llmdeployment_namespace") == namespace
+                and math.isfinite(sample.value)
             ):
                 found = (found or 0) + round(sample.value)
     return found

@@ -14,7 +14,9 @@ One query for all the pods, evaluated at ``now``, asks for the raw samples of th
 ``stalenessSeconds`` of the engine series and of ``up``; per pod: the newest scrape failed ->
 unreachable; nothing in the window -> stale; a needed series absent -> missing metric.
 Prometheus itself not answering makes every replica a miss with that reason; no
-exception leaves :meth:`PrometheusSource.samples`.
+exception leaves :meth:`PrometheusSource.samples`. A second query reads the gateways'
+pending prefill tokens per replica (``llmfleet_gateway_pending_prefill_tokens``, see
+:mod:`~llmfleet_operator.metrics.parse`), where a gateway exports them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from llmfleet_operator.autoscale.inputs import Sample
-from llmfleet_operator.metrics.parse import ENGINE_METRICS, PENDING_REQUESTS, sample_from_values
+from llmfleet_operator.metrics.parse import (
+    ENGINE_METRICS,
+    PENDING_PREFILL_TOKENS,
+    PENDING_REQUESTS,
+    sample_from_values,
+)
 from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
 
 UP = "up"
@@ -70,7 +77,11 @@ def pods_query(targets: Sequence[Target], staleness_seconds: float) -> str:
 
 
 def sample_from_series(
-    series: list[dict[str, Any]], target: Target, now: float, staleness_seconds: float
+    series: list[dict[str, Any]],
+    target: Target,
+    now: float,
+    staleness_seconds: float,
+    pending_prefill_tokens: int | None = None,
 ) -> Sample | Miss:
     """One pod's range-query result (Prometheus ``matrix`` items) as a sample, or a miss."""
     latest: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
@@ -102,7 +113,7 @@ def sample_from_series(
     for name, time, value in rows:
         if time >= scraped_at:
             values[name].append(value)
-    return sample_from_values(values, target.replica, sampled_at)
+    return sample_from_values(values, target.replica, sampled_at, pending_prefill_tokens)
 
 
 class PrometheusSource:
@@ -133,13 +144,46 @@ class PrometheusSource:
         for item in series:
             labels = item.get("metric") or {}
             by_pod[labels.get("namespace", ""), labels.get("pod", "")].append(item)
+        tokens = self._pending_prefill_tokens(targets, now)
         results = [
-            sample_from_series(by_pod[t.namespace, t.pod], t, now, self._staleness) for t in targets
+            sample_from_series(
+                by_pod[t.namespace, t.pod],
+                t,
+                now,
+                self._staleness,
+                None if tokens is None else tokens.get((t.namespace, t.pod), 0),
+            )
+            for t in targets
         ]
         return Readings(
             samples=tuple(r for r in results if isinstance(r, Sample)),
             missing=tuple(r for r in results if isinstance(r, Miss)),
         )
+
+    def _pending_prefill_tokens(
+        self, targets: Sequence[Target], now: float
+    ) -> dict[tuple[str, str], int] | None:
+        """The gateways' pending prefill tokens by (namespace, replica pod), summed over
+        gateway pods; None when Prometheus has no such series for the targets' namespaces
+        (no gateway exports them) or does not answer."""
+        namespaces = _quote("|".join(sorted({re.escape(t.namespace) for t in targets})))
+        query = (
+            f"sum by (llmdeployment_namespace, replica)"
+            f" ({PENDING_PREFILL_TOKENS}{{llmdeployment_namespace=~{namespaces}}})"
+        )
+        try:
+            result = self._client.custom_query(
+                query, params={"time": f"{now:.3f}"}, timeout=self._timeout
+            )
+        except QUERY_ERRORS:
+            return None
+        tokens = {}
+        for item in result:
+            labels, value = item["metric"], float(item["value"][1])
+            if math.isfinite(value):
+                key = (labels.get("llmdeployment_namespace", ""), labels.get("replica", ""))
+                tokens[key] = round(value)
+        return tokens or None
 
     def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
         """Requests the gateways hold for ``namespace/name``, summed over gateway pods;
