@@ -2,17 +2,17 @@
 
 Cases: serving pods become replicas (engines and leaders; workers and terminating pods
 left out; ready ones get a metrics target); MetricsAvailable says fresh, stale, missing
-or source unreachable with the details; a loaded fleet scales up with the decision,
-signals and conditions in the status; a readiness flap does not teach a slow start (the
-learned startup is in the status), nor does a pod already ready when a restarted
-operator first sees it (the status keeps the startup across restarts); a
-period is due once per periodSeconds and a new
-object under an old name starts afresh; a source that stops answering holds the count;
-a scale-down gives the idle replica the lowest deletion cost; the gateway's pending
-requests bring a model back from zero, and without a gateway to wake it an idle model
-keeps a replica (ScalingLimited says why); the kept decisions are capped; an object that
-leaves Builtin mode loses its scaling conditions; too few GPUs mark ScalingLimited once
-(not a new transition each period) until the pods find their GPUs.
+or source unreachable with the details, and a target whose series no replica exports; a
+loaded fleet scales up with the decision, signals and conditions in the status; a
+readiness flap does not teach a slow start (the learned startup is in the status), nor
+does a pod already ready when a restarted operator first sees it (the status keeps the
+startup across restarts); a period is due once per periodSeconds and a new object under
+an old name starts afresh; a source that stops answering holds the count; a scale-down
+gives the idle replica the lowest deletion cost; the gateway's pending requests bring a
+model back from zero, and without a gateway to wake it an idle model keeps a replica
+(ScalingLimited says why); the kept decisions are capped; an object that leaves Builtin
+mode loses its scaling conditions; too few GPUs mark ScalingLimited once (not a new
+transition each period) until the pods find their GPUs.
 
 The metrics source is an in-memory fake (the seam the real sources implement; they are
 tested against real engines and a real Prometheus in test_metrics_sources.py).
@@ -180,6 +180,19 @@ def test_metrics_available_says_why(
     assert (nothing.status, nothing.reason) == (ConditionStatus.UNKNOWN, Reason.METRICS_MISSING)
 
 
+@pytest.mark.parametrize(("per_second", "status"), [(0.0, "False"), (2.0, "True")])
+def test_a_target_whose_series_no_replica_exports_says_so(per_second: float, status: str) -> None:
+    obj = deployment(targets={"requestsPerSecond": 1.0})
+    source = FakeSource(started_per_second=per_second)  # 0: the counter is not exported
+    period = Autoscaler(source).run(obj, "uid", [pod("p0")], T0)
+    metrics = condition(period.status, ConditionType.METRICS_AVAILABLE)
+    assert metrics.status == status
+    if status == "False":
+        assert metrics.reason == Reason.METRICS_MISSING
+        assert "none with vllm:time_to_first_token_seconds_count" in metrics.message
+        assert "no scale-down" in metrics.message
+
+
 def test_a_loaded_fleet_scales_up_and_says_why() -> None:
     obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=2))
     source = FakeSource(load={"p0": (12, 8), "p1": (12, 8)})
@@ -297,13 +310,19 @@ def test_a_silent_source_holds_the_count_and_says_so() -> None:
     assert "did not answer" in metrics.message
 
 
-def test_scale_down_makes_the_least_busy_replica_the_cheapest_to_delete() -> None:
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_scale_down_makes_the_least_busy_replica_the_cheapest_to_delete(nodes: int) -> None:
     obj = with_status(deployment(), LLMDeploymentStatus(observed_generation=1, desired_replicas=3))
+    if nodes > 1:  # a LeaderWorkerSet removes its highest-numbered groups: no cost to set
+        parallelism = {"tensorParallelSize": 8, "pipelineParallelSize": nodes, "gpusPerNode": 8}
+        spec = obj.spec.model_dump(by_alias=True, exclude_none=True)
+        spec["parallelism"] = parallelism
+        obj = obj.model_copy(update={"spec": type(obj.spec).model_validate(spec)})
     source = FakeSource(load={"p0": (0, 2), "p1": (0, 0), "p2": (0, 1)})
     pods = [pod("p0"), pod("p1"), pod("p2")]
     period = Autoscaler(source).run(obj, "uid", pods, T0)
     assert period.decision.desired == 2
-    assert period.deletion_costs == {"p1": 0, "p2": 1, "p0": 2}
+    assert period.deletion_costs == ({"p1": 0, "p2": 1, "p0": 2} if nodes == 1 else {})
 
 
 def test_pending_requests_at_the_gateway_scale_from_zero() -> None:

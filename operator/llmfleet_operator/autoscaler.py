@@ -34,6 +34,7 @@ from llmfleet_operator.api import (
     MetricsSourceKind,
     Reason,
     ScalingDecision,
+    ScalingTargets,
     Signals,
 )
 from llmfleet_operator.autoscale import (
@@ -49,6 +50,8 @@ from llmfleet_operator.autoscale import (
 )
 from llmfleet_operator.children import desired_replicas
 from llmfleet_operator.metrics import (
+    PENDING_PREFILL_TOKENS,
+    STARTED,
     MetricsSource,
     Miss,
     MissReason,
@@ -124,11 +127,34 @@ def serving_replicas(pods: list[Manifest]) -> list[tuple[Replica, Target | None]
     return sorted(found, key=lambda pair: pair[0].name)
 
 
-def metrics_verdict(ready: int, missing: tuple[Miss, ...], source: str) -> Verdict:
-    """``MetricsAvailable``: every ready replica read, or why not (the policy then holds)."""
+def unexported(targets: ScalingTargets, samples: tuple[Sample, ...]) -> tuple[str, ...]:
+    """The series a set target reads that no sample read now carries, and what that does."""
+    if not samples:
+        return ()
+    absent = []
+    if targets.requests_per_second is not None and all(s.started is None for s in samples):
+        absent.append(f"{STARTED} (targets.requestsPerSecond; without it no scale-down)")
+    if targets.pending_prefill_tokens_per_replica is not None and all(
+        s.pending_prefill_tokens is None for s in samples
+    ):
+        absent.append(
+            f"{PENDING_PREFILL_TOKENS} (targets.pendingPrefillTokensPerReplica; the other"
+            " signals decide)"
+        )
+    return tuple(absent)
+
+
+def metrics_verdict(
+    ready: int, missing: tuple[Miss, ...], source: str, absent: tuple[str, ...] = ()
+) -> Verdict:
+    """``MetricsAvailable``: every ready replica read, or why not (the policy then holds),
+    or the ``absent`` series a target needs."""
     if not missing:
         if ready == 0:
             return Verdict(UNKNOWN, Reason.METRICS_MISSING, "no ready replica to read")
+        if absent:
+            message = f"{ready} of {ready} ready replicas read, none with " + "; ".join(absent)
+            return Verdict(FALSE, Reason.METRICS_MISSING, message)
         return Verdict(TRUE, Reason.METRICS_FRESH, f"{ready} of {ready} ready replicas read")
     reasons = {miss.reason for miss in missing}
     if MissReason.SOURCE_UNREACHABLE in reasons:
@@ -223,7 +249,8 @@ class Period:
     status: LLMDeploymentStatus
     """The object's status with the period's results in it."""
     deletion_costs: dict[str, int]
-    """Pod name -> ``pod-deletion-cost``; set before a scale-down, else empty."""
+    """Pod name -> ``pod-deletion-cost``; set before a Deployment's scale-down, else empty
+    (a LeaderWorkerSet removes its highest-numbered groups)."""
     metrics: Verdict
 
 
@@ -334,7 +361,8 @@ class Autoscaler:
         )
         decision = decide(obj.spec, observation, state.history, clock)
         state.history, state.last_run = decision.history, clock
-        metrics = metrics_verdict(len(targets), readings.missing, where)
+        absent = unexported(scaling.targets, readings.samples)
+        metrics = metrics_verdict(len(targets), readings.missing, where, absent)
         newest = max((s.time for s in state.samples), default=None)
         status = scaled_status(
             obj.status or LLMDeploymentStatus(),
@@ -345,7 +373,7 @@ class Autoscaler:
             obj.metadata.generation,
         )
         costs: dict[str, int] = {}
-        if decision.desired < decision.current:
+        if decision.desired < decision.current and obj.spec.parallelism.nodes_per_group == 1:
             order = deletion_order(
                 replicas, tuple(state.samples), clock, scaling.stable_window_seconds
             )

@@ -227,8 +227,7 @@ def _autoscale(
     if period.metrics.status is FALSE and (old is None or old.status is not FALSE):
         log.warning("%s/%s: %s", namespace, name, period.metrics.message)
         kube.event(body, "Warning", period.metrics.reason, period.metrics.message)
-    if obj.spec.parallelism.nodes_per_group == 1:  # a LeaderWorkerSet removes the last groups
-        _set_deletion_costs(kube, namespace, pods, period.deletion_costs)
+    _set_deletion_costs(kube, namespace, pods, period.deletion_costs)
     decision = period.decision
     why = f"{decision.reason}: {decision.message}" if decision.changed else ""
     return obj.model_copy(update={"status": period.status}), seconds, why

@@ -8,6 +8,8 @@ The operator's autoscaler (:mod:`llmfleet_operator.autoscaler`) picks a :class:`
 
 from llmfleet_operator.metrics.direct import DirectScrape
 from llmfleet_operator.metrics.parse import (
+    PENDING_PREFILL_TOKENS,
+    STARTED,
     parse_engine,
     pending_prefill_tokens,
     pending_requests,
@@ -16,6 +18,8 @@ from llmfleet_operator.metrics.prometheus import PrometheusSource, redacted
 from llmfleet_operator.metrics.readings import MetricsSource, Miss, MissReason, Readings, Target
 
 __all__ = [
+    "PENDING_PREFILL_TOKENS",
+    "STARTED",
     "DirectScrape",
     "MetricsSource",
     "Miss",
