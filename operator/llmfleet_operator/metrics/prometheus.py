@@ -171,11 +171,8 @@ class PrometheusSource:
             f"sum by (llmdeployment_namespace, replica)"
             f" ({PENDING_PREFILL_TOKENS}{{llmdeployment_namespace=~{namespaces}}})"
         )
-        try:
-            result = self._client.custom_query(
-                query, params={"time": f"{now:.3f}"}, timeout=self._timeout
-            )
-        except QUERY_ERRORS:
+        result = self._instant(query, now)
+        if result is None:
             return None
         tokens = {}
         for item in result:
@@ -192,14 +189,19 @@ class PrometheusSource:
             f"sum({PENDING_REQUESTS}{{llmdeployment={_quote(name)},"
             f"llmdeployment_namespace={_quote(namespace)}}})"
         )
+        result = self._instant(query, now)
+        value = float(result[0]["value"][1]) if result else math.nan
+        return round(value) if math.isfinite(value) else None
+
+    def _instant(self, query: str, now: float) -> list[dict[str, Any]] | None:
+        """An instant query's result at ``now``; None when Prometheus does not answer."""
         try:
-            result = self._client.custom_query(
+            result: list[dict[str, Any]] = self._client.custom_query(
                 query, params={"time": f"{now:.3f}"}, timeout=self._timeout
             )
         except QUERY_ERRORS:
             return None
-        value = float(result[0]["value"][1]) if result else math.nan
-        return round(value) if math.isfinite(value) else None
+        return result
 
     def close(self) -> None:
         """Release the HTTP connections."""
