@@ -3,9 +3,9 @@
 Cases: each signal above its target scales up and names itself with its numbers; the
 largest signal wins; the short window sees a step at the next period; panic scales at
 once and forbids scale-down for a stable window; the tolerance band holds; starting
-replicas count as capacity to come; below targets scales down one step after the scale-
-down stabilization window; the scale-up window holds a spike; step limits (count and
-percent); min and max bounds (and a lowered max applies at once); missing and stale
+replicas count as capacity to come; below targets scales down one step after the
+scale-down stabilization window; the scale-up window holds a spike; step limits (count
+and percent); min and max bounds (and a lowered max applies at once); missing and stale
 samples hold; the request rate is a counter's rate (over the window or the last scrape
 interval, across restarts of the counter, from the replicas that served), scales up and
 names itself, and counts only with a target; idle scales to zero only when enabled,
