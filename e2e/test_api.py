@@ -18,7 +18,7 @@ import pytest
 import yaml
 from localop import kubectl
 
-from llmfleet_operator.api import LLMDeployment
+from llmfleet_contract.api import LLMDeployment
 
 REPO = Path(__file__).resolve().parent.parent
 CRD = REPO / "crds" / "llmfleet.io_llmdeployments.yaml"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet_operator.api import LLMDeployment
-from llmfleet_operator.validation import model_errors, schema_errors
+from llmfleet_contract.api import LLMDeployment
+from llmfleet_contract.validation import model_errors, schema_errors
 from tests.corpus import EXAMPLES, INVALID, load_invalid
 
 
@@ -66,7 +66,7 @@ def test_model_refuses(path: Path) -> None:
 
 
 def test_every_cel_rule_has_a_refused_case() -> None:
-    from llmfleet_operator.crd import openapi_schema
+    from llmfleet_contract.crd import openapi_schema
 
     messages: list[str] = []
 

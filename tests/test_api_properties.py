@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmfleet_operator.validation import model_errors, schema_errors
+from llmfleet_contract.validation import model_errors, schema_errors
 
 # Mostly valid values, so that both verdicts are common; the odd ones sit on boundaries.
 small = st.sampled_from([1, 1, 1, 2, 2, 4, 8, 8, 3, 0, 16, -1])

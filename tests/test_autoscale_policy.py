@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from llmfleet_operator.api import LLMDeploymentSpec, Reason
+from llmfleet_contract.api import LLMDeploymentSpec, Reason
 from llmfleet_operator.autoscale import (
     Decision,
     History,

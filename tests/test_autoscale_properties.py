@@ -20,7 +20,7 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from llmfleet_operator.api import LLMDeploymentSpec
+from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_operator.autoscale import (
     Decision,
     History,

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmfleet_operator.api import (
+from llmfleet_contract.api import (
     MAX_DECISIONS,
     ConditionStatus,
     ConditionType,

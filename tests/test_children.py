@@ -15,17 +15,16 @@ from typing import Any
 import pytest
 import yaml
 
-from llmfleet_operator import labels
-from llmfleet_operator.api import LLMDeployment
+from llmfleet_contract import labels
+from llmfleet_contract.api import LLMDeployment
 from llmfleet_operator.children import (
-    DEPLOYMENT,
-    LEADER_WORKER_SET,
     children,
     desired_replicas,
     service,
     workload,
 )
 from llmfleet_operator.podspec import model_path, node_affinity
+from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET
 from tests.corpus import ROOT
 
 UID = "0a0b0c0d-0000-0000-0000-000000000000"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet_operator.cli import main
+from llmfleet.cli import main
 from tests.corpus import EXAMPLES, INVALID, ROOT
 
 

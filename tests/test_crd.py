@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llmfleet_operator.crd import build_crd, openapi_schema, render_chart_template, render_yaml
+from llmfleet_contract.crd import build_crd, openapi_schema, render_chart_template, render_yaml
 from tests.corpus import ROOT
 
 CRD_FILE = ROOT / "crds" / "llmfleet.io_llmdeployments.yaml"

@@ -12,7 +12,8 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from llmfleet_operator.kube import NODE, NODE_CACHE_SECONDS, POD, DynamicKube
+from llmfleet_operator.kube_client import NODE_CACHE_SECONDS, DynamicKube
+from llmfleet_operator.resources import NODE, POD
 
 
 @dataclass

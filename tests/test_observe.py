@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from llmfleet_operator.api import ConditionType, LLMDeployment, Reason
+from llmfleet_contract.api import ConditionType, LLMDeployment, Reason
 from llmfleet_operator.observe import Observed, blocked_status, compute_status
 from tests.corpus import ROOT
 

@@ -12,9 +12,10 @@ import copy
 
 import yaml
 
-from llmfleet_operator.api import LLMDeployment
-from llmfleet_operator.children import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE, children
+from llmfleet_contract.api import LLMDeployment
+from llmfleet_operator.children import children
 from llmfleet_operator.reconcile import plan
+from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE
 from tests.corpus import ROOT
 
 UID = "uid-1"
@@ -42,7 +43,7 @@ def test_unchanged_children_applied_without_events() -> None:
     desired = children(obj(), UID)
     existing = {kind: copy.deepcopy(manifest) for kind, manifest in desired}
     todo = plan(desired, existing)
-    assert [c.reason for c in todo.apply] == ["", "", ""]
+    assert [c.reason for c in todo.apply] == [None, None, None]
 
 
 def test_template_change_rolls_out_and_replica_change_scales() -> None:

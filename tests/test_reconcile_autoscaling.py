@@ -14,11 +14,12 @@ import copy
 from datetime import timedelta
 from typing import Any
 
+from llmfleet_contract.api import EventReason, EventType, Reason
 from llmfleet_operator.autoscaler import Autoscaler
-from llmfleet_operator.children import DEPLOYMENT, ChildKind, child_name, children
-from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD
+from llmfleet_operator.children import child_name, children
 from llmfleet_operator.metrics import Miss, MissReason
 from llmfleet_operator.reconcile import reconcile
+from llmfleet_operator.resources import DEPLOYMENT, LLMDEPLOYMENT, NODE, POD, Resource
 from tests.test_autoscaler import T0, FakeSource, deployment, pod
 
 Manifest = dict[str, Any]
@@ -36,35 +37,36 @@ class MemoryKube:
         self.events: list[tuple[str, str, str]] = []
         self.order: list[str] = []
 
-    def get(self, kind: ChildKind, namespace: str, name: str) -> Manifest | None:
+    def get(self, kind: Resource, namespace: str, name: str) -> Manifest | None:
         found = self.objects.get((kind.kind, name))
         return copy.deepcopy(found) if found else None
 
-    def list(self, kind: ChildKind, namespace: str | None, selector: str) -> list[Manifest]:
+    def list(self, kind: Resource, namespace: str | None, selector: str) -> list[Manifest]:
         return copy.deepcopy(self.pods) if kind == POD else []
 
-    def apply(self, kind: ChildKind, manifest: Manifest) -> Manifest:
+    def apply(self, kind: Resource, manifest: Manifest) -> Manifest:
         self.order.append(f"apply {kind.kind}")
         stored = copy.deepcopy(manifest)
         self.objects[(kind.kind, manifest["metadata"]["name"])] = stored
         return stored
 
-    def delete(self, kind: ChildKind, namespace: str, name: str) -> None:
+    def delete(self, kind: Resource, namespace: str, name: str) -> None:
         self.objects.pop((kind.kind, name), None)
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
         self.objects[("LLMDeployment", name)]["status"] = status
 
-    def annotate(
-        self, kind: ChildKind, namespace: str, name: str, annotations: dict[str, str]
-    ) -> None:
+    def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest:
         self.order.append(f"annotate {name}")
-        self.annotated.append((name, annotations))
+        self.annotated.append((name, body["metadata"]["annotations"]))
+        return body
 
-    def event(self, obj: Manifest, kind: str, reason: str, message: str) -> None:
+    def event(
+        self, obj: Manifest, kind: EventType, reason: Reason | EventReason, message: str
+    ) -> None:
         self.events.append((kind, reason, message))
 
-    def served(self, kind: ChildKind) -> bool:
+    def served(self, kind: Resource) -> bool:
         return kind != NODE
 
 

@@ -56,11 +56,11 @@ from setting import (
     traces_dir,
 )
 
-from llmfleet_operator.api import LLMDeploymentSpec
-from llmfleet_operator.fleetsim import make_policy, oracle
-from llmfleet_operator.fleetsim.fleet import run
-from llmfleet_operator.fleetsim.report import Settings, build
-from llmfleet_operator.fleetsim.view import FleetView, Policy
+from llmfleet_contract.api import LLMDeploymentSpec
+from llmfleet_fleetsim import make_policy, oracle
+from llmfleet_fleetsim.fleet import run
+from llmfleet_fleetsim.report import Settings, build
+from llmfleet_fleetsim.view import FleetView, Policy
 
 
 @dataclass(frozen=True)

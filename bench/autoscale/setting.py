@@ -4,7 +4,7 @@ against (called by :mod:`run`).
 Constants (traces, speeds, startups, SLO tiers, each policy's sweep), the deployment and
 its engine profile, and :func:`prepare`: per trace and tier, one replica's capacity at the
 SLO, the attainment ceiling, the raw oracle (replayed with instant starts) and the oracle
-fitted to the goal (:func:`llmfleet_operator.fleetsim.oracle_at`), measured once and
+fitted to the goal (:func:`llmfleet_fleetsim.oracle_at`), measured once and
 shared by every replay of that trace.
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 import summary  # the bench's own module, beside this script (run.py puts it on the path)
 import yaml
 
-import llmfleet_operator.fleetsim
+import llmfleet_fleetsim
 import llmfleet_runtime.simulator
-from llmfleet_operator.api import LLMDeploymentSpec
-from llmfleet_operator.fleetsim import Slo, capacity, fleet_profile, load_trace, oracle_at
-from llmfleet_operator.fleetsim.slo import meets
-from llmfleet_operator.fleetsim.trace import Trace
+from llmfleet_contract.api import LLMDeploymentSpec
+from llmfleet_fleetsim import Slo, capacity, fleet_profile, load_trace, oracle_at
+from llmfleet_fleetsim.slo import meets
+from llmfleet_fleetsim.trace import Trace
 from llmfleet_runtime.simulator import Engine, Profile, Request
 
 HERE = Path(__file__).resolve().parent
@@ -153,7 +153,7 @@ def _inputs() -> list[Path]:
     deployment, the fleet simulator and the engine simulator (its profiles
     included). Not the scaling policy: no oracle runs it."""
     found = [HERE / "setting.py", SPEC_FILE]
-    for package in (llmfleet_operator.fleetsim, llmfleet_runtime.simulator):
+    for package in (llmfleet_fleetsim, llmfleet_runtime.simulator):
         root = Path(package.__path__[0])
         found += [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     return sorted(found)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from llmfleet_operator.api import LLMDeployment
-from llmfleet_operator.fleetsim import Slo, load_trace, simulate
+from llmfleet_contract.api import LLMDeployment
+from llmfleet_fleetsim import Slo, load_trace, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "h100-llama2-70b-tp4"

@@ -32,7 +32,7 @@ import localop  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
-from llmfleet_operator.api import LLMDeployment  # noqa: E402
+from llmfleet_contract.api import LLMDeployment  # noqa: E402
 from llmfleet_operator.children import children  # noqa: E402
 
 GROUP, VERSION, PLURAL = "llmfleet.io", "v1alpha1", "llmdeployments"

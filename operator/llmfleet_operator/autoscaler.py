@@ -24,8 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from llmfleet_operator import labels
-from llmfleet_operator.api import (
+from llmfleet_contract.api import (
     MAX_DECISIONS,
     AutoscalingMode,
     ConditionType,
@@ -37,6 +36,8 @@ from llmfleet_operator.api import (
     ScalingTargets,
     Signals,
 )
+from llmfleet_contract.metrics import PENDING_PREFILL_TOKENS, STARTED
+from llmfleet_contract.pods import is_serving, ready_since, serving_url
 from llmfleet_operator.autoscale import (
     Decision,
     History,
@@ -50,8 +51,6 @@ from llmfleet_operator.autoscale import (
 )
 from llmfleet_operator.children import desired_replicas
 from llmfleet_operator.metrics import (
-    PENDING_PREFILL_TOKENS,
-    STARTED,
     MetricsSource,
     Miss,
     MissReason,
@@ -65,7 +64,6 @@ from llmfleet_operator.observe import (
     UNKNOWN,
     Verdict,
     blocked_by_gpus,
-    ready_since,
     set_condition,
 )
 
@@ -99,15 +97,12 @@ def _time(value: str | datetime | None) -> float | None:
     return datetime.fromisoformat(value).timestamp()
 
 
-def serving_replicas(pods: list[Manifest]) -> list[tuple[Replica, Target | None]]:
-    """The replicas (serving pods: engines and group leaders, not terminating) and, for the
-    ready ones with an address, where to read their metrics."""
-    found = []
-    for pod in pods:
-        meta = pod.get("metadata") or {}
-        role = (meta.get("labels") or {}).get(labels.ROLE)
-        if role not in ("engine", "leader") or meta.get("deletionTimestamp"):
-            continue
+def serving_replicas(found: list[Manifest]) -> list[tuple[Replica, Target | None]]:
+    """The replicas (serving pods, ready or starting) and, for the ready ones with an
+    address, where to read their metrics."""
+    replicas = []
+    for pod in filter(is_serving, found):
+        meta = pod["metadata"]
         since = ready_since(pod)
         replica = Replica(
             name=meta["name"],
@@ -115,16 +110,10 @@ def serving_replicas(pods: list[Manifest]) -> list[tuple[Replica, Target | None]
             started_at=_time(meta.get("creationTimestamp")) or 0.0,
             ready_at=_time(since),
         )
-        ip = (pod.get("status") or {}).get("podIP")
-        target = (
-            Target(
-                meta["name"], f"http://{ip}:{labels.ENGINE_PORT}", meta["name"], meta["namespace"]
-            )
-            if since is not None and ip
-            else None
-        )
-        found.append((replica, target))
-    return sorted(found, key=lambda pair: pair[0].name)
+        url = serving_url(pod)
+        target = Target(meta["name"], url, meta["name"], meta["namespace"]) if url else None
+        replicas.append((replica, target))
+    return sorted(replicas, key=lambda pair: pair[0].name)
 
 
 def unexported(targets: ScalingTargets, samples: tuple[Sample, ...]) -> tuple[str, ...]:

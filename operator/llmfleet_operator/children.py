@@ -1,6 +1,6 @@
 """Pure builders of an LLMDeployment's children: workload, Service, PodDisruptionBudget.
 
-Called by :mod:`plan`. A serving group that fits on one node is a pod of a Deployment;
+Called by :mod:`.reconcile`. A serving group that fits on one node is a pod of a Deployment;
 a larger one is a LeaderWorkerSet group (leader plus workers, recreated as a whole when
 one pod restarts). The pod template carries a hash of itself, so a rollout happens
 exactly when what shapes the pods changed, and ``updatedReplicas`` can be read off pods.
@@ -10,33 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from llmfleet_operator import labels
-from llmfleet_operator.api import GROUP, KIND, VERSION, AutoscalingMode, LLMDeployment
-from llmfleet_operator.api.resource import RolloutStrategy
+from llmfleet_contract import labels
+from llmfleet_contract.api import GROUP, KIND, VERSION, AutoscalingMode, LLMDeployment
+from llmfleet_contract.api.resource import RolloutStrategy
 from llmfleet_operator.podspec import pod_template
+from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE, Resource
 
 Manifest = dict[str, Any]
-
-LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
-
-
-@dataclass(frozen=True)
-class ChildKind:
-    """A kind of child: where it lives in the API."""
-
-    api_version: str
-    kind: str
-    plural: str
-
-
-DEPLOYMENT = ChildKind("apps/v1", "Deployment", "deployments")
-LEADER_WORKER_SET = ChildKind(LWS_API_VERSION, "LeaderWorkerSet", "leaderworkersets")
-SERVICE = ChildKind("v1", "Service", "services")
-PDB = ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
-CHILD_KINDS = (DEPLOYMENT, LEADER_WORKER_SET, SERVICE, PDB)
 
 
 def spec_hash(template: Manifest) -> str:
@@ -67,7 +49,7 @@ def desired_replicas(obj: LLMDeployment) -> int:
     return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
 
 
-def child_name(kind: ChildKind, name: str) -> str:
+def child_name(kind: Resource, name: str) -> str:
     """The name of ``name``'s child of ``kind``.
 
     A LeaderWorkerSet creates a headless Service named after itself (group DNS), so it
@@ -76,7 +58,7 @@ def child_name(kind: ChildKind, name: str) -> str:
     return f"{name}-group" if kind == LEADER_WORKER_SET else name
 
 
-def _metadata(obj: LLMDeployment, uid: str, kind: ChildKind) -> Manifest:
+def _metadata(obj: LLMDeployment, uid: str, kind: Resource) -> Manifest:
     return {
         "name": child_name(kind, obj.metadata.name),
         "namespace": obj.metadata.namespace,
@@ -99,7 +81,7 @@ def _stamp(template: Manifest) -> Manifest:
     return template
 
 
-def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[ChildKind, Manifest]:
+def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[Resource, Manifest]:
     """The Deployment or LeaderWorkerSet that runs ``replicas`` serving groups."""
     rollout = obj.spec.serving.rollout
     if obj.spec.parallelism.nodes_per_group == 1:
@@ -183,7 +165,7 @@ def disruption_budget(obj: LLMDeployment, uid: str) -> Manifest:
     }
 
 
-def children(obj: LLMDeployment, uid: str) -> list[tuple[ChildKind, Manifest]]:
+def children(obj: LLMDeployment, uid: str) -> list[tuple[Resource, Manifest]]:
     """Every child ``obj`` should have, in the order they are applied."""
     return [
         workload(obj, uid, desired_replicas(obj)),

@@ -21,12 +21,12 @@ from typing import Any
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from llmfleet_operator.api import GROUP, PLURAL, VERSION
+from llmfleet_contract.api import GROUP, PLURAL, VERSION
+from llmfleet_contract.labels import OWNER
 from llmfleet_operator.autoscaler import Autoscaler
-from llmfleet_operator.children import CHILD_KINDS
-from llmfleet_operator.kube import POD, Credentials, Kube
-from llmfleet_operator.labels import DEPLOYMENT
+from llmfleet_operator.kube import Credentials, Kube
 from llmfleet_operator.reconcile import reconcile
+from llmfleet_operator.resources import CHILD_KINDS, POD
 from llmfleet_operator.workqueue import WorkQueue
 
 log = logging.getLogger("llmfleet.operator")
@@ -175,11 +175,11 @@ def make_registry() -> kopf.OperatorRegistry:
     async def child_changed(
         namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
     ) -> None:
-        memo["runtime"].enqueue(namespace, labels.get(DEPLOYMENT))
+        memo["runtime"].enqueue(namespace, labels.get(OWNER))
 
     for kind in (*CHILD_KINDS, POD):
         group, _, version = kind.api_version.rpartition("/")
-        kopf.on.event(
-            group, version, kind.plural, labels={DEPLOYMENT: kopf.PRESENT}, registry=registry
-        )(child_changed)
+        kopf.on.event(group, version, kind.plural, labels={OWNER: kopf.PRESENT}, registry=registry)(
+            child_changed
+        )
     return registry

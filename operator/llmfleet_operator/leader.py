@@ -3,7 +3,9 @@
 Called by :mod:`operator_main` before kopf starts watching: a standby replica waits in
 :func:`LeaseElector.acquire`; the leader renews in the background and, if it cannot
 renew within the lease duration, stops the process (its restart comes back as a
-standby). ``may_take`` is the pure decision; the rest is I/O.
+standby). ``may_take`` is the pure decision; the rest is I/O through the Kube seam
+(:class:`Leases`), with optimistic concurrency: a write against a stale ``resourceVersion``
+is a :class:`~llmfleet_operator.kube.ConflictError`, and the race is lost, not fought.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from llmfleet_operator.kube import ConflictError, KubeError
+from llmfleet_operator.resources import LEASE, Resource
+
+Manifest = dict[str, Any]
 
 log = logging.getLogger("llmfleet.leader")
 
@@ -28,6 +32,20 @@ class Holder:
     identity: str | None
     renewed: datetime | None
     duration_seconds: int
+
+
+class Leases(Protocol):
+    """What the elector needs of the API server (:class:`~llmfleet_operator.kube.DynamicKube`)."""
+
+    def get(self, kind: Resource, namespace: str, name: str) -> Manifest | None: ...
+
+    def create(self, kind: Resource, manifest: Manifest) -> Manifest: ...
+
+    def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest: ...
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def may_take(holder: Holder | None, me: str, now: datetime) -> bool:
@@ -42,7 +60,7 @@ class LeaseElector:
 
     def __init__(
         self,
-        api: client.CoordinationV1Api,
+        kube: Leases,
         namespace: str,
         name: str,
         identity: str,
@@ -50,51 +68,48 @@ class LeaseElector:
         duration_seconds: int = 15,
         renew_seconds: float = 5.0,
     ) -> None:
-        self._api, self._namespace, self._name = api, namespace, name
+        self._kube, self._namespace, self._name = kube, namespace, name
         self.identity = identity
         self._duration, self._renew = duration_seconds, renew_seconds
 
     def try_hold(self, now: datetime | None = None) -> bool:
         """One attempt to take or renew the lease; True while we hold it."""
         now = now or datetime.now(UTC)
-        spec = {
+        spec: Manifest = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": self._duration,
             "renewTime": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         }
-        try:
-            lease: Any = self._api.read_namespaced_lease(self._name, self._namespace)
-        except ApiException as err:
-            if err.status != 404:
-                raise
-            body: Any = {
-                "metadata": {"name": self._name},
+        lease = self._kube.get(LEASE, self._namespace, self._name)
+        if lease is None:
+            body = {
+                "apiVersion": LEASE.api_version,
+                "kind": LEASE.kind,
+                "metadata": {"name": self._name, "namespace": self._namespace},
                 "spec": {**spec, "acquireTime": spec["renewTime"]},
             }
             try:
-                self._api.create_namespaced_lease(self._namespace, body)
-            except ApiException as conflict:
-                if conflict.status == 409:
-                    return False  # someone else created it first
-                raise
+                self._kube.create(LEASE, body)
+            except ConflictError:
+                return False  # someone else created it first
             return True
+        held = lease.get("spec") or {}
         holder = Holder(
-            lease.spec.holder_identity,
-            lease.spec.renew_time,
-            lease.spec.lease_duration_seconds or self._duration,
+            held.get("holderIdentity"),
+            _time(held.get("renewTime")),
+            held.get("leaseDurationSeconds") or self._duration,
         )
         if not may_take(holder, self.identity, now):
             return False
         if holder.identity != self.identity:
             spec["acquireTime"] = spec["renewTime"]
-            spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
-        patch = {"metadata": {"resourceVersion": lease.metadata.resource_version}, "spec": spec}
+            spec["leaseTransitions"] = (held.get("leaseTransitions") or 0) + 1
+        version = lease["metadata"]["resourceVersion"]
+        patch = {"metadata": {"resourceVersion": version}, "spec": spec}
         try:
-            self._api.patch_namespaced_lease(self._name, self._namespace, patch)
-        except ApiException as err:
-            if err.status == 409:
-                return False  # lost the race for it
-            raise
+            self._kube.patch(LEASE, self._namespace, self._name, patch)
+        except ConflictError:
+            return False  # lost the race for it
         return True
 
     async def acquire(self) -> None:
@@ -112,8 +127,8 @@ class LeaseElector:
     def _attempt(self) -> bool:
         try:
             return self.try_hold()
-        except ApiException as err:
-            log.warning("Lease %s/%s: %s", self._namespace, self._name, err.reason)
+        except KubeError as err:
+            log.warning("Lease %s/%s: %s", self._namespace, self._name, err.message)
             return False
 
     async def keep(self, on_lost: Callable[[], None]) -> None:

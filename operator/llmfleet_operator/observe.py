@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from llmfleet_operator import labels
-from llmfleet_operator.api import (
+from llmfleet_contract import labels
+from llmfleet_contract.api import (
     AutoscalingMode,
     Condition,
     ConditionStatus,
@@ -24,6 +24,7 @@ from llmfleet_operator.api import (
     LLMDeploymentStatus,
     Reason,
 )
+from llmfleet_contract.pods import condition, serving_url, terminating
 from llmfleet_operator.children import desired_replicas
 
 Manifest = dict[str, Any]
@@ -80,28 +81,11 @@ def set_condition(
     )
 
 
-def _pod_condition(pod: Manifest, kind: str) -> Manifest:
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind:
-            return dict(condition)
-    return {}
-
-
-def ready_since(pod: Manifest) -> str | None:
-    """When the pod turned Ready (RFC 3339), or None while it is not ready."""
-    condition = _pod_condition(pod, "Ready")
-    if condition.get("status") != "True":
-        return None
-    since = condition.get("lastTransitionTime") or pod["metadata"].get("creationTimestamp")
-    return str(since)
-
-
 def unschedulable(pods: list[Manifest]) -> list[Manifest]:
     return [
         pod
         for pod in pods
-        if _pod_condition(pod, "PodScheduled").get("reason") == "Unschedulable"
-        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        if condition(pod, "PodScheduled").get("reason") == "Unschedulable" and not terminating(pod)
     ]
 
 
@@ -134,7 +118,7 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
         for p in stuck
         if re.search(
             rf"Insufficient {re.escape(resource)}\b",
-            _pod_condition(p, "PodScheduled").get("message", ""),
+            condition(p, "PodScheduled").get("message", ""),
         )
     ]
     if short_of_gpus:
@@ -146,7 +130,7 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
             f" {missing} GPUs missing in the cluster",
         )
     if stuck:
-        message = _pod_condition(stuck[0], "PodScheduled").get("message", "")
+        message = condition(stuck[0], "PodScheduled").get("message", "")
         return Verdict(
             TRUE, Reason.UNSCHEDULABLE, f"{len(stuck)} pod(s) cannot be scheduled: {message}"
         )
@@ -160,20 +144,10 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
     return Verdict(FALSE, Reason.AS_EXPECTED)
 
 
-def ready_endpoints(pods: list[Manifest]) -> list[str]:
-    """``ip:port`` of the ready pods that serve (engines and group leaders), sorted."""
-    found = []
-    for pod in pods:
-        role = ((pod.get("metadata") or {}).get("labels") or {}).get(labels.ROLE)
-        ip = (pod.get("status") or {}).get("podIP")
-        if (
-            role in ("engine", "leader")
-            and ip
-            and not pod["metadata"].get("deletionTimestamp")
-            and ready_since(pod) is not None
-        ):
-            found.append(f"{ip}:{labels.ENGINE_PORT}")
-    return sorted(found)
+def ready_endpoints(found: list[Manifest]) -> list[str]:
+    """``ip:port`` of the ready serving pods (engines and group leaders), sorted."""
+    urls = (serving_url(pod) for pod in found)
+    return sorted(url.removeprefix("http://") for url in urls if url)
 
 
 def _workload_counts(workload: Manifest | None) -> tuple[int, int, int, bool]:

@@ -17,12 +17,11 @@ import socket
 from typing import Any
 
 import kopf
-from kubernetes import client
 from prometheus_client import start_http_server
 
 from llmfleet_operator.autoscaler import Autoscaler
 from llmfleet_operator.handlers import Metrics, Runtime, make_registry
-from llmfleet_operator.kube import DynamicKube, connect, credentials
+from llmfleet_operator.kube_client import DynamicKube, connect, credentials
 from llmfleet_operator.leader import LeaseElector
 from llmfleet_operator.metrics import DirectScrape
 
@@ -74,8 +73,9 @@ def main(argv: list[str]) -> int:
     # kopf logs every handler call; our reconcile logs what changed.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     dynamic = connect(args.kubeconfig)
+    kube = DynamicKube(dynamic)
     runtime = Runtime(
-        kube=DynamicKube(dynamic),
+        kube=kube,
         credentials=credentials(dynamic),
         metrics=Metrics(),
         autoscaler=Autoscaler(DirectScrape(gateway_urls=args.gateway_metrics_url)),
@@ -88,12 +88,7 @@ def main(argv: list[str]) -> int:
         )
     elector = None
     if args.leader_election:
-        elector = LeaseElector(
-            client.CoordinationV1Api(dynamic.client),
-            args.lease_namespace,
-            args.lease_name,
-            args.identity,
-        )
+        elector = LeaseElector(kube, args.lease_namespace, args.lease_name, args.identity)
     asyncio.run(_run(args, runtime, elector))
     return 0
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from llmfleet_operator import labels
-from llmfleet_operator.api import LLMDeployment
+from llmfleet_contract import labels
+from llmfleet_contract.api import LLMDeployment
 from llmfleet_runtime.launcher.config import CONFIG_ENV, EngineConfig, LoraAdapter
 
 Manifest = dict[str, Any]

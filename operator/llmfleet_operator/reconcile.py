@@ -17,24 +17,34 @@ from typing import Any
 
 import pydantic
 
-from llmfleet_operator import labels
-from llmfleet_operator.api import ConditionType, LLMDeployment, LLMDeploymentStatus, Reason
-from llmfleet_operator.autoscaler import Autoscaler, builtin, without_scaling
-from llmfleet_operator.children import (
-    CHILD_KINDS,
-    DEPLOYMENT,
-    LEADER_WORKER_SET,
-    ChildKind,
-    child_name,
-    children,
+from llmfleet_contract import labels
+from llmfleet_contract.api import (
+    ConditionType,
+    EventReason,
+    EventType,
+    LLMDeployment,
+    LLMDeploymentStatus,
+    Reason,
 )
-from llmfleet_operator.kube import LLMDEPLOYMENT, NODE, POD, ApiException, Kube, KubeError
+from llmfleet_operator.autoscaler import Autoscaler, builtin, without_scaling
+from llmfleet_operator.children import child_name, children
+from llmfleet_operator.kube import ClientError, Kube, KubeError
 from llmfleet_operator.observe import (
     FALSE,
     Observed,
     blocked_status,
     compute_status,
     find_condition,
+)
+from llmfleet_operator.resources import (
+    CHILD_KINDS,
+    DEPLOYMENT,
+    LEADER_WORKER_SET,
+    LLMDEPLOYMENT,
+    NODE,
+    POD,
+    WORKLOADS,
+    Resource,
 )
 
 Manifest = dict[str, Any]
@@ -45,16 +55,17 @@ log = logging.getLogger("llmfleet.reconcile")
 class Change:
     """One write the reconcile makes, worded as the Event it posts."""
 
-    kind: ChildKind
+    kind: Resource
     manifest: Manifest
-    reason: str
+    reason: Reason | EventReason | None
+    """The Event's reason; None: no Event (an unchanged child, applied anyway)."""
     message: str
 
 
 @dataclass(frozen=True)
 class Plan:
     apply: list[Change] = field(default_factory=list)
-    delete: list[tuple[ChildKind, str]] = field(default_factory=list)
+    delete: list[tuple[Resource, str]] = field(default_factory=list)
 
 
 def _template_hash(workload: Manifest | None) -> str | None:
@@ -69,8 +80,8 @@ def _template_hash(workload: Manifest | None) -> str | None:
 
 
 def plan(
-    desired: list[tuple[ChildKind, Manifest]],
-    existing: dict[ChildKind, Manifest | None],
+    desired: list[tuple[Resource, Manifest]],
+    existing: dict[Resource, Manifest | None],
     why_scaled: str = "",
 ) -> Plan:
     """What to apply (every desired child, with the Event its change earns) and delete.
@@ -81,27 +92,26 @@ def plan(
     for kind, manifest in desired:
         name = manifest["metadata"]["name"]
         current = existing.get(kind)
+        reason: Reason | EventReason | None
         if current is None:
-            reason, message = "Created", f"Created {kind.kind} {name}"
-        elif kind in (DEPLOYMENT, LEADER_WORKER_SET) and _template_hash(current) != _template_hash(
-            manifest
-        ):
+            reason, message = EventReason.CREATED, f"Created {kind.kind} {name}"
+        elif kind in WORKLOADS and _template_hash(current) != _template_hash(manifest):
             reason, message = (
-                "RollingOut",
+                Reason.ROLLING_OUT,
                 f"Rolling out {kind.kind} {name}: the pod template changed",
             )
         elif (
-            kind in (DEPLOYMENT, LEADER_WORKER_SET)
+            kind in WORKLOADS
             and (current.get("spec") or {}).get("replicas") != manifest["spec"]["replicas"]
         ):
             before = (current.get("spec") or {}).get("replicas")
             reason, message = (
-                "Scaled",
+                EventReason.SCALED,
                 f"Scaled {kind.kind} {name} from {before} to {manifest['spec']['replicas']}"
                 + (f": {why_scaled}" if why_scaled else ""),
             )
         else:
-            reason, message = "", ""  # applied anyway: puts back hand edits, no Event
+            reason, message = None, ""  # applied anyway: puts back hand edits, no Event
         changes.append(Change(kind, manifest, reason, message))
     wanted = {kind for kind, _ in desired}
     stale = [
@@ -120,7 +130,7 @@ def _owned_by(child: Manifest | None, uid: str) -> Manifest | None:
 def _largest_node_gpus(kube: Kube, resource: str) -> int | None:
     try:
         nodes = kube.list(NODE, None, "")
-    except ApiException:  # nodes are optional knowledge: RBAC may not grant them
+    except KubeError:  # nodes are optional knowledge: RBAC may not grant them
         return None
     counts = [
         int(str((node.get("status") or {}).get("allocatable", {}).get(resource, "0")))
@@ -176,18 +186,23 @@ def reconcile(
     todo = plan(children(obj, uid), existing, why)
     for kind, child in todo.delete:
         kube.delete(kind, namespace, child)
-        kube.event(body, "Normal", "Deleted", f"Deleted {kind.kind} {child}: no longer wanted")
-    applied: dict[ChildKind, Manifest] = {}
+        kube.event(
+            body,
+            EventType.NORMAL,
+            EventReason.DELETED,
+            f"Deleted {kind.kind} {child}: no longer wanted",
+        )
+    applied: dict[Resource, Manifest] = {}
     for change in todo.apply:
         try:
             applied[change.kind] = kube.apply(change.kind, change.manifest)
-        except KubeError as err:
+        except ClientError as err:
             child = f"{change.kind.kind} {change.manifest['metadata']['name']}"
             _report_blocked(kube, body, Reason.APPLY_FAILED, f"{child}: {err.message}", now)
             raise  # the work queue retries with backoff
         if change.reason:
             log.info("%s/%s: %s", namespace, name, change.message)
-            kube.event(body, "Normal", change.reason, change.message)
+            kube.event(body, EventType.NORMAL, change.reason, change.message)
     workload = applied.get(DEPLOYMENT) or applied.get(LEADER_WORKER_SET)
     observed = Observed(
         workload, pods, _largest_node_gpus(kube, obj.spec.placement.gpu_resource_name)
@@ -226,7 +241,7 @@ def _autoscale(
     old = find_condition(conditions, ConditionType.METRICS_AVAILABLE)
     if period.metrics.status is FALSE and (old is None or old.status is not FALSE):
         log.warning("%s/%s: %s", namespace, name, period.metrics.message)
-        kube.event(body, "Warning", period.metrics.reason, period.metrics.message)
+        kube.event(body, EventType.WARNING, period.metrics.reason, period.metrics.message)
     _set_deletion_costs(kube, namespace, pods, period.deletion_costs)
     decision = period.decision
     why = f"{decision.reason}: {decision.message}" if decision.changed else ""
@@ -245,8 +260,9 @@ def _set_deletion_costs(
         ):
             continue
         try:
-            kube.annotate(POD, namespace, meta["name"], {labels.POD_DELETION_COST: str(cost)})
-        except (KubeError, ApiException) as err:  # gone meanwhile: nothing to order
+            annotations = {labels.POD_DELETION_COST: str(cost)}
+            kube.patch(POD, namespace, meta["name"], {"metadata": {"annotations": annotations}})
+        except KubeError as err:  # gone meanwhile: nothing to order
             log.info("Could not set the deletion cost of pod %s: %s", meta["name"], err)
 
 
@@ -282,5 +298,5 @@ def _report_blocked(
     ready = find_condition(old.conditions, ConditionType.READY)
     if ready is None or ready.reason != reason or ready.message != message:
         log.warning("%s/%s: %s: %s", meta["namespace"], meta["name"], reason, message)
-        kube.event(body, "Warning", reason, message)
+        kube.event(body, EventType.WARNING, reason, message)
     _write_status(kube, body, blocked_status(old, meta.get("generation"), reason, message, now))

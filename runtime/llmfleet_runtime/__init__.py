@@ -1,1 +1,1 @@
-"""llmfleet runtime: the engine launcher, the engine simulator and the gateway."""
+"""llmfleet runtime: what runs in the engine pods, the launcher and the engine simulator."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet_operator.api import LLMDeployment, LLMDeploymentSpec
-from llmfleet_operator.fleetsim import FleetView, Trace, trace_from_rows
+from llmfleet_contract.api import LLMDeployment, LLMDeploymentSpec
+from llmfleet_fleetsim import FleetView, Trace, trace_from_rows
 
 DEPLOYMENT_YAML = """\
 apiVersion: llmfleet.io/v1alpha1

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from llmfleet_fleetsim import FleetView, HpaPolicy, KedaPolicy, KpaPolicy, LlmdPolicy
 from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample
-from llmfleet_operator.fleetsim import FleetView, HpaPolicy, KedaPolicy, KpaPolicy, LlmdPolicy
 
 READY, STARTING = ReplicaPhase.READY, ReplicaPhase.STARTING
 

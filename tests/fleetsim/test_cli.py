@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet_operator.cli import main as llmfleet
-from llmfleet_operator.fleetsim.cli import main
+from llmfleet.cli import main as llmfleet
+from llmfleet_fleetsim.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,10 +9,10 @@ import dataclasses
 
 import pytest
 
-from llmfleet_operator.api import LLMDeploymentSpec
+from llmfleet_contract.api import LLMDeploymentSpec
+from llmfleet_fleetsim import Change, FleetView, LlmfleetPolicy, Slo, run, trace_from_rows
+from llmfleet_fleetsim.fleet import Fleet
 from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample, deletion_order
-from llmfleet_operator.fleetsim import Change, FleetView, LlmfleetPolicy, Slo, run, trace_from_rows
-from llmfleet_operator.fleetsim.fleet import Fleet
 from llmfleet_runtime.simulator import FAST, Request
 from tests.fleetsim.conftest import Scripted, steady
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmfleet_operator.api import LLMDeploymentSpec
-from llmfleet_operator.fleetsim import (
+from llmfleet_contract.api import LLMDeploymentSpec
+from llmfleet_fleetsim import (
     Slo,
     Trace,
     fewest_flips,

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from llmfleet_operator.api import LLMDeploymentSpec
-from llmfleet_operator.fleetsim import (
+from llmfleet_contract.api import LLMDeploymentSpec
+from llmfleet_fleetsim import (
     Change,
     Outcome,
     Slo,
@@ -22,7 +22,7 @@ from llmfleet_operator.fleetsim import (
     simulate,
     trace_from_rows,
 )
-from llmfleet_operator.fleetsim.report import flips
+from llmfleet_fleetsim.report import flips
 from tests.fleetsim.conftest import steady
 
 SLO = Slo(ttft_s=0.5, tpot_s=0.05)

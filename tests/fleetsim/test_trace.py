@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet_operator.fleetsim import TraceError, load_trace, trace_from_rows
+from llmfleet_fleetsim import TraceError, load_trace, trace_from_rows
 
 
 def write(tmp_path: Path, text: str, name: str = "trace.csv") -> Path:

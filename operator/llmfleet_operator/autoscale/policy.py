@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from llmfleet_operator.api import AutoscalingSpec, LLMDeploymentSpec, Reason
+from llmfleet_contract.api import AutoscalingSpec, LLMDeploymentSpec, Reason
 from llmfleet_operator.autoscale.headroom import fit_window, headroom, learn_startup, trends
 from llmfleet_operator.autoscale.inputs import (
     History,

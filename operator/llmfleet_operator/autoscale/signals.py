@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
 
-from llmfleet_operator.api import Reason, ScalingTargets
+from llmfleet_contract.api import Reason, ScalingTargets
 from llmfleet_operator.autoscale.inputs import Sample
 
 # Float noise must not turn "exactly 3 replicas' worth" into 4.

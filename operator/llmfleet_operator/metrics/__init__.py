@@ -3,23 +3,16 @@
 The operator's autoscaler (:mod:`llmfleet_operator.autoscaler`) picks a :class:`MetricsSource` from
 ``spec.autoscaling.metrics``: :class:`DirectScrape` (the embedded default) or
 :class:`PrometheusSource`, and feeds the :class:`Readings` to
-:func:`llmfleet_operator.autoscale.decide`. :mod:`.parse` is the pure parser both use.
+:func:`llmfleet_operator.autoscale.decide`. :mod:`.parse` turns pages and query results into
+samples for both. The metric names are the shared contract's (:mod:`llmfleet_contract.metrics`).
 """
 
 from llmfleet_operator.metrics.direct import DirectScrape
-from llmfleet_operator.metrics.parse import (
-    PENDING_PREFILL_TOKENS,
-    STARTED,
-    parse_engine,
-    pending_prefill_tokens,
-    pending_requests,
-)
+from llmfleet_operator.metrics.parse import parse_engine, pending_prefill_tokens, pending_requests
 from llmfleet_operator.metrics.prometheus import PrometheusSource, redacted
 from llmfleet_operator.metrics.readings import MetricsSource, Miss, MissReason, Readings, Target
 
 __all__ = [
-    "PENDING_PREFILL_TOKENS",
-    "STARTED",
     "DirectScrape",
     "MetricsSource",
     "Miss",

@@ -34,13 +34,15 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from llmfleet_operator.autoscale.inputs import Sample
-from llmfleet_operator.metrics.parse import (
-    ENGINE_METRICS,
+from llmfleet_contract.metrics import (
+    LLMDEPLOYMENT,
+    LLMDEPLOYMENT_NAMESPACE,
     PENDING_PREFILL_TOKENS,
     PENDING_REQUESTS,
-    sample_from_values,
+    REPLICA,
 )
+from llmfleet_operator.autoscale.inputs import Sample
+from llmfleet_operator.metrics.parse import ENGINE_METRICS, sample_from_values
 from llmfleet_operator.metrics.readings import Miss, MissReason, Readings, Target
 
 UP = "up"
@@ -168,8 +170,8 @@ class PrometheusSource:
         (no gateway exports them) or does not answer."""
         namespaces = _quote("|".join(sorted({re.escape(t.namespace) for t in targets})))
         query = (
-            f"sum by (llmdeployment_namespace, replica)"
-            f" ({PENDING_PREFILL_TOKENS}{{llmdeployment_namespace=~{namespaces}}})"
+            f"sum by ({LLMDEPLOYMENT_NAMESPACE}, {REPLICA})"
+            f" ({PENDING_PREFILL_TOKENS}{{{LLMDEPLOYMENT_NAMESPACE}=~{namespaces}}})"
         )
         result = self._instant(query, now)
         if result is None:
@@ -178,7 +180,7 @@ class PrometheusSource:
         for item in result:
             labels, value = item["metric"], float(item["value"][1])
             if math.isfinite(value):
-                key = (labels.get("llmdeployment_namespace", ""), labels.get("replica", ""))
+                key = (labels.get(LLMDEPLOYMENT_NAMESPACE, ""), labels.get(REPLICA, ""))
                 tokens[key] = round(value)
         return tokens or None
 
@@ -186,8 +188,8 @@ class PrometheusSource:
         """Requests the gateways hold for ``namespace/name``, summed over gateway pods;
         None when Prometheus has no such series or does not answer."""
         query = (
-            f"sum({PENDING_REQUESTS}{{llmdeployment={_quote(name)},"
-            f"llmdeployment_namespace={_quote(namespace)}}})"
+            f"sum({PENDING_REQUESTS}{{{LLMDEPLOYMENT}={_quote(name)},"
+            f"{LLMDEPLOYMENT_NAMESPACE}={_quote(namespace)}}})"
         )
         result = self._instant(query, now)
         value = float(result[0]["value"][1]) if result else math.nan

@@ -6,11 +6,10 @@ config + group role -> ``vllm serve`` argv), :mod:`.gpus` (visible GPU check),
 """
 
 from .argv import GroupError, GroupRole, build_argv, group_role
-from .config import CONFIG_ENV, OWNED_FLAGS, EngineConfig, LoraAdapter, load_config
+from .config import CONFIG_ENV, EngineConfig, LoraAdapter, load_config
 
 __all__ = [
     "CONFIG_ENV",
-    "OWNED_FLAGS",
     "EngineConfig",
     "GroupError",
     "GroupRole",

@@ -1,8 +1,9 @@
 """The engine config the operator renders for the launcher (a mounted file or an env var).
 
-Who uses it: the operator imports :class:`EngineConfig` to render it (operator -> runtime
-is allowed; this package never imports the operator); :mod:`.cli` loads it with
-:func:`load_config`; :mod:`.argv` turns it into the ``vllm serve`` command line.
+Who uses it: the operator imports :class:`EngineConfig` to render it (the operator is the
+layer above the runtime); :mod:`.cli` loads it with :func:`load_config`; :mod:`.argv` turns
+it into the ``vllm serve`` command line. ``extra_args`` may not set a flag the operator
+owns (:mod:`llmfleet_contract.engine`, the same matcher the API's CEL rule runs).
 
 Field names are snake_case in Python and camelCase on the wire (the operator writes
 JSON or YAML with camelCase keys; both spellings are accepted when reading).
@@ -20,6 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from llmfleet_contract.engine import owned_flags_in
+
 CONFIG_ENV = "LLMFLEET_ENGINE_CONFIG"
 """Env var holding the config as JSON (used when no ``--config`` file is given)."""
 
@@ -28,22 +31,6 @@ BIND_HOST_ENV = "LLMFLEET_BIND_HOST"
 every pod shares this machine's network stack and binds its own pod IP, not 0.0.0.0."""
 
 DEFAULT_ENGINE_COMMAND = ("vllm", "serve")
-
-# Flags the launcher sets itself; ``extra_args`` may not set them (a user's passthrough
-# must not contradict the spec the operator scheduled GPUs and Services for).
-OWNED_FLAGS = frozenset(
-    {
-        "model", "revision", "served-model-name", "dtype", "quantization", "max-model-len",
-        "tensor-parallel-size", "pipeline-parallel-size", "max-num-seqs",
-        "max-num-batched-tokens", "gpu-memory-utilization", "enable-prefix-caching",
-        "no-enable-prefix-caching", "enable-chunked-prefill", "no-enable-chunked-prefill",
-        "enable-lora", "lora-modules", "max-loras", "max-lora-rank", "host", "port",
-        "nnodes", "node-rank", "master-addr", "master-port", "headless",
-        "distributed-executor-backend", "shutdown-timeout", "data-parallel-size",
-    }
-)  # fmt: skip
-SHORT_OWNED = {"-tp": "tensor-parallel-size", "-pp": "pipeline-parallel-size", "-q": "quantization"}
-SHORT_OWNED |= {"-n": "nnodes", "-r": "node-rank", "-dp": "data-parallel-size"}
 
 
 class _Model(BaseModel):
@@ -57,21 +44,6 @@ class LoraAdapter(_Model):
 
     name: str = Field(min_length=1, description="Model name clients use for this adapter.")
     path: str = Field(min_length=1, description="Local path or hub id of the adapter.")
-
-
-def owned_flags_in(args: list[str]) -> list[str]:
-    """The flags in ``args`` that the launcher owns (``--x``, ``--x=v``, ``--x_y``, ``-tp``)."""
-    found = []
-    for arg in args:
-        if arg in SHORT_OWNED:
-            found.append(arg)
-            continue
-        if not arg.startswith("--"):
-            continue
-        name = arg[2:].split("=", 1)[0].replace("_", "-")
-        if name in OWNED_FLAGS:
-            found.append(arg)
-    return found
 
 
 class EngineConfig(_Model):
@@ -119,7 +91,7 @@ class EngineConfig(_Model):
     @field_validator("extra_args")
     @classmethod
     def _no_owned_flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        owned = owned_flags_in(list(value))
+        owned = owned_flags_in(value)
         if owned:
             raise ValueError(
                 f"extraArgs may not set {', '.join(owned)}: the launcher sets these from "

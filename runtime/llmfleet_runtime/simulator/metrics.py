@@ -22,6 +22,15 @@ from prometheus_client import (
     Histogram,
 )
 
+from llmfleet_contract.metrics import (
+    ENGINE,
+    KV_CACHE_USAGE,
+    MODEL_NAME,
+    RUNNING,
+    TIME_TO_FIRST_TOKEN,
+    WAITING,
+)
+
 from .engine import Engine
 from .requests import FinishedRequest, StepResult
 
@@ -73,30 +82,28 @@ class EngineMetrics:
         if process_metrics:
             for collector in (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR):
                 self.registry.register(collector)
-        labels = {"engine": engine_index, "model_name": model_name}
+        labels = {ENGINE: engine_index, MODEL_NAME: model_name}
         names = list(labels)
         reg = self.registry
 
         def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(f"vllm:{name}", doc, names + list(extra), registry=reg)
+            return Gauge(name, doc, names + list(extra), registry=reg)
 
         def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
-            return Counter(f"vllm:{name}", doc, names + list(extra), registry=reg)
+            return Counter(name, doc, names + list(extra), registry=reg)
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...] | list[float]) -> Histogram:
-            return Histogram(f"vllm:{name}", doc, names, buckets=buckets, registry=reg).labels(
-                **labels
-            )
+            return Histogram(name, doc, names, buckets=buckets, registry=reg).labels(**labels)
 
-        self._running = gauge("num_requests_running", "Requests in model execution batches.")
-        self._waiting = gauge("num_requests_waiting", "Requests waiting to be processed.")
+        self._running = gauge(RUNNING, "Requests in model execution batches.")
+        self._waiting = gauge(WAITING, "Requests waiting to be processed.")
         self._waiting_by_reason = gauge(
-            "num_requests_waiting_by_reason", "Waiting requests by reason.", ("reason",)
+            "vllm:num_requests_waiting_by_reason", "Waiting requests by reason.", ("reason",)
         )
-        sleep = gauge("engine_sleep_state", "Engine sleep state.", ("sleep_state",))
+        sleep = gauge("vllm:engine_sleep_state", "Engine sleep state.", ("sleep_state",))
         for state, value in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
             sleep.labels(**labels, sleep_state=state).set(value)
-        self._kv = gauge("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
+        self._kv = gauge(KV_CACHE_USAGE, "KV-cache usage. 1 means 100 percent usage.")
 
         plain = {
             "estimated_flops_per_gpu": "Estimated floating point operations per GPU.",
@@ -113,21 +120,21 @@ class EngineMetrics:
             "prompt_tokens_cached": "Number of cached prompt tokens (local + external).",
             "generation_tokens": "Number of generation tokens processed.",
         }
-        self._counters = {k: counter(k, doc).labels(**labels) for k, doc in plain.items()}
-        by_source = counter("prompt_tokens_by_source", "Prompt tokens by source.", ("source",))
+        self._counters = {k: counter(f"vllm:{k}", doc).labels(**labels) for k, doc in plain.items()}
+        by_source = counter("vllm:prompt_tokens_by_source", "Prompt tokens by source.", ("source",))
         self._by_source = {
             s: by_source.labels(**labels, source=s)
             for s in ("local_compute", "local_cache_hit", "external_kv_transfer")
         }
         cached_by = counter(
-            "prompt_tokens_cached_by_source", "Prefix-cache hit tokens by tier.", ("source",)
+            "vllm:prompt_tokens_cached_by_source", "Prefix-cache hit tokens by tier.", ("source",)
         )
         self._cached_by_source = {
             s: cached_by.labels(**labels, source=s)
             for s in ("device", "host", "p2p", "disk", "external_unspecified")
         }
         success = counter(
-            "request_success", "Successfully processed requests.", ("finished_reason",)
+            "vllm:request_success", "Successfully processed requests.", ("finished_reason",)
         )
         self._success = {r: success.labels(**labels, finished_reason=r) for r in FINISHED_REASONS}
         rejections = Counter(
@@ -140,44 +147,48 @@ class EngineMetrics:
             rejections.labels(model_name=model_name, reason=reason)
 
         tokens = request_tokens_buckets(engine.profile.max_model_len)
-        self._h_prompt = histogram("request_prompt_tokens", "Prefill tokens per request.", tokens)
+        self._h_prompt = histogram(
+            "vllm:request_prompt_tokens", "Prefill tokens per request.", tokens
+        )
         self._h_generation = histogram(
-            "request_generation_tokens", "Generation tokens per request.", tokens
+            "vllm:request_generation_tokens", "Generation tokens per request.", tokens
         )
         self._h_iteration = histogram(
-            "iteration_tokens_total", "Tokens per engine step.", ITERATION_TOKENS_BUCKETS
+            "vllm:iteration_tokens_total", "Tokens per engine step.", ITERATION_TOKENS_BUCKETS
         )
         self._h_max_generation = histogram(
-            "request_max_num_generation_tokens", "Max generation tokens per request.", tokens
+            "vllm:request_max_num_generation_tokens", "Max generation tokens per request.", tokens
         )
-        self._h_n = histogram("request_params_n", "The n request parameter.", PARAMS_N_BUCKETS)
+        self._h_n = histogram("vllm:request_params_n", "The n request parameter.", PARAMS_N_BUCKETS)
         self._h_max_tokens = histogram(
-            "request_params_max_tokens", "The max_tokens request parameter.", tokens
+            "vllm:request_params_max_tokens", "The max_tokens request parameter.", tokens
         )
-        self._h_ttft = histogram(
-            "time_to_first_token_seconds", "Time to first token.", TTFT_BUCKETS
+        self._h_ttft = histogram(TIME_TO_FIRST_TOKEN, "Time to first token.", TTFT_BUCKETS)
+        self._h_itl = histogram(
+            "vllm:inter_token_latency_seconds", "Inter-token latency.", ITL_BUCKETS
         )
-        self._h_itl = histogram("inter_token_latency_seconds", "Inter-token latency.", ITL_BUCKETS)
         self._h_tpot = histogram(
-            "request_time_per_output_token_seconds", "Time per output token.", ITL_BUCKETS
+            "vllm:request_time_per_output_token_seconds", "Time per output token.", ITL_BUCKETS
         )
         latency = REQUEST_LATENCY_BUCKETS
-        self._h_e2e = histogram("e2e_request_latency_seconds", "End-to-end latency.", latency)
-        self._h_queue = histogram("request_queue_time_seconds", "Time in WAITING.", latency)
-        self._h_inference = histogram("request_inference_time_seconds", "Time RUNNING.", latency)
-        self._h_prefill = histogram("request_prefill_time_seconds", "Prefill phase.", latency)
-        self._h_decode = histogram("request_decode_time_seconds", "Decode phase.", latency)
+        self._h_e2e = histogram("vllm:e2e_request_latency_seconds", "End-to-end latency.", latency)
+        self._h_queue = histogram("vllm:request_queue_time_seconds", "Time in WAITING.", latency)
+        self._h_inference = histogram(
+            "vllm:request_inference_time_seconds", "Time RUNNING.", latency
+        )
+        self._h_prefill = histogram("vllm:request_prefill_time_seconds", "Prefill phase.", latency)
+        self._h_decode = histogram("vllm:request_decode_time_seconds", "Decode phase.", latency)
         self._h_preemptions = histogram(
-            "request_num_preemptions", "Preemptions per request.", PREEMPTIONS_BUCKETS
+            "vllm:request_num_preemptions", "Preemptions per request.", PREEMPTIONS_BUCKETS
         )
         self._h_kv_computed = histogram(
-            "request_prefill_kv_computed_tokens", "New KV tokens computed in prefill.", tokens
+            "vllm:request_prefill_kv_computed_tokens", "New KV tokens computed in prefill.", tokens
         )
         info = cache_info or cache_config_labels(engine)
         Gauge(
             "vllm:cache_config_info",
             "Information of the LLMEngine CacheConfig",
-            ["engine", *sorted(info)],
+            [ENGINE, *sorted(info)],
             registry=reg,
         ).labels(engine=engine_index, **info).set(1)
         self._labels = labels

@@ -1,0 +1,5 @@
+import sys
+
+from llmfleet.cli import main
+
+sys.exit(main())

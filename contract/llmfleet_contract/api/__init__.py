@@ -1,0 +1,87 @@
+"""The LLMDeployment API (llmfleet.io/v1alpha1): typed, frozen models, the source of truth.
+
+The CRD in ``crds/`` is generated from these models (``make crds``); field docstrings
+are what ``kubectl explain llmdeployment.spec`` prints.
+"""
+
+from llmfleet_contract.api.cel import CelRule
+from llmfleet_contract.api.model import (
+    DType,
+    EngineSpec,
+    EnvVar,
+    LoraAdapter,
+    ModelSpec,
+)
+from llmfleet_contract.api.placement import (
+    ModelCacheSpec,
+    ParallelismSpec,
+    PlacementSpec,
+    Toleration,
+)
+from llmfleet_contract.api.resource import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    VERSION,
+    LLMDeployment,
+    LLMDeploymentSpec,
+    RolloutStrategy,
+    ServingSpec,
+)
+from llmfleet_contract.api.scaling import (
+    AutoscalingMode,
+    AutoscalingSpec,
+    MetricsSourceKind,
+    ScalingTargets,
+)
+from llmfleet_contract.api.status import (
+    MAX_DECISIONS,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    EventReason,
+    EventType,
+    LLMDeploymentStatus,
+    Reason,
+    ScalingDecision,
+    Signals,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "MAX_DECISIONS",
+    "PLURAL",
+    "SHORT_NAMES",
+    "VERSION",
+    "AutoscalingMode",
+    "AutoscalingSpec",
+    "CelRule",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "DType",
+    "EngineSpec",
+    "EnvVar",
+    "EventReason",
+    "EventType",
+    "LLMDeployment",
+    "LLMDeploymentSpec",
+    "LLMDeploymentStatus",
+    "LoraAdapter",
+    "MetricsSourceKind",
+    "ModelCacheSpec",
+    "ModelSpec",
+    "ParallelismSpec",
+    "PlacementSpec",
+    "Reason",
+    "RolloutStrategy",
+    "ScalingDecision",
+    "ScalingTargets",
+    "ServingSpec",
+    "Signals",
+    "Toleration",
+]

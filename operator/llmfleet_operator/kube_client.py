@@ -1,0 +1,239 @@
+"""The Kube seam over the official client: the only module that imports the Kubernetes client.
+
+``DynamicKube`` implements :class:`~llmfleet_operator.kube.Kube` with the dynamic client:
+server-side apply with one field manager, reads that return plain dicts, status patches
+through the status subresource, merge patches, creates (for the leader's Lease) and Events.
+Calls are synchronous; the operator runs them in worker threads. The client's exceptions
+leave this module only as :class:`~llmfleet_operator.kube.KubeError` and its subclasses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from urllib3.exceptions import HTTPError
+
+from llmfleet_contract import labels
+from llmfleet_contract.api import API_VERSION, KIND, EventReason, EventType, Reason
+from llmfleet_operator.kube import (
+    ClientError,
+    ConflictError,
+    Credentials,
+    ForbiddenError,
+    KubeError,
+    ServerError,
+)
+from llmfleet_operator.resources import LLMDEPLOYMENT, NODE, Resource
+
+Manifest = dict[str, Any]
+Manifests = list[Manifest]
+"""For annotations inside ``DynamicKube``, where ``list`` names its method."""
+log = logging.getLogger("llmfleet.kube")
+
+
+def _message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The client's exceptions, as this module's."""
+    try:
+        yield
+    except ApiException as err:
+        status, message = err.status, _message(err)
+        if status == 403:
+            raise ForbiddenError(status, message) from err
+        if status == 409:
+            raise ConflictError(status, message) from err
+        if status is not None and 400 <= status < 500:
+            raise ClientError(status, message) from err
+        raise ServerError(status, message) from err
+    except HTTPError as err:
+        raise ServerError(None, f"the API server did not answer: {err}") from err
+
+
+def credentials(dynamic: DynamicClient) -> Credentials:
+    configuration = dynamic.client.configuration
+    keys = configuration.api_key or {}
+    bearer = keys.get("authorization") or keys.get("BearerToken")
+    return Credentials(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        token=bearer.removeprefix("Bearer ").strip() if bearer else None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def connect(kubeconfig: str | None = None) -> DynamicClient:
+    """In-cluster config when running in a pod, else the kubeconfig."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig)
+    return DynamicClient(client.ApiClient())
+
+
+NODE_CACHE_SECONDS = 30.0
+"""Node lists are reused this long: capacity changes slowly, and every control period of
+every autoscaled object would otherwise list the whole cluster's nodes."""
+
+
+class DynamicKube:
+    """``Kube`` over the dynamic client. Safe to share between worker threads."""
+
+    def __init__(self, dynamic: DynamicClient, clock: Callable[[], float] = time.monotonic) -> None:
+        self._dynamic = dynamic
+        self._core = client.CoreV1Api(dynamic.client)
+        self._clock = clock
+        self._nodes: dict[str, tuple[float, list[Manifest]]] = {}
+        self._nodes_lock = threading.Lock()
+
+    def _resource(self, kind: Resource) -> Any:
+        return self._dynamic.resources.get(api_version=kind.api_version, kind=kind.kind)
+
+    def served(self, kind: Resource) -> bool:
+        with _translated():
+            try:
+                self._resource(kind)
+            except ResourceNotFoundError:
+                self._dynamic.resources.invalidate_cache()
+                try:
+                    self._resource(kind)
+                except ResourceNotFoundError:
+                    return False
+        return True
+
+    def get(self, kind: Resource, namespace: str, name: str) -> Manifest | None:
+        with _translated():
+            try:
+                found: Manifest = self._resource(kind).get(name=name, namespace=namespace).to_dict()
+            except NotFoundError:
+                return None
+        return found
+
+    def list(self, kind: Resource, namespace: str | None, selector: str) -> list[Manifest]:
+        if kind == NODE:
+            return self._list_nodes(selector)
+        with _translated():
+            result = self._resource(kind).get(namespace=namespace, label_selector=selector)
+        return [item.to_dict() for item in result.items]
+
+    def _list_nodes(self, selector: str) -> Manifests:
+        now = self._clock()
+        with self._nodes_lock:
+            cached = self._nodes.get(selector)
+        if cached is not None and now - cached[0] < NODE_CACHE_SECONDS:
+            return copy.deepcopy(cached[1])
+        with _translated():
+            result = self._resource(NODE).get(namespace=None, label_selector=selector)
+        nodes = [item.to_dict() for item in result.items]
+        with self._nodes_lock:
+            self._nodes[selector] = (now, nodes)
+        return copy.deepcopy(nodes)
+
+    def apply(self, kind: Resource, manifest: Manifest) -> Manifest:
+        with _translated():
+            applied: Manifest = (
+                self._resource(kind)
+                .server_side_apply(
+                    body=manifest,
+                    name=manifest["metadata"]["name"],
+                    namespace=manifest["metadata"].get("namespace"),
+                    field_manager=labels.FIELD_MANAGER,
+                    force_conflicts=True,
+                )
+                .to_dict()
+            )
+        return applied
+
+    def create(self, kind: Resource, manifest: Manifest) -> Manifest:
+        """Create ``manifest``; :class:`ConflictError` when it exists."""
+        with _translated():
+            created: Manifest = (
+                self._resource(kind)
+                .create(body=manifest, namespace=manifest["metadata"].get("namespace"))
+                .to_dict()
+            )
+        return created
+
+    def delete(self, kind: Resource, namespace: str, name: str) -> None:
+        with _translated(), contextlib.suppress(NotFoundError):
+            self._resource(kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Foreground"}
+            )
+
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
+        with _translated():
+            self._resource(LLMDEPLOYMENT).status.patch(
+                body={"status": status},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+
+    def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest:
+        """A JSON merge patch; with ``metadata.resourceVersion`` in ``body``, :class:`ConflictError`
+        when the object changed since that version."""
+        with _translated():
+            patched: Manifest = (
+                self._resource(kind)
+                .patch(
+                    body=body,
+                    name=name,
+                    namespace=namespace,
+                    content_type="application/merge-patch+json",
+                )
+                .to_dict()
+            )
+        return patched
+
+    def event(
+        self, obj: Manifest, kind: EventType, reason: Reason | EventReason, message: str
+    ) -> None:
+        meta = obj["metadata"]
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=API_VERSION,
+                kind=KIND,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=kind.value,
+            reason=reason.value,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=labels.FIELD_MANAGER),
+            reporting_component=labels.FIELD_MANAGER,
+            reporting_instance=labels.FIELD_MANAGER,
+        )
+        try:
+            with _translated():
+                self._core.create_namespaced_event(meta["namespace"], body)
+        except KubeError as err:  # an Event is best effort; never fail a reconcile on it
+            log.warning("Could not post Event %s on %s: %s", reason, meta["name"], err.message)
