@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CRD := crds/llmfleet.io_llmdeployments.yaml
 CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
 
-.PHONY: help setup vllm crds verify lint test test-fast test-e2e run cluster-up cluster-down bench clean
+.PHONY: help setup vllm crds tables verify lint test test-fast test-e2e run cluster-up cluster-down bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,9 +30,12 @@ vllm: ## Install real vLLM (CPU) into a cached venv for the parity tests (~2 min
 crds: $(STAMP) ## Regenerate the CRD YAML (crds/ and the chart) from the API models
 	$(BIN)/llmfleet crds --output $(CRD) --chart-output $(CHART_CRD)
 
-verify: crds ## Regenerate everything generated and fail on any diff
-	git diff --exit-code -- crds charts
-	@test -z "$$(git status --porcelain -- crds charts)" || { git status --porcelain -- crds charts; echo "untracked generated files"; exit 1; }
+tables: $(STAMP) ## Rewrite the figure tables of README.md and bench/ from bench/results/*.json
+	$(BIN)/python bench/tables.py
+
+verify: crds tables ## Regenerate everything generated and fail on any diff
+	git diff --exit-code -- crds charts README.md bench
+	@test -z "$$(git status --porcelain -- crds charts bench/results)" || { git status --porcelain -- crds charts bench/results; echo "untracked generated files"; exit 1; }
 
 # bench/operator is left out of mypy: it passes plain dicts to the typed kubernetes client.
 lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the import-linter contracts

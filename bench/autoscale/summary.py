@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmfleet_operator.fleetsim import fewest_flips, starting_seconds
+from llmfleet_fleetsim import fewest_flips, starting_seconds
 
 GOAL = 0.99
 BAR = 1.25
@@ -89,7 +89,7 @@ def warm_start(prepared: dict[str, Any], startup_s: float) -> int:
 
 def with_starts(prepared: dict[str, Any], startup_s: float) -> float | None:
     """The fitted oracle's GPU-hours with its starts charged at ``startup_s``
-    (:func:`llmfleet_operator.fleetsim.starting_seconds`) from :func:`warm_start`; None
+    (:func:`llmfleet_fleetsim.starting_seconds`) from :func:`warm_start`; None
     without a fitted oracle."""
     fitted: float | None = prepared.get("fitted_oracle_gpu_hours")
     if fitted is None:
@@ -106,7 +106,7 @@ def with_starts(prepared: dict[str, Any], startup_s: float) -> float | None:
 
 def clairvoyant_flips(prepared: dict[str, Any], gpu_hours: float) -> int | None:
     """The fewest direction flips of a schedule that holds the fitted oracle's need in
-    every minute within ``gpu_hours`` (:func:`llmfleet_operator.fleetsim.fewest_flips`):
+    every minute within ``gpu_hours`` (:func:`llmfleet_fleetsim.fewest_flips`):
     what a clairvoyant fleet with instant starts turns at that cost. None: more than
     :data:`MOST_FLIPS`, or no fitted oracle."""
     if prepared.get("fitted_oracle_gpu_hours") is None:
@@ -245,7 +245,7 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
 def _cell(entry: dict[str, Any]) -> str:
     if entry["ratio"] is None:
         return f"never (best {entry['best_attainment']:.1%} at {entry['best_gpu_hours']:.0f})"
-    return f"{entry['ratio']:.2f}x, {_flips(entry['flips'])}"
+    return f"{entry['ratio']:.2f}x, {flips_text(entry['flips'])}"
 
 
 def _fitted(row: dict[str, Any]) -> str:
@@ -264,7 +264,8 @@ def _bar(row: dict[str, Any]) -> str:
     return f"{row['vs_fitted']:.2f}x ({'met' if row['bar'] else 'not met'})"
 
 
-def _flips(count: int) -> str:
+def flips_text(count: int) -> str:
+    """``1 flip`` or ``2 flips``: a table cell (also bench/tables.py)."""
     return f"{count} flip" if count == 1 else f"{count} flips"
 
 
@@ -275,11 +276,12 @@ def _whole(row: dict[str, Any]) -> str:
     ratio = point["gpu_hours"] / row["fitted_oracle_gpu_hours"]
     return (
         f"met at {point['target']:g}: {point['attainment']:.2%} at"
-        f" {point['gpu_hours']:.1f} ({ratio:.2f}x), {_flips(point['flips'])}"
+        f" {point['gpu_hours']:.1f} ({ratio:.2f}x), {flips_text(point['flips'])}"
     )
 
 
-def _number(value: float | None, form: str = "{:.1f}") -> str:
+def number_text(value: float | None, form: str = "{:.1f}") -> str:
+    """``value`` in ``form``, or ``-`` for None: a table cell (also bench/tables.py)."""
     return "-" if value is None else form.format(value)
 
 
@@ -350,14 +352,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"{row['ceiling']:.1%} ({row['goal']:.1%})",
             f"{row['oracle_gpu_hours']:.1f} ({row['oracle_replayed']:.1%})",
             _fitted(row),
-            _number(row["fitted_oracle_started_gpu_hours"]),
+            number_text(row["fitted_oracle_started_gpu_hours"]),
             f"{ours['target']:g}",
             f"{ours['attainment']:.2%}",
             f"{ours['gpu_hours']:.1f}",
             f"{row['vs_oracle']:.2f}x",
             _bar(row),
-            _number(row["vs_started"], "{:.2f}x"),
-            f"{ours['flips']} ({_number(row['clairvoyant_flips'], '{:d}')})",
+            number_text(row["vs_started"], "{:.2f}x"),
+            f"{ours['flips']} ({number_text(row['clairvoyant_flips'], '{:d}')})",
         ]
         cells += [_cell(row["baselines"][b]) if b in row["baselines"] else "-" for b in BASELINES]
         cells.append(_whole(row))
