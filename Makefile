@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CRD := crds/llmfleet.io_llmdeployments.yaml
 CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
 
-.PHONY: help setup vllm crds tables verify lint test test-fast test-e2e run cluster-up cluster-down bench clean
+.PHONY: help setup vllm crds tables verify lint test test-fast test-parity test-e2e run cluster-up cluster-down bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,15 +43,19 @@ lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the imp
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench/autoscale/*.py bench/fleetsim/*.py bench/simulator/*.py
+	$(BIN)/mypy --strict bench/tables.py
 	$(BIN)/lint-imports
 
-test-fast: $(STAMP) vllm ## Fast tier: tests/ (no cluster; the parity suite runs real vLLM on CPU)
-	$(BIN)/pytest tests
+test-fast: $(STAMP) ## Fast tier: tests/ without the parity suite (no cluster, no vLLM install)
+	$(BIN)/pytest tests --ignore=tests/parity
+
+test-parity: $(STAMP) vllm ## Parity tier: real vLLM on CPU against the engine simulator
+	$(BIN)/pytest tests/parity
 
 test-e2e: $(STAMP) ## e2e tier: a real control plane built from Go modules
 	$(BIN)/pytest e2e
 
-test: lint verify test-fast test-e2e ## Set up everything, then lint, verify and run every test tier
+test: lint verify test-fast test-parity test-e2e ## Set up everything, then lint, verify and run every test tier
 
 run: $(STAMP) ## Set up everything and run the main job: control plane, operator, a simulated LLMDeployment
 	$(BIN)/llmfleet validate -f examples/

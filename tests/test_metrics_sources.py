@@ -2,7 +2,7 @@
 
 Cases:
 
-- the parser on a real vLLM 0.32 ``/metrics`` page (``../shared/notes``), on pages with
+- the parser on a real vLLM 0.32 ``/metrics`` page (``tests/fixtures``), on pages with
   the pre-V1 KV name, two engines, a missing metric and garbage, and on the gateway's
   pending prefill tokens and pending requests families;
 - Prometheus range results read purely: stale, failed last scrape, missing metric, and a
@@ -51,25 +51,23 @@ from llmfleet_operator.metrics import (
 )
 from llmfleet_operator.metrics.prometheus import sample_from_series
 from tests.pages import serve_page
-from tests.runtime.conftest import REPO, free_port, stop, traces_dir, wait_healthy
+from tests.runtime.conftest import FIXTURES, REPO, free_port, stop, wait_healthy
 
 NAMESPACE = "llmfleet-test"
 MAX_NUM_SEQS = 2
 LOAD_PER_ENGINE = 3  # two running, one waiting
 
 
-def notes_page() -> str:
-    path = traces_dir().parent / "notes" / "vllm-0.32.0-cpu-metrics.txt"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: the parser test needs the real vLLM /metrics page")
-    return path.read_text()
+def vllm_page() -> str:
+    """A real vLLM 0.32 ``/metrics`` page (a committed fixture)."""
+    return (FIXTURES / "vllm-0.32.0-cpu-metrics.txt").read_text()
 
 
 # --- the parser ------------------------------------------------------------------------
 
 
 def test_parser_reads_a_real_vllm_page() -> None:
-    sample = parse_engine(notes_page(), "r0", 12.5)
+    sample = parse_engine(vllm_page(), "r0", 12.5)
     assert sample == Sample(
         time=12.5,
         replica="r0",
@@ -82,7 +80,7 @@ def test_parser_reads_a_real_vllm_page() -> None:
 
 
 def test_parser_falls_back_to_the_pre_v1_kv_name() -> None:
-    page = notes_page().replace("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+    page = vllm_page().replace("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
     page = page.replace('vllm:gpu_cache_usage_perc{engine="0",model_name="tiny"} 0.0', "")
     page += 'vllm:gpu_cache_usage_perc{engine="0",model_name="tiny"} 0.25\n'
     sample = parse_engine(page, "r0", 0.0, pending_prefill_tokens=7)
@@ -113,7 +111,7 @@ def test_parser_sums_counts_and_averages_kv_over_engines() -> None:
 
 def test_parser_names_what_is_missing() -> None:
     page = "\n".join(
-        line for line in notes_page().splitlines() if "num_requests_running" not in line
+        line for line in vllm_page().splitlines() if "num_requests_running" not in line
     )
     miss = parse_engine(page + "\n", "r0", 0.0)
     assert miss == Miss("r0", MissReason.MISSING_METRIC, "no vllm:num_requests_running")
@@ -127,7 +125,7 @@ def test_parser_names_what_is_missing() -> None:
 def test_a_gauge_that_is_not_a_number_is_a_miss_not_an_exception(value: str) -> None:
     page = "\n".join(
         line.split(" ")[0] + " " + value if line.startswith("vllm:num_requests_waiting{") else line
-        for line in notes_page().splitlines()
+        for line in vllm_page().splitlines()
     )
     miss = parse_engine(page + "\n", "r0", 0.0)
     assert miss == Miss("r0", MissReason.MISSING_METRIC, "not a number: vllm:num_requests_waiting")
@@ -141,7 +139,7 @@ def test_gateway_pending_prefill_tokens_per_replica() -> None:
         'llmfleet_gateway_pending_prefill_tokens{llmdeployment_namespace="m",replica="a"} 5.0\n'
     )
     assert pending_prefill_tokens(page) == {("n", "a"): 1200, ("n", "b"): 0, ("m", "a"): 5}
-    assert pending_prefill_tokens(notes_page()) is None  # not exported: unknown, not zero
+    assert pending_prefill_tokens(vllm_page()) is None  # not exported: unknown, not zero
 
 
 GATEWAY_PAGE = (
@@ -155,7 +153,7 @@ def test_gateway_pending_requests_per_llmdeployment() -> None:
     assert pending_requests(GATEWAY_PAGE, "a", "m") == 3
     assert pending_requests(GATEWAY_PAGE, "b", "m") == 7
     assert pending_requests(GATEWAY_PAGE, "a", "other") is None
-    assert pending_requests(notes_page(), "a", "m") is None
+    assert pending_requests(vllm_page(), "a", "m") is None
 
 
 # --- Prometheus results, read purely ---------------------------------------------------

@@ -40,7 +40,7 @@ class Series:
 def parse(text: str) -> list[Series]:
     """Every sample on the page, in page order."""
     found = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip() and not line.lstrip().startswith("#"):
             try:
                 found.append(_series(line.strip()))

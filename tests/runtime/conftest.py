@@ -1,9 +1,8 @@
-"""Shared helpers of the runtime tests: where the shared traces are, free ports."""
+"""Shared helpers of the runtime tests: the committed fixtures, free ports, engines' health."""
 
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import subprocess
 import time
@@ -12,19 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def traces_dir() -> Path:
-    """``$LLMFLEET_TRACES_DIR`` or the workplace's ``shared/traces`` beside the repo."""
-    return Path(os.environ.get("LLMFLEET_TRACES_DIR") or REPO.parent / "shared" / "traces")
+FIXTURES = REPO / "tests" / "fixtures"
+"""Small committed inputs, with their source and license (``tests/fixtures/README.md``)."""
 
 
 @pytest.fixture
 def perf_csv() -> Path:
-    path = traces_dir() / "splitwise_sim_perf_model.csv"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: the calibration check needs the shared latency table")
-    return path
+    """The measured latency table's llama2-70b rows (what the calibrated profiles fit)."""
+    return FIXTURES / "splitwise_perf_model_llama2_70b.csv"
 
 
 def free_port() -> int:

@@ -4,7 +4,8 @@ Cases: for every calibrated profile and every measured cell (prompt size x batch
 output length) except the outliers the fitter reports, a batch of that many prompts run
 through the engine model gives a time to (last) first token within 10% of the measured
 ``prompt_time`` and a median decode step within 10% of ``token_time``; refitting the CSV
-gives the knots committed in ``profiles.py``; the outliers are few and named.
+gives the knots committed in ``profiles.py``; the outliers are few and named; the API lists
+exactly the built-in profiles.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet_runtime.simulator import CALIBRATED
+from llmfleet_contract.engine import SIMULATOR_PROFILES
+from llmfleet_runtime.simulator import CALIBRATED, PROFILES
 from llmfleet_runtime.simulator.calibrate import Measurement, fit, measurements, read_rows
 from llmfleet_runtime.simulator.check import cell_errors
 from llmfleet_runtime.simulator.profiles import CSV_SOURCE
@@ -55,3 +57,8 @@ def test_outliers_are_few(perf_csv: Path) -> None:
         assert len(outliers) <= 1, (name, outliers)
         total += len(found)
     assert total > 100
+
+
+def test_the_api_names_exactly_the_built_in_profiles() -> None:
+    """``spec.engine.simulator.profile`` (the contract's list) and the simulator agree."""
+    assert sorted(PROFILES) == sorted(SIMULATOR_PROFILES)

@@ -1,0 +1,91 @@
+"""One owned-flag matcher: ``llmfleet validate`` (the API's CEL rule) and the launcher refuse
+exactly the same ``engine.extraArgs``.
+
+Cases: every spelling of an owned flag (long, ``_`` for ``-``, ``=VALUE``, a value after a
+space in one item, vLLM's short flags alone and with ``=``) is refused by both; flags that
+merely start like an owned one, values that look like flags, and flags the operator does not
+own pass both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from llmfleet_contract.engine import OWNED_FLAGS, SHORT_FLAGS, owned_flags_in
+from llmfleet_contract.validation import validate
+from llmfleet_runtime.launcher import EngineConfig
+
+REFUSED = [
+    "-tp=2",
+    "-dp=2",
+    "-tp",
+    "-pp=2",
+    "--tensor-parallel-size=2",
+    "--tensor-parallel-size 2",
+    "--tensor_parallel_size=2",
+    "--tensor-parallel-size",
+    "--max_num_seqs\t4",
+    "--no-enable-prefix-caching",
+    "--enable-prefix-caching=false",
+    "--model=other",
+    "--port 1",
+    "--headless",
+    "-q awq",
+]
+ACCEPTED = [
+    "--enforce-eager",
+    "--kv-cache-dtype=fp8",
+    "--tensor-parallel-size-extra=1",
+    "--models",
+    "--portal",
+    "-tpx",
+    "-t",
+    "2",
+    "tp=2",
+    "--swap-space 4",
+]
+
+
+def manifest(extra_args: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmfleet.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "m", "namespace": "default"},
+        "spec": {"model": {"source": "hf://org/m"}, "engine": {"extraArgs": extra_args}},
+    }
+
+
+def validate_refuses(arg: str) -> bool:
+    errors = validate(manifest([arg]))
+    return any("extraArgs may not set flags" in str(error) for error in errors)
+
+
+def launcher_refuses(arg: str) -> bool:
+    try:
+        EngineConfig(model="m", extra_args=(arg,))
+    except ValidationError as error:
+        return "may not set" in str(error)
+    return False
+
+
+@pytest.mark.parametrize("arg", REFUSED)
+def test_both_refuse(arg: str) -> None:
+    assert owned_flags_in([arg]) == [arg]
+    assert validate_refuses(arg)
+    assert launcher_refuses(arg)
+
+
+@pytest.mark.parametrize("arg", ACCEPTED)
+def test_both_accept(arg: str) -> None:
+    assert owned_flags_in([arg]) == []
+    assert not validate_refuses(arg)
+    assert not launcher_refuses(arg)
+
+
+def test_every_owned_flag_and_short_form_is_refused_by_both() -> None:
+    spellings = [f"--{flag}=1" for flag in sorted(OWNED_FLAGS)] + [f"{s} 1" for s in SHORT_FLAGS]
+    assert [arg for arg in spellings if not validate_refuses(arg)] == []
+    assert [arg for arg in spellings if not launcher_refuses(arg)] == []
