@@ -50,6 +50,7 @@ from setting import (
     TIERS,
     TRACES,
     cached_prepare,
+    missing_traces,
     profile,
     replay,
     spec,
@@ -322,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     names = args.trace or list(TRACES)
     copies = {name: asked.get(name, 1) for name in names}
     paths = {name: str(directory / f"azure_llm_2023_{name}.csv") for name in names}
+    why = missing_traces(directory, [Path(path).name for path in paths.values()])
+    if why:
+        print(f"bench/autoscale: {why}")
+        return 0
     policies = args.policies.split(",")
     startups = args.startup or list(STARTUPS)
     started = time.monotonic()

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import yaml
 import llmfleet_fleetsim
 import llmfleet_runtime.simulator
 from llmfleet_contract.api import LLMDeploymentSpec
-from llmfleet_fleetsim import Slo, capacity, fleet_profile, load_trace, oracle_at
+from llmfleet_fleetsim import PUBLIC_TRACES, Slo, capacity, fleet_profile, load_trace, oracle_at
 from llmfleet_fleetsim.slo import meets
 from llmfleet_fleetsim.trace import Trace
 from llmfleet_runtime.simulator import Engine, Profile, Request
@@ -71,11 +72,20 @@ SWEEPS: dict[str, tuple[float, ...]] = {
 
 
 def traces_dir(option: str | None) -> Path:
+    """``--traces``, else ``$LLMFLEET_TRACES``, else the workplace's ``shared/traces``."""
     if option:
         return Path(option)
     if "LLMFLEET_TRACES" in os.environ:
         return Path(os.environ["LLMFLEET_TRACES"])
     return REPO.parent / "shared" / "traces"
+
+
+def missing_traces(directory: Path, names: Iterable[str]) -> str | None:
+    """Why the bench cannot run (which trace files are missing, and where to get them)."""
+    missing = [name for name in names if not (directory / name).is_file()]
+    if not missing:
+        return None
+    return f"skipped: {', '.join(missing)} not in {directory}. {PUBLIC_TRACES}; pass --traces DIR"
 
 
 @cache

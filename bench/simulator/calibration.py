@@ -21,7 +21,8 @@ from llmfleet_runtime.simulator.check import cell_errors
 from llmfleet_runtime.simulator.profiles import CALIBRATED, CSV_SOURCE
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CSV = REPO.parent / "shared" / "traces" / "splitwise_sim_perf_model.csv"
+DEFAULT_CSV = REPO / "tests" / "fixtures" / "splitwise_perf_model_llama2_70b.csv"
+"""The measured table's llama2-70b rows, committed with their source and license."""
 
 
 def main() -> None:

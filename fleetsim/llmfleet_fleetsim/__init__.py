@@ -47,6 +47,7 @@ from llmfleet_fleetsim.report import Report, Settings
 from llmfleet_fleetsim.simulation import fleet_profile, simulate
 from llmfleet_fleetsim.slo import Slo
 from llmfleet_fleetsim.trace import (
+    PUBLIC_TRACES,
     Trace,
     TraceError,
     TraceRequest,
@@ -58,6 +59,7 @@ from llmfleet_fleetsim.view import FleetView, Policy
 __all__ = [
     "MAIN_TARGET",
     "POLICY_NAMES",
+    "PUBLIC_TRACES",
     "Change",
     "FittedOracle",
     "FleetView",

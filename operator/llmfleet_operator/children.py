@@ -15,6 +15,7 @@ from typing import Any
 from llmfleet_contract import labels
 from llmfleet_contract.api import GROUP, KIND, VERSION, AutoscalingMode, LLMDeployment
 from llmfleet_contract.api.resource import RolloutStrategy
+from llmfleet_contract.labels import PodRole
 from llmfleet_operator.podspec import pod_template
 from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE, Resource
 
@@ -99,11 +100,11 @@ def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[Resource, Man
                 "replicas": replicas,
                 "selector": {"matchLabels": labels.selector_labels(obj.metadata.name)},
                 "strategy": strategy,
-                "template": _stamp(pod_template(obj, role="engine")),
+                "template": _stamp(pod_template(obj, role=PodRole.ENGINE)),
             },
         }
-    leader = _stamp(pod_template(obj, role="leader"))
-    worker = pod_template(obj, role="worker", serves_http=False)
+    leader = _stamp(pod_template(obj, role=PodRole.LEADER))
+    worker = pod_template(obj, role=PodRole.WORKER, serves_http=False)
     worker["metadata"]["labels"][labels.SPEC_HASH] = leader["metadata"]["labels"][labels.SPEC_HASH]
     return LEADER_WORKER_SET, {
         "apiVersion": LEADER_WORKER_SET.api_version,

@@ -12,6 +12,7 @@ from typing import Any
 
 from llmfleet_contract import labels
 from llmfleet_contract.api import LLMDeployment
+from llmfleet_contract.labels import PodRole
 from llmfleet_runtime.launcher.config import CONFIG_ENV, EngineConfig, LoraAdapter
 
 Manifest = dict[str, Any]
@@ -198,8 +199,8 @@ def _volumes(obj: LLMDeployment) -> list[Manifest]:
     return volumes
 
 
-def pod_template(obj: LLMDeployment, *, role: str, serves_http: bool = True) -> Manifest:
-    """A pod template of ``obj``'s engine; ``role`` is engine, leader or worker."""
+def pod_template(obj: LLMDeployment, *, role: PodRole, serves_http: bool = True) -> Manifest:
+    """A pod template of ``obj``'s engine in its ``role``."""
     spec = obj.spec
     placement = spec.placement
     pod_spec: Manifest = {
@@ -231,7 +232,9 @@ def pod_template(obj: LLMDeployment, *, role: str, serves_http: bool = True) -> 
             labels.PROMETHEUS_PORT: str(labels.ENGINE_PORT),
             labels.PROMETHEUS_PATH: "/metrics",
         }
-    metadata: Manifest = {"labels": {**labels.common_labels(obj.metadata.name), labels.ROLE: role}}
+    metadata: Manifest = {
+        "labels": {**labels.common_labels(obj.metadata.name), labels.ROLE: role.value}
+    }
     if annotations:
         metadata["annotations"] = annotations
     return {"metadata": metadata, "spec": pod_spec}

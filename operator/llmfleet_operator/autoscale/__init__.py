@@ -1,6 +1,7 @@
 """The built-in autoscaler's pure core: engine samples in, a replica count with its reason out.
 
-Used by the operator's autoscaling timer and by the fleet simulator (``llmfleet
+Used by the operator's autoscaler (:mod:`llmfleet_operator.autoscaler`, one period per
+``periodSeconds`` inside the reconcile) and by the fleet simulator (``llmfleet
 simulate``). Nothing here talks to Kubernetes, Prometheus or the network: the metrics
 sources and the wiring live outside and pass everything in, time included.
 """

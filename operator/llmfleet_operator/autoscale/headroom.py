@@ -5,19 +5,15 @@ serves only after the model's startup time, so a rising load is met with what it
 be then: each signal's recent trend (a least-squares line through the replicas it asked
 for at recent periods) is extrapolated over the learned startup time, upward only and
 capped, and added to what the signal asks for now. It is extrapolated no further ahead
-than the levels it was fitted over cover (n levels a period apart: n periods): three
-levels, 45 s, as just after a scale-down, said little about three minutes, and reading
-them that far turned wiggles into orders (bench/autoscale, conv x4 strict at a 180 s
-startup, slotsUsed 0.08: 98.53% at 39.1 GPU-h with 1 turn before, 98.47% at 35.3 with
-none). A 60 s startup with the default 60 s stable window and 15 s period is read whole.
-A constant load has no trend and so no headroom; a falling one is left to the
-scale-down rules. While ordered replicas are not ready yet the policy adds none: the
-trend then measures the overload their order answers (saturated replicas read high),
-and extrapolating it ordered the capacity twice (the conv trace's first minutes in
-bench/autoscale: 12 replicas to 61, where 35 served).
-Nor is the trend fitted across a scale-down: the replicas left decode bigger batches more
-slowly and hold more requests at once, a rise the fleet caused (over the conv hour it
-ordered 4-6 replicas back after each scale-down: 11 direction changes, 5 without).
+than the levels it was fitted over cover (n levels a period apart: n periods): a few
+levels, as just after a scale-down, say little about minutes ahead, and reading them that
+far turns wiggles into orders. A constant load has no trend and so no headroom; a falling
+one is left to the scale-down rules. While ordered replicas are not ready yet the policy
+adds none: the trend then measures the overload their order answers (saturated replicas
+read high), and extrapolating it would order the capacity twice. Nor is the trend fitted
+across a scale-down: the replicas left decode bigger batches more slowly and hold more
+requests at once, a rise the fleet caused, which would order back what was just removed.
+The bench (bench/autoscale) measures each of these choices.
 """
 
 from __future__ import annotations

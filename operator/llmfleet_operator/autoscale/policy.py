@@ -1,6 +1,7 @@
 """The scaling policy: one control period's decision, as a pure function.
 
-Called by the operator's autoscaling timer and by the fleet simulator, each period:
+Called by the operator's autoscaler (:mod:`llmfleet_operator.autoscaler`) and by the fleet
+simulator, each period:
 ``decide(spec, observation, history, now)``; the returned :class:`Decision` carries the
 history to pass to the next call, so the function itself keeps no state.
 

@@ -1,10 +1,10 @@
 """The embedded metrics source: GET each engine pod's ``/metrics`` directly.
 
-Used by the operator's autoscaling timer when ``metrics.source`` is ``Direct`` (the
-default, no Prometheus needed). Pods are read in parallel with short timeouts; a pod
-that does not answer, answers with an error or lacks a metric becomes a
-:class:`~llmfleet_operator.metrics.readings.Miss` with its reason, never an exception.
-"""
+Used by the operator's autoscaler (:mod:`llmfleet_operator.autoscaler`) when
+``metrics.source`` is ``Direct`` (the default, no Prometheus needed). Pods are read in
+parallel with short timeouts; a pod that does not answer, answers with an error or lacks a
+metric becomes a :class:`~llmfleet_operator.metrics.readings.Miss` with its reason, never an
+exception."""
 
 from __future__ import annotations
 

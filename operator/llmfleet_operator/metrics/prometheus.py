@@ -1,8 +1,9 @@
 """The Prometheus metrics source: per-pod instant queries with staleness checks.
 
-Used by the operator's autoscaling timer when ``metrics.source`` is ``Prometheus``. The
-Prometheus at ``metrics.prometheusUrl`` must scrape the engine pods and label their
-series with the pod's name in ``pod`` and its namespace in ``namespace``, e.g.::
+Used by the operator's autoscaler (:mod:`llmfleet_operator.autoscaler`) when
+``metrics.source`` is ``Prometheus``. The Prometheus at ``metrics.prometheusUrl`` must
+scrape the engine pods and label their series with the pod's name in ``pod`` and its
+namespace in ``namespace``, e.g.::
 
     relabel_configs:
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}

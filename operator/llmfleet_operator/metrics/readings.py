@@ -1,11 +1,10 @@
 """The metrics-source seam: what a source is asked (targets) and answers (readings, misses).
 
-Plain frozen dataclasses shared by the parser (:mod:`.parse`), the sources
-(:mod:`.direct`, :mod:`.prometheus`) and, later, the operator's autoscaling timer,
+Plain frozen dataclasses shared by the parser (:mod:`.parse`), the sources (:mod:`.direct`,
+:mod:`.prometheus`) and the operator's autoscaler (:mod:`llmfleet_operator.autoscaler`),
 which turns :class:`Readings` into the policy's samples and the ``MetricsAvailable``
-condition. Every replica a source could not read comes back as a :class:`Miss` with
-its reason, never as an exception.
-"""
+condition. Every replica a source could not read comes back as a :class:`Miss` with its
+reason, never as an exception."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Performance profiles of the simulated engine: latency tables and KV capacity.
 
 Who calls it: :mod:`.engine` (through :mod:`.perf`), the simulator CLI (``--profile``),
-and issue 6's fleet simulator.
+and the fleet simulator (:mod:`llmfleet_fleetsim`).
 
 The ``llama2-70b`` profiles carry knots fitted by :func:`.calibrate.fit` from
 splitwise-sim's measured latency table (llama2-70b on A100-80GB / H100-80GB at tensor
