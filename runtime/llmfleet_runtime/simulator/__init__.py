@@ -5,9 +5,10 @@ Layers (each module's docstring says who calls it):
 * pure core, no I/O and no clock: :mod:`.calibrate` (fit latency tables from a CSV),
   :mod:`.profiles`, :mod:`.perf` (step latency), :mod:`.kvcache`, :mod:`.engine`
   (continuous batching, KV budget, preemption, prefix cache), :mod:`.requests`,
-  :mod:`.tokens`, :mod:`.openai_api` and :mod:`.streaming` (vLLM's response shapes);
+  :mod:`.tokens` (the stand-in tokenizer);
 * :mod:`.metrics`: the vLLM V1 Prometheus families (prometheus-client, no HTTP);
-* the shell: :mod:`.driver` (asyncio clock), :mod:`.server` (aiohttp), :mod:`.cli`.
+* the shell: :mod:`.driver` (asyncio clock), :mod:`.server` (aiohttp, speaking the OpenAI
+  wire shapes of :mod:`llmfleet_contract.openai`), :mod:`.cli`.
 
 Issue 6's fleet simulator imports :class:`Engine`, :class:`Request` and the profiles only.
 """

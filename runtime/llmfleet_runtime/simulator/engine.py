@@ -1,8 +1,8 @@
 """A deterministic step model of one vLLM V1 engine: continuous batching over a KV budget.
 
-Who calls it: :mod:`.server` (in real time, scaled) and issue 6's fleet simulator (as
-fast as it can). No clock, no I/O, no randomness: time is the ``now`` passed in, and the
-same calls give the same results.
+Who calls it: :mod:`.server` (in real time, scaled) and the fleet simulator
+(:mod:`llmfleet_fleetsim`, as fast as it can). No clock, no I/O, no randomness: time is
+the ``now`` passed in, and the same calls give the same results.
 
 How a step is scheduled (after vLLM V1's scheduler, FCFS policy):
 

@@ -1,8 +1,8 @@
 """vLLM V1 Prometheus metrics for the simulated engine (names, types, labels, buckets).
 
 Who calls it: :mod:`.server` feeds it every :class:`.requests.StepResult` and calls
-:meth:`EngineMetrics.refresh` before each scrape. Issue 6's fleet simulator does not need
-it (it reads the engine directly).
+:meth:`EngineMetrics.refresh` before each scrape. The fleet simulator
+(:mod:`llmfleet_fleetsim`) does not need it (it reads the engine directly).
 
 The families, their types, label names and histogram buckets are those of vLLM 0.32's
 ``/metrics`` (checked by ``tests/parity``). Counters are declared without ``_total``:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,16 +23,16 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import openai_api
+from llmfleet_contract import openai
+from llmfleet_contract.openai import DONE, ApiError, ChunkWriter, GenerationRequest
+
 from .driver import EngineDriver, Stream
 from .engine import Engine
 from .faults import Faults
 from .metrics import EngineMetrics
-from .openai_api import ApiError, Generation
 from .profiles import Profile
 from .requests import Request
-from .streaming import DONE, ChunkWriter
-from .tokens import TextSource, block_hashes
+from .tokens import TextSource, block_hashes, prompt_pieces
 
 VERSION = "0.32.0"
 FINGERPRINT = f"vllm-{VERSION}-llmfleet-sim"
@@ -115,12 +114,8 @@ async def _run_driver(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def _compact(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"))
-
-
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=_compact)
+    return web.json_response(body, status=status, dumps=openai.dumps)
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -133,7 +128,7 @@ async def _version(request: web.Request) -> web.Response:
 
 async def _models(request: web.Request) -> web.Response:
     s = request.app[STATE]
-    body = openai_api.models_body(
+    body = openai.models_body(
         s.settings.served_model_names,
         s.settings.model_root,
         s.created,
@@ -175,12 +170,13 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
     try:
         if s.draining:
             raise ApiError(503, "The server is shutting down.", "ServiceUnavailableError")
-        body = openai_api.decode_json(await request.read())
-        gen = openai_api.parse(
+        body = openai.decode_json(await request.read())
+        gen = openai.parse_request(
             body,
             chat=chat,
             served_names=settings.served_model_names,
             max_model_len=settings.profile.max_model_len,
+            tokenize=prompt_pieces,
         )
         if settings.faults.error_rate and s.rng.random() < settings.faults.error_rate:
             raise ApiError(500, "Simulated engine failure.", "InternalServerError")
@@ -202,7 +198,7 @@ async def _generate(request: web.Request, *, chat: bool) -> web.StreamResponse:
         s.driver.abort(request_id)  # no-op when it finished
 
 
-def _engine_request(s: SimState, gen: Generation, request_id: str) -> Request:
+def _engine_request(s: SimState, gen: GenerationRequest, request_id: str) -> Request:
     settings = s.settings
     stop_after = None
     if not gen.max_tokens_given and not gen.ignore_eos:
@@ -220,7 +216,9 @@ def _engine_request(s: SimState, gen: Generation, request_id: str) -> Request:
     )
 
 
-async def _whole(s: SimState, gen: Generation, stream: Stream, request_id: str) -> web.Response:
+async def _whole(
+    s: SimState, gen: GenerationRequest, stream: Stream, request_id: str
+) -> web.Response:
     rng = s.text.for_request(request_id)
     parts: list[str] = []
     reason = "length"
@@ -232,7 +230,7 @@ async def _whole(s: SimState, gen: Generation, stream: Stream, request_id: str) 
             parts.append(TextSource.next_token(rng))
             if token.finish_reason is not None:
                 reason = token.finish_reason
-    build = openai_api.chat_body if gen.chat else openai_api.completion_body
+    build = openai.chat_body if gen.chat else openai.completion_body
     body = build(
         request_id,
         s.created,
@@ -247,7 +245,11 @@ async def _whole(s: SimState, gen: Generation, stream: Stream, request_id: str) 
 
 
 async def _stream(
-    request: web.Request, s: SimState, gen: Generation, stream: Stream, request_id: str
+    request: web.Request,
+    s: SimState,
+    gen: GenerationRequest,
+    stream: Stream,
+    request_id: str,
 ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
     await response.prepare(request)

@@ -1,7 +1,8 @@
 """Stand-in tokenizer and text source of the simulator (no model, no vocabulary file).
 
-Who calls it: :mod:`.openai_api` (prompt token counts, block hashes, generated text) and
-any driver that has text rather than token counts.
+Who calls it: :mod:`.server` (the :class:`~llmfleet_contract.openai.Tokenizer` it hands to
+the contract's request parser, block hashes, generated text) and any driver that has text
+rather than token counts.
 
 Token counts only need to be plausible (about one token per short word or punctuation
 mark, like a BPE tokenizer on English or code); what matters is that the same text always
@@ -16,6 +17,8 @@ import random
 import re
 from collections.abc import Sequence
 
+from llmfleet_contract.openai import Conversation, Prompt
+
 _TOKEN = re.compile(r" ?[A-Za-z]{1,6}| ?\d{1,3}| ?[^\sA-Za-z\d]|\s+")
 
 WORDS = (
@@ -29,6 +32,19 @@ WORDS = (
 def tokenize(text: str) -> list[str]:
     """Split ``text`` into pseudo-tokens (always at least one for non-empty text)."""
     return _TOKEN.findall(text)
+
+
+def prompt_pieces(prompt: Prompt) -> list[str]:
+    """The pseudo-tokens of a request's prompt: its text, its token ids, or its messages
+    wrapped in a stand-in chat template (the contract's ``Tokenizer``)."""
+    if isinstance(prompt, str):
+        return tokenize(prompt)
+    if isinstance(prompt, Conversation):
+        pieces = ["<s>"]
+        for message in prompt.messages:
+            pieces += [f"<|{message.role}|>", "\n", *tokenize(message.content), "</s>", "\n"]
+        return [*pieces, "<|assistant|>", "\n"]
+    return [str(t) for t in prompt]
 
 
 def count_tokens(text: str) -> int:
