@@ -2,7 +2,9 @@
 the API calls; the real client is exercised by every e2e test).
 
 Cases: a second list within the window makes no call; after it, one; other kinds are
-never cached; callers get copies, so one caller's edit cannot leak into the next.
+never cached; callers get deep copies, whether the list was fetched or came from the
+cache, so one caller's edit (of the list, a node, or a node's nested status) cannot
+leak into the next.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from kubernetes.client import ApiClient
 
 from llmfleet_operator.kube_client import NODE_CACHE_SECONDS, DynamicKube
 from llmfleet_operator.resources import NODE, POD
+
+
+def node(name: str) -> dict[str, Any]:
+    """A fresh body, nested as the API server's is."""
+    return {
+        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "H100"}},
+        "status": {"allocatable": {"cpu": "96", "nvidia.com/gpu": "8"}},
+    }
 
 
 @dataclass
@@ -31,7 +41,7 @@ class Resource:
 
     def get(self, namespace: str | None, label_selector: str) -> Any:
         self.calls.append(self.kind)
-        return type("Result", (), {"items": [Item({"metadata": {"name": f"{self.kind}-0"}})]})
+        return type("Result", (), {"items": [Item(node(f"{self.kind}-0"))]})
 
 
 @dataclass
@@ -52,8 +62,7 @@ def test_node_lists_are_reused_for_a_while_and_nothing_else_is() -> None:
     now = [0.0]
     dynamic = Dynamic()
     kube = DynamicKube(dynamic, clock=lambda: now[0])  # type: ignore[arg-type]
-    first = kube.list(NODE, None, "")
-    first.clear()  # a caller's edit
+    kube.list(NODE, None, "")
     now[0] = NODE_CACHE_SECONDS - 1
     assert [n["metadata"]["name"] for n in kube.list(NODE, None, "")] == ["Node-0"]
     assert dynamic.resources.calls == ["Node"]
@@ -63,3 +72,23 @@ def test_node_lists_are_reused_for_a_while_and_nothing_else_is() -> None:
     kube.list(POD, "ns", "a=b")
     kube.list(POD, "ns", "a=b")
     assert dynamic.resources.calls == ["Node", "Node", "Pod", "Pod"]
+
+
+def edit(nodes: list[dict[str, Any]]) -> None:
+    """What a careless caller might do to the list it was given."""
+    nodes[0]["status"]["allocatable"]["nvidia.com/gpu"] = "0"
+    nodes[0]["metadata"]["labels"].clear()
+    nodes[0]["metadata"]["name"] = "edited"
+    nodes.append(node("extra"))
+
+
+def test_callers_get_deep_copies_fetched_or_cached() -> None:
+    dynamic = Dynamic()
+    kube = DynamicKube(dynamic, clock=lambda: 0.0)  # type: ignore[arg-type]
+    fetched = kube.list(NODE, None, "")
+    edit(fetched)
+    cached = kube.list(NODE, None, "")
+    assert cached == [node("Node-0")]
+    edit(cached)
+    assert kube.list(NODE, None, "") == [node("Node-0")]
+    assert dynamic.resources.calls == ["Node"]  # the later lists came from the cache

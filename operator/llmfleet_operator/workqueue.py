@@ -6,7 +6,8 @@ afterwards (the change may have come too late to be seen); a key whose reconcile
 failed comes back after an exponential backoff, and a storm of events for it does not
 shorten that backoff. A success resets it, and may ask to run again after a delay (the
 autoscaler's control period): an event before then runs it at once, and the request
-stands for the run after.
+stands for the run after. Delays are scheduled through ``call_later`` (the running
+loop's by default), so tests can run the queue on a clock of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
+from typing import Protocol
 
 log = logging.getLogger("llmfleet.queue")
 
@@ -21,6 +24,16 @@ log = logging.getLogger("llmfleet.queue")
 def backoff(failures: int, base: float, cap: float) -> float:
     """Delay before retry number ``failures`` (1, 2, ...): base, 2 x base, ... up to cap."""
     return float(min(cap, base * 2 ** max(0, failures - 1)))
+
+
+class Timer(Protocol):
+    """A scheduled call that can still be called off (``asyncio.TimerHandle`` is one)."""
+
+    def cancel(self) -> None: ...
+
+
+def _loop_call_later(delay: float, callback: Callable[[], None]) -> Timer:
+    return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class WorkQueue:
@@ -32,15 +45,17 @@ class WorkQueue:
         *,
         base_delay: float = 0.5,
         max_delay: float = 300.0,
+        call_later: Callable[[float, Callable[[], None]], Timer] = _loop_call_later,
     ) -> None:
         self._work = work
         self._base, self._cap = base_delay, max_delay
+        self._call_later = call_later
         self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
         self._queued: set[Hashable] = set()
         self._running: set[Hashable] = set()
         self._again: set[Hashable] = set()
         self._failures: dict[Hashable, int] = {}
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._timers: dict[Hashable, Timer] = {}
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -55,7 +70,7 @@ class WorkQueue:
                 self._ready.put_nowait(key)
         elif delay > 0:
             self._queued.add(key)
-            self._timers[key] = asyncio.get_running_loop().call_later(delay, self._due, key)
+            self._timers[key] = self._call_later(delay, partial(self._due, key))
         else:
             self._queued.add(key)
             self._ready.put_nowait(key)
