@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 OWNED_FLAGS = frozenset(
     {
         "model", "revision", "served-model-name", "dtype", "quantization", "max-model-len",
         "tensor-parallel-size", "pipeline-parallel-size", "data-parallel-size", "max-num-seqs",
-        "max-num-batched-tokens", "gpu-memory-utilization", "enable-prefix-caching",
-        "no-enable-prefix-caching", "enable-chunked-prefill", "no-enable-chunked-prefill",
-        "enable-lora", "lora-modules", "max-loras", "max-lora-rank", "host", "port",
-        "nnodes", "node-rank", "master-addr", "master-port", "headless",
-        "distributed-executor-backend", "shutdown-timeout",
+        "max-num-batched-tokens", "gpu-memory-utilization", "device-memory-utilization",
+        "enable-prefix-caching", "no-enable-prefix-caching", "enable-chunked-prefill",
+        "no-enable-chunked-prefill", "enable-lora", "no-enable-lora", "lora-modules",
+        "max-loras", "max-lora-rank", "host", "port", "nnodes", "node-rank", "master-addr",
+        "master-port", "headless", "distributed-executor-backend", "shutdown-timeout",
     }
 )  # fmt: skip
-"""Long ``vllm serve`` flags the launcher sets from the spec (without the leading ``--``)."""
+"""Long ``vllm serve`` flags the launcher sets from the spec (without the leading ``--``),
+with vLLM's aliases (``device-memory-utilization``) and negations."""
 
 SHORT_FLAGS = {
     "-tp": "tensor-parallel-size",
@@ -36,18 +38,41 @@ SHORT_FLAGS = {
 }
 """vLLM's short spellings of owned flags."""
 
-OWNED_FLAG_PATTERN = (
-    "^(--("
-    + "|".join(flag.replace("-", "[-_]") for flag in sorted(OWNED_FLAGS))
-    + ")|-("
-    + "|".join(sorted(short.removeprefix("-") for short in SHORT_FLAGS))
-    + "))([=\\s].*)?$"
-)
-"""One argv token that sets an owned flag: the flag alone, ``FLAG=VALUE``, or ``FLAG VALUE``
-(one YAML list item with a space). vLLM reads ``_`` as ``-`` in long flags. An RE2 and a
-Python regex alike."""
 
-_OWNED = re.compile(OWNED_FLAG_PATTERN, re.DOTALL)
+def _prefixes(words: Iterable[str]) -> str:
+    """A regex of every non-empty prefix of ``words`` (a trie; ``-`` also matches ``_``)."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+
+    def branch(node: dict[str, Any]) -> str:
+        parts = [
+            ("[-_]" if char == "-" else char) + (f"(?:{branch(child)})?" if child else "")
+            for char, child in sorted(node.items())
+        ]
+        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+    return branch(trie)
+
+
+_ONE_LETTER = sorted(s.removeprefix("-") for s in SHORT_FLAGS if len(s) == 2)
+_LONGER = sorted(s.removeprefix("-") for s in SHORT_FLAGS if len(s) > 2)
+_VALUE = "([=\\t\\n\\f\\r ].*)?"
+
+OWNED_FLAG_PATTERN = (
+    f"(?s)^(--{_prefixes(OWNED_FLAGS)}{_VALUE}"
+    f"|-({'|'.join(_LONGER)}){_VALUE}"
+    f"|-({'|'.join(_ONE_LETTER)}).*)$"
+)
+"""One argv token that sets an owned flag, or may: the flag alone, ``FLAG=VALUE`` or
+``FLAG VALUE`` (one YAML list item with a space); a long flag abbreviated to any prefix
+(vLLM's parser takes an unambiguous abbreviation, and fails on an ambiguous one anyway), with
+``_`` for ``-``; a one-letter short flag with its value glued on (``-qawq``). The same in RE2
+(the API server's CEL) and Python: whitespace spelled out, ``(?s)`` for newlines in values."""
+
+_OWNED = re.compile(OWNED_FLAG_PATTERN)
 
 
 def owned_flags_in(args: Iterable[str]) -> list[str]:
