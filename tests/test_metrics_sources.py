@@ -140,6 +140,8 @@ def test_gateway_pending_prefill_tokens_per_replica() -> None:
     )
     assert pending_prefill_tokens(page) == {("n", "a"): 1200, ("n", "b"): 0, ("m", "a"): 5}
     assert pending_prefill_tokens(vllm_page()) is None  # not exported: unknown, not zero
+    idle = "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"  # exported, none pending
+    assert pending_prefill_tokens(idle) == {}
 
 
 GATEWAY_PAGE = (

@@ -2,10 +2,11 @@
 gateway's ``/metrics`` pages. Pure and dependency-free.
 
 Called by the operator's direct scrape (:mod:`llmfleet_operator.metrics`) and by tests that
-read the engine simulator's or real vLLM's pages. It returns every sample as a
-:class:`Series`: ``# HELP`` and ``# TYPE`` lines and blank lines are skipped, a histogram's
-``_bucket``, ``_sum`` and ``_count`` are samples like any other, and a timestamp or an
-OpenMetrics exemplar after the value is ignored. A line it cannot read raises
+read the engine simulator's or real vLLM's pages. It returns a :class:`Page`: every sample
+as a :class:`Series` (a histogram's ``_bucket``, ``_sum`` and ``_count`` are samples like any
+other; a timestamp or an OpenMetrics exemplar after the value is ignored) and the families
+the page declares in ``# TYPE`` lines, so that a family with no series (a gauge with labels
+that has nothing to report) reads as exported and empty, not as absent. A line it cannot read raises
 :class:`ExpositionError` naming the line: a page that does not parse is never half read.
 """
 
@@ -16,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_TYPE = re.compile(r"#\s*TYPE\s+([a-zA-Z_:][a-zA-Z0-9_:]*)\s")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|(?=\}))')
 _CLOSE = re.compile(r"\s*\}")
 _VALUE = re.compile(r"\s+(\S+)(?:\s+-?[0-9]+)?\s*(?:#.*)?$")
@@ -37,16 +39,31 @@ class Series:
     value: float
 
 
-def parse(text: str) -> list[Series]:
-    """Every sample on the page, in page order."""
-    found = []
+@dataclass(frozen=True)
+class Page:
+    """A parsed page: its samples in page order and the families it declares."""
+
+    series: list[Series]
+    families: frozenset[str]
+
+    def named(self, name: str) -> list[Series]:
+        return [series for series in self.series if series.name == name]
+
+
+def parse(text: str) -> Page:
+    """The page's samples and declared families."""
+    found, families = [], set()
     for number, line in enumerate(text.split("\n"), start=1):
-        if line.strip() and not line.lstrip().startswith("#"):
+        line = line.strip()
+        if line.startswith("#"):
+            if declared := _TYPE.match(line + " "):
+                families.add(declared[1])
+        elif line:
             try:
-                found.append(_series(line.strip()))
+                found.append(_series(line))
             except ExpositionError as error:
                 raise ExpositionError(f"line {number}: {error}: {line[:200]!r}") from None
-    return found
+    return Page(found, frozenset(families))
 
 
 def _series(line: str) -> Series:

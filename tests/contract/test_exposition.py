@@ -3,7 +3,9 @@
 Cases: a real vLLM 0.32 page and pages that prometheus-client renders from random registries
 (counters, gauges, histograms; label values with quotes, backslashes, newlines, braces and
 commas; NaN and infinities) parse to the same samples as ``prometheus_client.parser``;
-timestamps and OpenMetrics exemplars after a value are ignored; a malformed line raises
+timestamps and OpenMetrics exemplars after a value are ignored; a family declared with no
+series is known to the page (and, with the gauge prometheus-client renders for a labelled
+family that has nothing to report, to the gateway readers); a malformed line raises
 ``ExpositionError`` naming its line.
 """
 
@@ -24,7 +26,7 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def ours(text: str) -> dict[Key, float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in parse(text)}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in parse(text).series}
 
 
 def theirs(text: str) -> dict[Key, float]:
@@ -87,11 +89,21 @@ def test_timestamps_exemplars_and_specials() -> None:
         "d -Inf\n\n"
         "# EOF\n"
     )
-    got = parse(text)
+    page = parse(text)
+    assert page.families == {"a"}
+    got = page.series
     assert got[0] == Series("a", {"x": "1"}, math.inf)
     assert got[1] == Series("b_total", {"y": 'q"uo\\te\n'}, 3.0)
     assert math.isnan(got[2].value)
     assert got[3].value == -math.inf
+
+
+def test_a_declared_family_without_series() -> None:
+    registry = CollectorRegistry()
+    Gauge("llmfleet_gateway_pending_prefill_tokens", "doc", ["replica"], registry=registry)
+    page = parse(generate_latest(registry).decode())
+    assert page.series == []
+    assert "llmfleet_gateway_pending_prefill_tokens" in page.families
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 
-from llmfleet_contract.exposition import ExpositionError, Series, parse
+from llmfleet_contract.exposition import ExpositionError, parse
 from llmfleet_contract.metrics import (
     KV_CACHE_USAGE,
     KV_CACHE_USAGE_V0,
@@ -46,7 +46,7 @@ def series_values(text: str) -> dict[str, list[float]]:
     Raises :class:`ExpositionError` when the text is not Prometheus exposition.
     """
     values: dict[str, list[float]] = defaultdict(list)
-    for series in parse(text):
+    for series in parse(text).series:
         values[series.name].append(series.value)
     return dict(values)
 
@@ -94,9 +94,12 @@ def pending_prefill_tokens(text: str) -> dict[tuple[str, str], int] | None:
 
     Raises :class:`ExpositionError` when the text is not Prometheus exposition.
     """
-    pending: dict[tuple[str, str], int] | None = None
-    for series in _named(text, PENDING_PREFILL_TOKENS):
-        pending = pending if pending is not None else {}
+    page = parse(text)
+    found = page.named(PENDING_PREFILL_TOKENS)
+    if not found and PENDING_PREFILL_TOKENS not in page.families:
+        return None
+    pending: dict[tuple[str, str], int] = {}
+    for series in found:
         if REPLICA in series.labels and math.isfinite(series.value):
             key = (series.labels.get(LLMDEPLOYMENT_NAMESPACE, ""), series.labels[REPLICA])
             pending[key] = pending.get(key, 0) + round(series.value)
@@ -110,7 +113,7 @@ def pending_requests(text: str, namespace: str, name: str) -> int | None:
     Raises :class:`ExpositionError` when the text is not Prometheus exposition.
     """
     found: int | None = None
-    for series in _named(text, PENDING_REQUESTS):
+    for series in parse(text).named(PENDING_REQUESTS):
         labels = series.labels
         if (
             labels.get(LLMDEPLOYMENT) == name
@@ -119,7 +122,3 @@ def pending_requests(text: str, namespace: str, name: str) -> int | None:
         ):
             found = (found or 0) + round(series.value)
     return found
-
-
-def _named(text: str, name: str) -> list[Series]:
-    return [series for series in parse(text) if series.name == name]
