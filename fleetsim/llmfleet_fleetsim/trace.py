@@ -28,7 +28,7 @@ PUBLIC_TRACES = (
     "The Azure LLM inference traces of 2023 (azure_llm_2023_code.csv and"
     " azure_llm_2023_conv.csv: AzureLLMInferenceTrace_code.csv and _conv.csv of the"
     " Azure/AzurePublicDataset repository, CC-BY-4.0) are not in this repository: download"
-    " them, or use the workplace's shared/traces beside the repo"
+    " them and point the bench at their folder"
 )
 """Where a user gets the public traces the benches replay (they are too large to commit)."""
 

@@ -1,9 +1,10 @@
 """The Kube seam: what the operator needs of the API server, and its errors. Pure.
 
-The reconcile, the autoscaler's wiring and the leader election depend on :class:`Kube` (or a
-part of it) and catch :class:`KubeError`; :mod:`.kube_client` implements the seam with the
-official client and is the only module that imports it, so everything above can be imported
-and tested without it (tests pass an in-memory ``Kube``).
+The reconcile depends on :class:`Kube`, the leader election on its own small seam
+(:class:`~llmfleet_operator.leader.Leases`), and both catch :class:`KubeError`;
+:mod:`.kube_client` implements them with the official client and is the only module that
+imports it, so everything above can be imported and tested without it (tests pass in-memory
+fakes).
 
 Errors, drawn once (as kopf wraps its client's): every failure of a call comes out as a
 :class:`KubeError`, never as the client's own exception::

@@ -56,7 +56,7 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except ApiException as err:
-        status, message = err.status, _message(err)
+        status, message = err.status or None, _message(err)  # 0: no HTTP answer (e.g. TLS)
         if status == 403:
             raise ForbiddenError(status, message) from err
         if status == 409:
@@ -66,6 +66,8 @@ def _translated() -> Iterator[None]:
         raise ServerError(status, message) from err
     except HTTPError as err:
         raise ServerError(None, f"the API server did not answer: {err}") from err
+    except ResourceNotFoundError as err:  # discovery: the kind is not served
+        raise ClientError(404, f"the API server does not serve it: {err}") from err
 
 
 def credentials(dynamic: DynamicClient) -> Credentials:

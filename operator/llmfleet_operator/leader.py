@@ -35,7 +35,8 @@ class Holder:
 
 
 class Leases(Protocol):
-    """What the elector needs of the API server (:class:`~llmfleet_operator.kube.DynamicKube`)."""
+    """What the elector needs of the API server
+    (:class:`~llmfleet_operator.kube_client.DynamicKube`)."""
 
     def get(self, kind: Resource, namespace: str, name: str) -> Manifest | None: ...
 
@@ -129,7 +130,9 @@ class LeaseElector:
             return self.try_hold()
         except KubeError as err:
             log.warning("Lease %s/%s: %s", self._namespace, self._name, err.message)
-            return False
+        except Exception:  # a failed attempt, whatever it was: the lease lapses, never two leaders
+            log.exception("Lease %s/%s: renewing failed", self._namespace, self._name)
+        return False
 
     async def keep(self, on_lost: Callable[[], None]) -> None:
         """Renew until renewing fails for longer than the lease lasts; then ``on_lost``."""

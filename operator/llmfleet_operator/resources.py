@@ -1,7 +1,7 @@
 """The kinds of object the operator reads and writes, and where each lives in the API.
 
 Pure data, shared by the builders (:mod:`.children`), the reconcile and the Kube seam
-(:mod:`.kube`), which turns a :class:`Resource` into the client's calls.
+(:mod:`.kube`); :mod:`.kube_client` turns a :class:`Resource` into the client's calls.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Layers (each module's docstring says who calls it):
 * the shell: :mod:`.driver` (asyncio clock), :mod:`.server` (aiohttp, speaking the OpenAI
   wire shapes of :mod:`llmfleet_contract.openai`), :mod:`.cli`.
 
-Issue 6's fleet simulator imports :class:`Engine`, :class:`Request` and the profiles only.
+The fleet simulator (:mod:`llmfleet_fleetsim`) imports :class:`Engine`, :class:`Request` and
+the profiles only.
 """
 
 from .engine import Engine
