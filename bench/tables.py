@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmfleet_fleetsim import fewest_flips
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from autoscale import summary  # the autoscaling bench's table code, beside this script
 
@@ -51,11 +53,15 @@ class Results:
         loaded: dict[str, Any] = json.loads((self.folder / name).read_text())
         return loaded
 
-    def row(self, name: str, trace: str, tier: str, startup_s: float) -> Row:
+    def rows(self, name: str) -> dict[tuple[str, str, float], Row]:
+        """The rows of one autoscaling run, by trace, tier and startup."""
         if name not in self._rows:
             rows = summary.rows(self.load(name))
             self._rows[name] = {(r["trace"], r["tier"], r["startup_s"]): r for r in rows}
-        return self._rows[name][(trace, tier, startup_s)]
+        return self._rows[name]
+
+    def row(self, name: str, trace: str, tier: str, startup_s: float) -> Row:
+        return self.rows(name)[(trace, tier, startup_s)]
 
 
 # Cells of the autoscaling tables, each from one row of summary.rows.
@@ -132,6 +138,21 @@ def _whole(row: Row, brief: bool) -> str:
     return f"not met ({', '.join(misses)})" if misses else "not met"
 
 
+def _whole_at(row: Row, brief: bool) -> str:
+    """The whole bar with the point of ours that meets it (its target and flips)."""
+    point = row["whole"]
+    if point is None:
+        return _whole(row, brief)
+    flips = summary.flips_text(point["flips"])
+    if brief:
+        return f"met ({point['target']:g}, {flips})"
+    ratio = _times(point["gpu_hours"] / row["fitted_oracle_gpu_hours"], summary.BAR)
+    return (
+        f"**met** at {point['target']:g}: {point['attainment']:.2%} at"
+        f" {point['gpu_hours']:.1f} ({ratio}), {flips}"
+    )
+
+
 def _bold(text: str, bold: bool) -> str:
     return f"**{text}**" if bold else text
 
@@ -146,6 +167,7 @@ def _baseline_cell(name: str) -> Cell:
 
 CELLS: dict[str, Cell] = {
     "ours": lambda row, brief: _ours(row),
+    "target": lambda row, brief: f"{row['ours']['target']:g}",
     "ours-at": lambda row, brief: _ours_at(row),
     "ours-at-flips": lambda row, brief: (
         f"{_ours_at(row)}, {summary.flips_text(row['ours']['flips'])}"
@@ -163,6 +185,7 @@ CELLS: dict[str, Cell] = {
         f" ({summary.number_text(row['clairvoyant_flips'], '{:d}')})"
     ),
     "whole": _whole,
+    "whole-at": _whole_at,
     **{name: _baseline_cell(name) for name in summary.BASELINES},
 }
 
@@ -226,6 +249,11 @@ HOUR = {
 RATE = "{tier}, `requestsPerSecond`, {startup}"
 DOWN_600 = "{tier}, 600 s scale-down window, {startup}"
 UP_120 = "{tier}, 120 s scale-up window, {startup}"
+CODE_180 = (
+    *grid("autoscale-code-180.json", ("relaxed", "strict"), (180.0,), "{tier}, 300 s", "code"),
+    *grid("autoscale-code-180-600.json", ("relaxed", "strict"), (180.0,), "{tier}, 600 s", "code"),
+)
+"""Code at a 180 s startup, ours with the bench spec's scale-down window and the example's."""
 
 TABLES = {
     "autoscale-highlights": Table(
@@ -245,7 +273,12 @@ TABLES = {
     ),
     "autoscale-hour-highlights": Table(
         "conv hour at 4x load",
-        (("ours", "ours"), ("vs fitted oracle", "vs-fitted"), *BASELINE_COLUMNS),
+        (
+            ("ours", "ours"),
+            ("vs fitted oracle", "vs-fitted"),
+            *BASELINE_COLUMNS,
+            ("whole bar (slotsUsed, flips)", "whole-at"),
+        ),
         (*grid(HOUR["relaxed"], ("relaxed",)), *grid(HOUR["strict"], ("strict",))),
         brief=True,
     ),
@@ -266,6 +299,19 @@ TABLES = {
         ),
         brief=True,
     ),
+    "autoscale-code-180-highlights": Table(
+        "code x2 at 180 s, scale-down window",
+        (
+            ("ours", "ours"),
+            ("slotsUsed", "target"),
+            ("vs fitted oracle", "vs-fitted"),
+            BASELINE_COLUMNS[0],
+            BASELINE_COLUMNS[4],
+            ("whole bar", "whole"),
+        ),
+        CODE_180,
+        brief=True,
+    ),
     "autoscale-conv-x4": Table(
         "conv x4",
         (
@@ -277,6 +323,7 @@ TABLES = {
             ("ours / fitted + starts", "vs-started"),
             *BASELINE_COLUMNS[:2],
             BASELINE_COLUMNS[3],
+            ("whole bar", "whole-at"),
         ),
         grid("autoscale.json", ("relaxed", "strict")),
     ),
@@ -299,6 +346,7 @@ TABLES = {
             ("bar", "bar"),
             ("flips (clairvoyant)", "flips"),
             *BASELINE_COLUMNS,
+            ("whole bar", "whole-at"),
         ),
         (*grid(HOUR["relaxed"], ("relaxed",)), *grid(HOUR["strict"], ("strict",))),
     ),
@@ -320,8 +368,157 @@ TABLES = {
             *grid("autoscale-conv-hour-request-rate.json", ("relaxed",), label=RATE),
         ),
     ),
+    "autoscale-code-180": Table(
+        "code x2 at 180 s, scale-down window",
+        (
+            FITTED,
+            ("ours (cheapest at the goal)", "ours-at-flips"),
+            ("bar", "bar"),
+            ("ours / fitted + starts", "vs-started"),
+            BASELINE_COLUMNS[0],
+            BASELINE_COLUMNS[1],
+            BASELINE_COLUMNS[4],
+            ("whole bar", "whole"),
+        ),
+        CODE_180,
+    ),
 }
 """The autoscaling tables: the top README's highlights (brief), then bench/autoscale's."""
+
+
+# Counts of the rows where some setting of ours meets the bar, over every run of a load.
+
+BAR_RUNS = {
+    "conv x4, code x2": (
+        "autoscale.json",
+        "autoscale-request-rate.json",
+        "autoscale-code-180.json",
+        "autoscale-code-180-600.json",
+    ),
+    "conv hour at 4x load": (
+        HOUR["relaxed"],
+        HOUR["strict"],
+        "autoscale-conv-hour-strict-600.json",
+        "autoscale-conv-hour-600.json",
+        "autoscale-conv-hour-strict-up120.json",
+        "autoscale-conv-hour-up120.json",
+        "autoscale-conv-hour-request-rate.json",
+    ),
+}
+"""Per load, its runs: the first (the hour: the first two) replay every policy and give the
+rows; the others replay ours with other settings on some of those rows."""
+
+
+def bar_counts(results: Results) -> str:
+    """Per load, the rows (trace, tier, startup) of its every-policy runs, and on how many
+    some setting of ours meets the cost bar, and the whole bar, in any of its runs."""
+    out = [
+        "| load | rows | cost bar met (some setting of ours) | whole bar met |",
+        "|---|---|---|---|",
+    ]
+    for label, sources in BAR_RUNS.items():
+        every = sources[:2] if label.startswith("conv hour") else sources[:1]
+        keys = [key for source in every for key in results.rows(source)]
+        runs = [results.rows(source) for source in sources]
+        rows = [[run[key] for run in runs if key in run] for key in keys]
+        bar = sum(any(row["bar"] for row in found) for found in rows)
+        whole = sum(any(row["whole"] is not None for row in found) for found in rows)
+        out.append(f"| {label} | {len(keys)} | {bar} | {whole} |")
+    return "\n".join(out)
+
+
+# The oracles each load is judged against, and the warm start every autoscaler gets.
+
+ORACLE_RUNS = (
+    ("autoscale.json", "conv"),
+    ("autoscale.json", "code"),
+    (HOUR["relaxed"], "conv"),
+    (HOUR["strict"], "conv"),
+)
+
+
+def _at_goal(points: list[summary.Point], wanted: float, fitted: float | None) -> str:
+    """A policy's GPU-hours at the goal on its swept curve, and as a ratio to the fitted
+    oracle; ``never`` with its best attainment where no swept point reaches the goal."""
+    cost, _ = summary.price(points, wanted)
+    if cost is None:
+        return f"never (best {max(point['attainment'] for point in points):.1%})"
+    return f"{cost:.1f} ({'-' if fitted is None else _times(cost / fitted, summary.BAR)})"
+
+
+def oracles(results: Results) -> str:
+    """Per load and tier: the goal, the raw oracle and its own replay, the fitted oracle,
+    its cost with starts, the warm start, and a static fleet's GPU-hours at the goal."""
+    out = [
+        "| load, tier | goal | raw oracle, GPU-h (its replay) | fitted oracle, GPU-h (k; peak)"
+        " | fitted + starts, GPU-h, 60 s / 180 s | warm replicas, 60 s / 180 s"
+        " | static fleet at the goal, GPU-h (x fitted)"
+        " | HPA at the goal, GPU-h (x fitted), 60 s / 180 s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for source, trace in ORACLE_RUNS:
+        run = results.load(source)
+        points = summary.groups(run["points"])
+        for tier in run["tiers"]:
+            prepared = run["prepared"][trace].get(tier)
+            if prepared is None:
+                continue
+            wanted = summary.goal(prepared["ceiling"])
+            raw = (
+                f"{prepared['oracle_gpu_hours']:.1f} ({prepared['oracle_replayed_attainment']:.1%})"
+            )
+            fitted = prepared.get("fitted_oracle_gpu_hours")
+            if fitted is None:
+                fit = f"unreachable (best {prepared['fitted_oracle_attainment']:.1%})"
+            else:
+                fit = (
+                    f"{fitted:.1f} ({prepared['fitted_oracle_scale']:.2f};"
+                    f" {prepared['fitted_oracle_peak']})"
+                )
+            starts = " / ".join(
+                summary.number_text(summary.with_starts(prepared, s)) for s in (60.0, 180.0)
+            )
+            warm = " / ".join(str(summary.warm_start(prepared, s)) for s in (60.0, 180.0))
+            static = points[(trace, tier, 60.0)]["static"]  # one replay, judged at both
+            hpa = " / ".join(
+                _at_goal(points[(trace, tier, s)]["hpa"], wanted, fitted) for s in (60.0, 180.0)
+            )
+            load = summary.load(run, trace)
+            cells = [
+                f"{trace} {load}, {tier}",
+                f"{wanted:.2%}",
+                raw,
+                fit,
+                starts,
+                warm,
+                _at_goal(static, wanted, fitted),
+                hpa,
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+TURNS = (0, 1, 3, 5)
+"""The turns allowed in the columns of :func:`fewest_flips`, before the unlimited one."""
+
+
+def fewest_turns(results: Results) -> str:
+    """Per tier of the conv hour, the GPU-hours of the cheapest schedule that holds the
+    fitted oracle's need in every minute and turns at most so often (instant starts)."""
+    out = [
+        "| conv hour, 4 copies | "
+        + " | ".join(f"{turns} {'turn' if turns == 1 else 'turns'}" for turns in TURNS)
+        + " | no limit (fitted oracle) |",
+        "|---|" + "---|" * (len(TURNS) + 1),
+    ]
+    for tier in ("relaxed", "strict"):
+        prepared = results.load(HOUR[tier])["prepared"]["conv"][tier]
+        hours = prepared["oracle_bucket_s"] * prepared["gpus_per_replica"] / 3600
+        costs = fewest_flips(prepared["fitted_oracle_needs"], max(TURNS))
+        cells = [f"{costs[turns] * hours:.1f}" for turns in TURNS]
+        cells.append(f"{prepared['fitted_oracle_gpu_hours']:.1f}")
+        out.append(f"| {tier} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 # The other benches' figures, each from its one result file.
@@ -394,6 +591,11 @@ class Region:
 
 REGIONS: dict[str, Region] = {
     **{name: Region(table.sources(), table.render) for name, table in TABLES.items()},
+    "autoscale-bar-counts": Region(
+        tuple(dict.fromkeys(s for sources in BAR_RUNS.values() for s in sources)), bar_counts
+    ),
+    "autoscale-oracles": Region(tuple(dict.fromkeys(source for source, _ in ORACLE_RUNS)), oracles),
+    "autoscale-fewest-flips": Region(tuple(HOUR.values()), fewest_turns),
     "operator-throughput": Region(("operator-throughput.json",), operator_throughput),
     "fleetsim-speed": Region(("fleetsim-speed.json",), fleetsim_speed),
     "simulator-calibration": Region(("simulator-calibration.json",), simulator_calibration),

@@ -4,7 +4,9 @@ Cases:
 - every generated file (the regions of README.md and bench/**/README.md, and each
   bench/results/autoscale*.md) is exactly what the committed JSON renders now;
 - the READMEs name every region the generator knows, and only those;
-- a figure changed in a copy of the JSON changes the rendered table, and only its rows;
+- a figure changed in a copy of the JSON changes the rendered table, and only its rows
+  (the autoscaling tables, the oracles, the code runs at 180 s, the fewest turns of the
+  hour), and a bar missed in a copy changes the count of rows that meet it;
 - a region without its end line, or with a name the generator does not know, is refused;
 - a ratio gets a third decimal only where two would round it onto the bar or onto 1.
 """
@@ -88,6 +90,53 @@ def test_changed_figure_reaches_the_readme(results: Path) -> None:
     _edit(results / "operator-throughput.json", slow_operator)
     text = tables.rewrite((ROOT / "README.md").read_text(), tables.Results(results))
     assert "| `apply` to all 3 children, p50 (max) | 4321 ms (" in text
+
+
+def _changed_rows(name: str, results: Path, source: str, change: Any) -> list[str]:
+    """The first cells of the rows of region ``name`` that ``change`` to ``source`` moves."""
+    before = tables.REGIONS[name].render(tables.Results(results)).splitlines()
+    _edit(results / source, change)
+    after = tables.REGIONS[name].render(tables.Results(results)).splitlines()
+    return [old.split(" |")[0] for old, new in zip(before, after, strict=True) if old != new]
+
+
+def test_changed_oracle_changes_its_row(results: Path) -> None:
+    def worse_raw_replay(run: dict[str, Any]) -> None:
+        run["prepared"]["conv"]["relaxed"]["oracle_replayed_attainment"] = 0.5
+
+    changed = _changed_rows("autoscale-oracles", results, "autoscale.json", worse_raw_replay)
+    assert changed == ["| conv x4, relaxed"]
+
+
+def test_changed_code_run_changes_its_rows(results: Path) -> None:
+    def dearer_fitted_oracle(run: dict[str, Any]) -> None:
+        run["prepared"]["code"]["strict"]["fitted_oracle_gpu_hours"] *= 2
+
+    source = "autoscale-code-180-600.json"
+    for name in ("autoscale-code-180", "autoscale-code-180-highlights"):
+        shutil.copy(ROOT / "bench" / "results" / source, results / source)
+        assert _changed_rows(name, results, source, dearer_fitted_oracle) == ["| strict, 600 s"]
+
+
+def test_missed_bar_changes_the_count(results: Path) -> None:
+    def cheaper_fitted_oracle(run: dict[str, Any]) -> None:
+        run["prepared"]["code"]["relaxed"]["fitted_oracle_gpu_hours"] /= 2
+
+    _edit(results / "autoscale-code-180-600.json", cheaper_fitted_oracle)
+    text = tables.bar_counts(tables.Results(results))
+    assert "| conv x4, code x2 | 8 | 4 | 1 |" in text
+    assert "| conv hour at 4x load | 4 | 4 | 3 |" in text
+
+
+def test_changed_needs_change_the_fewest_turns(results: Path) -> None:
+    def flat_hour(run: dict[str, Any]) -> None:
+        prepared = run["prepared"]["conv"]["strict"]
+        prepared["fitted_oracle_needs"] = [30] * len(prepared["fitted_oracle_needs"])
+
+    changed = _changed_rows(
+        "autoscale-fewest-flips", results, "autoscale-conv-hour-all-strict.json", flat_hour
+    )
+    assert changed == ["| strict"]
 
 
 @pytest.mark.parametrize(
