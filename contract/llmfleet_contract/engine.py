@@ -2,10 +2,11 @@
 
 The operator derives these ``vllm serve`` flags from the spec, and the launcher sets them: a
 user's ``engine.extraArgs`` may not set one, since a passthrough that silently fights the spec
-the operator scheduled GPUs and Services for is worse than a clear refusal. One pattern
-decides it, :data:`OWNED_FLAG_PATTERN`: the API's CEL rule on ``extraArgs`` (run by the API
-server at ``kubectl apply`` and by ``llmfleet validate``) embeds it, and the launcher's check
-(:func:`owned_flags_in`) runs it, so both refuse exactly the same arguments.
+the operator scheduled GPUs and Services for is worse than a clear refusal. One set of
+patterns decides it, :data:`OWNED_FLAG_PATTERNS`: the API's CEL rules on each item of
+``extraArgs`` (run by the API server at ``kubectl apply`` and by ``llmfleet validate``) embed
+them, and the launcher's check (:func:`owned_flags_in`) runs them, so both refuse exactly the
+same arguments.
 """
 
 from __future__ import annotations
@@ -49,35 +50,47 @@ def _prefixes(words: Iterable[str]) -> str:
 
     def branch(node: dict[str, Any]) -> str:
         parts = [
-            ("[-_]" if char == "-" else char) + (f"(?:{branch(child)})?" if child else "")
+            ("[-_]" if char == "-" else char) + (f"({branch(child)})?" if child else "")
             for char, child in sorted(node.items())
         ]
-        return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+        return parts[0] if len(parts) == 1 else "(" + "|".join(parts) + ")"
 
     return branch(trie)
 
 
+_VALUE = "([=\\t\\n\\f\\r ].*)?"
 _ONE_LETTER = sorted(s.removeprefix("-") for s in SHORT_FLAGS if len(s) == 2)
 _LONGER = sorted(s.removeprefix("-") for s in SHORT_FLAGS if len(s) > 2)
-_VALUE = "([=\\t\\n\\f\\r ].*)?"
+_SHORT = f"-({'|'.join(_LONGER)}){_VALUE}|-({'|'.join(_ONE_LETTER)}).*"
+_MOST_CHARACTERS = 900
+"""Per pattern: the API server prices a CEL regex by its length (times the longest item and
+the most items), and refuses a CRD whose rule costs more than its budget."""
 
-OWNED_FLAG_PATTERN = (
-    f"(?s)^(--{_prefixes(OWNED_FLAGS)}{_VALUE}"
-    f"|-({'|'.join(_LONGER)}){_VALUE}"
-    f"|-({'|'.join(_ONE_LETTER)}).*)$"
-)
-"""One argv token that sets an owned flag, or may: the flag alone, ``FLAG=VALUE`` or
-``FLAG VALUE`` (one YAML list item with a space); a long flag abbreviated to any prefix
-(vLLM's parser takes an unambiguous abbreviation, and fails on an ambiguous one anyway), with
-``_`` for ``-``; a one-letter short flag with its value glued on (``-qawq``). The same in RE2
-(the API server's CEL) and Python: whitespace spelled out, ``(?s)`` for newlines in values."""
 
-_OWNED = re.compile(OWNED_FLAG_PATTERN)
+def _patterns() -> tuple[str, ...]:
+    groups: list[list[str]] = [[]]
+    for flag in sorted(OWNED_FLAGS):
+        if groups[-1] and len(_prefixes([*groups[-1], flag])) > _MOST_CHARACTERS:
+            groups.append([])
+        groups[-1].append(flag)
+    longs = [f"--{_prefixes(group)}{_VALUE}" for group in groups]
+    return (f"(?s)^({longs[0]}|{_SHORT})$", *(f"(?s)^{long}$" for long in longs[1:]))
+
+
+OWNED_FLAG_PATTERNS = _patterns()
+"""Regexes of one argv token that sets an owned flag, or may (any one matching): the flag
+alone, ``FLAG=VALUE`` or ``FLAG VALUE`` (one YAML list item with a space); a long flag
+abbreviated to any prefix (vLLM's parser takes an unambiguous abbreviation, and fails on an
+ambiguous one anyway), with ``_`` for ``-``; a one-letter short flag with its value glued on
+(``-qawq``). The same in RE2 (the API server's CEL, one rule each) and Python: whitespace
+spelled out, ``(?s)`` for newlines in values."""
+
+_OWNED = tuple(re.compile(pattern) for pattern in OWNED_FLAG_PATTERNS)
 
 
 def owned_flags_in(args: Iterable[str]) -> list[str]:
     """The arguments, of ``args``, that set a flag the operator owns."""
-    return [arg for arg in args if _OWNED.fullmatch(arg)]
+    return [arg for arg in args if any(owned.fullmatch(arg) for owned in _OWNED)]
 
 
 OWNED_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "VLLM_HOST_IP", "VLLM_PORT", "HF_TOKEN")

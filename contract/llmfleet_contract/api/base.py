@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     PlainValidator,
     WithJsonSchema,
@@ -23,7 +25,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, PydanticCustomError
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from llmfleet_contract.api.cel import CelRule, holds
 
@@ -94,6 +96,38 @@ ListByName = Annotated[
 ]
 
 
+def _failed(rules: tuple[CelRule, ...], wire: Any) -> None:
+    failed = [rule for rule in rules if not holds(rule, wire)]
+    if failed:
+        messages = "; ".join(rule.message for rule in failed)
+        raise PydanticCustomError("cel", "{messages}", {"messages": messages})
+
+
+@dataclass(frozen=True)
+class Rules:
+    """CEL rules on a value that is not a model, such as one item of a list of strings:
+    ``Annotated[str, Rules(rule)]``. Written into that value's schema and checked by pydantic
+    as :attr:`ApiModel.cel_rules` are. A rule on each item, rather than one on the list, is
+    how an expensive rule (a long regex) stays within the API server's per-rule cost budget,
+    and its error names the item."""
+
+    rules: tuple[CelRule, ...]
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        found = handler(schema)
+        found["x-kubernetes-validations"] = [rule.to_schema() for rule in self.rules]
+        return found
+
+    def _check(self, value: Any) -> Any:
+        _failed(self.rules, value)
+        return value
+
+
 class ApiModel(BaseModel):
     """Frozen, strict about unknown fields, camelCase aliases, docstrings as descriptions."""
 
@@ -123,9 +157,5 @@ class ApiModel(BaseModel):
         rules = type(self).cel_rules
         if not rules:
             return self
-        wire = self.model_dump(mode="json", by_alias=True, exclude_none=True)
-        failed = [rule for rule in rules if not holds(rule, wire)]
-        if failed:
-            messages = "; ".join(rule.message for rule in failed)
-            raise PydanticCustomError("cel", "{messages}", {"messages": messages})
+        _failed(rules, self.model_dump(mode="json", by_alias=True, exclude_none=True))
         return self

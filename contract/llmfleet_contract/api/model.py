@@ -12,12 +12,12 @@ from typing import Annotated
 
 from pydantic import Field
 
-from llmfleet_contract.api.base import ApiModel, DnsLabel, ListByName, Quantity, SetOf
+from llmfleet_contract.api.base import ApiModel, DnsLabel, ListByName, Quantity, Rules, SetOf
 from llmfleet_contract.api.cel import CelRule, cel_string
 from llmfleet_contract.engine import (
     OWNED_ENV_NAMES,
     OWNED_ENV_PREFIXES,
-    OWNED_FLAG_PATTERN,
+    OWNED_FLAG_PATTERNS,
     SIMULATOR_PROFILES,
 )
 
@@ -158,21 +158,25 @@ class SimulatorSpec(ApiModel):
     """Seconds before the engine answers, to emulate loading weights."""
 
 
+_NOT_OWNED = Rules(
+    tuple(
+        CelRule(
+            "!self.matches(" + cel_string(pattern) + ")",
+            "extraArgs may not set flags the operator derives from the spec (model,"
+            " served names, revision, dtype, quantization, max model length, max_num_seqs,"
+            " max_num_batched_tokens, GPU memory utilization, prefix caching, chunked"
+            " prefill, parallelism, LoRA, host, port, shutdown timeout, multi-node flags),"
+            " nor abbreviate one: set the matching spec field instead",
+        )
+        for pattern in OWNED_FLAG_PATTERNS
+    )
+)
+
+
 class EngineSpec(ApiModel):
     """How vLLM runs: image, batching and memory knobs, and a checked passthrough."""
 
     cel_rules = (
-        CelRule(
-            "!has(self.extraArgs) || self.extraArgs.all(a, !a.matches("
-            + cel_string(OWNED_FLAG_PATTERN)
-            + "))",
-            "extraArgs may not set flags the operator derives from the spec (model,"
-            " served names, revision, dtype, quantization, max model length, max_num_seqs,"
-            " max_num_batched_tokens, GPU memory utilization, prefix caching, chunked"
-            " prefill, parallelism, LoRA, host, port, shutdown timeout, multi-node flags):"
-            " set the matching spec field instead",
-            ".extraArgs",
-        ),
         CelRule(
             "!has(self.env) || self.env.all(e, !(e.name in ["
             + ", ".join(f"'{name}'" for name in OWNED_ENV_NAMES)
@@ -209,7 +213,8 @@ class EngineSpec(ApiModel):
     enable_chunked_prefill: bool = True
     """Split long prefills into chunks that interleave with decodes."""
     extra_args: (
-        Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] | None
+        Annotated[list[Annotated[str, Field(max_length=1024), _NOT_OWNED]], Field(max_length=64)]
+        | None
     ) = None
     """Further ``vllm serve`` arguments, passed as is (e.g.
     ``--max-num-batched-tokens=8192``). Flags the operator owns are refused."""
