@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("llmfleet_operator.operator_main:main", "run the LLMDeployment operator"),
     "launch": ("llmfleet_runtime.launcher.cli:main", "start this pod's vLLM engine and drain it"),
     "engine-sim": ("llmfleet_runtime.simulator.cli:main", "run the vLLM-faithful engine simulator"),
+    "gateway": ("llmfleet_gateway.cli:main", "run the OpenAI gateway in front of the replicas"),
     "simulate": ("llmfleet_fleetsim.cli:main", "replay a trace through a simulated fleet"),
 }
 

@@ -42,13 +42,24 @@ class ApiError(Exception):
     """vLLM's error type: ``"BadRequestError"``, ``"NotFoundError"``, ..."""
     param: str | None
     """The request field at fault, if any."""
+    code: str | None
+    """OpenAI's error code (``model_not_found``, ``rate_limit_exceeded``); None: the status,
+    as vLLM writes it."""
 
-    def __init__(self, status: int, message: str, type: str, param: str | None = None) -> None:
-        super().__init__(status, message, type, param)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(status, message, type, param, code)
         self.status = status
         self.message = message
         self.type = type
         self.param = param
+        self.code = code
 
     def __str__(self) -> str:
         return f"{self.status} {self.type}: {self.message}"
@@ -60,7 +71,7 @@ class ApiError(Exception):
                 "message": self.message,
                 "type": self.type,
                 "param": self.param,
-                "code": self.status,
+                "code": self.status if self.code is None else self.code,
             }
         }
 

@@ -1,0 +1,136 @@
+"""``llmfleet gateway``: run the OpenAI gateway in front of a fleet's replicas.
+
+Called by :mod:`llmfleet.cli` (``main(argv) -> exit code``). Without a cluster, replicas are
+given the way vllm-router takes ``--worker-urls``: ``--model NAME=URL[,URL...]`` (repeatable).
+Bad flags exit with 2 and a message saying which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from llmfleet_gateway.pool import Model
+from llmfleet_gateway.routing import RoutingSettings
+from llmfleet_gateway.server import GatewaySettings, create_app
+
+log = logging.getLogger("llmfleet.gateway")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _model(text: str) -> tuple[str, tuple[str, ...]]:
+    name, _, urls = text.partition("=")
+    found = tuple(url.strip().rstrip("/") for url in urls.split(",") if url.strip())
+    if not name or not found:
+        raise argparse.ArgumentTypeError(f"expected NAME=URL[,URL...], got {text!r}")
+    bad = [url for url in found if not url.startswith("http://")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"replica URLs must be http://HOST:PORT, got {bad[0]!r}")
+    return name, found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llmfleet gateway",
+        description="The OpenAI-compatible gateway: routes each request to the replica with the"
+        " least estimated time to first token (prefix- and load-aware), holds requests while a"
+        " model has no ready replica, queues them within bounds when all are busy, and exports"
+        " the pending work the operator's autoscaler reads.",
+    )
+    p.add_argument(
+        "--model",
+        type=_model,
+        action="append",
+        required=True,
+        metavar="NAME=URL[,URL...]",
+        help="a model clients name and its replicas' URLs (repeatable)",
+    )
+    p.add_argument("--namespace", default="default", help="metric label of the models' namespace")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-num-seqs", type=_count, default=256, help="slots per replica")
+    p.add_argument("--max-in-flight", type=_count, default=256, help="requests per replica at most")
+    p.add_argument("--wait-limit", type=_count, default=256, help="waiting requests per model")
+    p.add_argument("--hold-seconds", type=_positive, default=300.0)
+    p.add_argument("--queue-seconds", type=_positive, default=30.0)
+    p.add_argument("--scrape-seconds", type=_positive, default=0.25)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
+    names = [name for name, _ in args.model]
+    if len(set(names)) != len(names):
+        raise ValueError("each --model NAME may be given once")
+    models = tuple(
+        Model(name, name, args.namespace, max_num_seqs=args.max_num_seqs) for name in names
+    )
+    return GatewaySettings(
+        models=models,
+        replicas=dict(args.model),
+        routing=RoutingSettings(max_in_flight=args.max_in_flight),
+        wait_limit=args.wait_limit,
+        hold_seconds=args.hold_seconds,
+        queue_seconds=args.queue_seconds,
+        scrape_seconds=args.scrape_seconds,
+    )
+
+
+async def serve(settings: GatewaySettings, host: str, port: int) -> int:
+    # A client that leaves cancels its handler: the engine's request is aborted with it.
+    runner = web.AppRunner(create_app(settings), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info(
+        "Gateway listening on http://%s:%d for %s", host, port, [m.name for m in settings.models]
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``llmfleet gateway``."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_args(args)
+    except ValueError as error:
+        print(f"llmfleet gateway: {error}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:  # the gateway extra brings it; without it asyncio's loop serves
+        return asyncio.run(serve(settings, args.host, args.port))
+    return uvloop.run(serve(settings, args.host, args.port))

@@ -1,0 +1,260 @@
+"""One request's trip to a replica and back: the upstream call and the client's answer.
+
+Who calls it: :mod:`.server`, once per attempt (:func:`send`) with one :class:`Exchange` per
+client request. Streams pass through as the engine wrote them, event by event, except the
+usage chunk, which the gateway always asks for (to meter every stream) and drops again for a
+client that did not. The exchange knows whether anything reached the client: until a data
+event has, a connection error or a 503 is retried on another replica; after, an error ends
+the stream with an error event. A held stream's heartbeats (SSE comments) do not count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from enum import Enum
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from llmfleet_contract.openai import DONE, ApiError, error_event
+from llmfleet_gateway.incoming import CHARS_PER_TOKEN, ClientRequest
+from llmfleet_gateway.metrics import GatewayMetrics
+from llmfleet_gateway.pool import Replica
+from llmfleet_gateway.prefix import BLOCK_CHARS
+
+REQUEST_ID = "x-request-id"
+"""The header that names a request, on every answer and on the request to the engine."""
+REQUEST_ID_KEY = web.RequestKey("llmfleet_request_id", str)
+BLOCK_TOKENS = max(1, round(BLOCK_CHARS / CHARS_PER_TOKEN))
+"""Estimated tokens per prefix block."""
+HEARTBEAT = b": waiting for a replica\n\n"
+_USAGE_CHUNK = (b'"choices":[]', b'"usage":{')
+_RETRYABLE = (aiohttp.ClientConnectionError, TimeoutError)
+
+
+class Outcome(Enum):
+    """How an attempt ended."""
+
+    DONE = "done"
+    """Answered by the replica (a success, or the engine's own error passed on)."""
+    RETRY = "retry"
+    """Nothing reached the client and the replica could not take it: try another."""
+    FAILED = "failed"
+    """It broke after the client got something, or the client left."""
+
+
+class RateLimitedError(ApiError):
+    """429 with OpenAI's ``rate_limit_exceeded`` and a ``retry-after`` the SDKs honour."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(429, message, "rate_limit_error", None, "rate_limit_exceeded")
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "retry-after": str(max(1, round(self.retry_after_s))),
+            "retry-after-ms": str(max(1, round(self.retry_after_s * 1000))),
+        }
+
+
+def error_response(error: ApiError) -> web.Response:
+    headers: Mapping[str, str] | None = None
+    if isinstance(error, RateLimitedError):
+        headers = error.headers()
+    return web.Response(
+        body=orjson.dumps(error.body()),
+        status=error.status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class Exchange:
+    """One client request's answer, however many replicas it takes."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        incoming: ClientRequest,
+        arrived: float,
+        metrics: GatewayMetrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.request, self.incoming, self.arrived = request, incoming, arrived
+        self.metrics = metrics
+        self.clock = clock
+        self.response: web.StreamResponse | None = None
+        """Prepared once anything (a heartbeat included) went to the client."""
+        self.forwarded = False
+        """A data event reached the client: no retry after this."""
+        self.answer: web.StreamResponse | None = None
+        self.status = 0
+
+    async def start_stream(self) -> web.StreamResponse:
+        if self.response is None:
+            self.response = web.StreamResponse(
+                status=200,
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    REQUEST_ID: self.request[REQUEST_ID_KEY],
+                },
+            )
+            await self.response.prepare(self.request)
+        return self.response
+
+    async def heartbeat(self) -> None:
+        response = await self.start_stream()
+        await response.write(HEARTBEAT)
+
+    async def fail(self, error: ApiError) -> web.StreamResponse:
+        """Answer ``error``: a status and body before the stream began, an event after."""
+        self.status = error.status
+        if self.response is None:
+            return error_response(error)
+        with contextlib.suppress(ConnectionError):
+            await self.response.write(error_event(error) + DONE)
+        return self.response
+
+    def count(self, replica: str) -> None:
+        """Count the answer once it is settled (``replica`` empty: none answered)."""
+        self.metrics.requests.labels(self.incoming.model, replica, str(self.status)).inc()
+
+    def meter(self, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
+        model = self.incoming.model
+        for kind in ("prompt_tokens", "completion_tokens"):
+            value = usage.get(kind)
+            if isinstance(value, int) and value > 0:
+                self.metrics.tokens.labels(model, kind.removesuffix("_tokens")).inc(value)
+
+
+async def send(
+    session: aiohttp.ClientSession | None,
+    replica: Replica,
+    path: str,
+    raw: bytes,
+    exchange: Exchange,
+    prefill_tokens: int,
+) -> Outcome:
+    """Forward the request to ``replica`` and answer the client from it; ``prefill_tokens``
+    (the prompt less what the replica is believed to have cached) are pending on the replica
+    until the first token."""
+    assert session is not None
+    incoming = exchange.incoming
+    replica.sent(prefill_tokens)
+    waiting_first = True
+    try:
+        async with session.post(
+            replica.url + path,
+            data=incoming.upstream_body(raw),
+            headers={
+                "Content-Type": "application/json",
+                REQUEST_ID: exchange.request[REQUEST_ID_KEY],
+            },
+        ) as upstream:
+            if upstream.status == 503 and not exchange.forwarded:
+                return Outcome.RETRY
+            if upstream.status != 200 or not incoming.stream:
+                body = await upstream.read()
+                replica.first_token(prefill_tokens)
+                waiting_first = False
+                await _whole(exchange, upstream, body)
+                return Outcome.DONE
+            return await _stream(exchange, upstream, replica, prefill_tokens)
+    except _RETRYABLE as error:
+        if not exchange.forwarded:
+            return Outcome.RETRY
+        await exchange.fail(
+            ApiError(502, f"The replica failed mid-stream: {error}", "upstream_error")
+        )
+        return Outcome.FAILED
+    finally:
+        if waiting_first:
+            replica.first_token(prefill_tokens)
+        replica.finished()
+
+
+async def _whole(exchange: Exchange, upstream: aiohttp.ClientResponse, body: bytes) -> None:
+    """A whole answer (or the engine's error) passed on as it is."""
+    exchange.status = upstream.status
+    if exchange.response is not None:  # an error for a held stream: it goes in the stream
+        exchange.answer = await exchange.fail(_engine_error(upstream.status, body))
+        return
+    if upstream.status == 200:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            exchange.meter(orjson.loads(body).get("usage"))
+    exchange.answer = web.Response(
+        body=body,
+        status=upstream.status,
+        headers={
+            "Content-Type": upstream.headers.get("Content-Type", "application/json"),
+            REQUEST_ID: exchange.request[REQUEST_ID_KEY],
+        },
+    )
+
+
+def _engine_error(status: int, body: bytes) -> ApiError:
+    try:
+        error = orjson.loads(body)["error"]
+        return ApiError(status, str(error["message"]), str(error.get("type", "upstream_error")))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return ApiError(status, body[:200].decode(errors="replace"), "upstream_error")
+
+
+async def _stream(
+    exchange: Exchange, upstream: aiohttp.ClientResponse, replica: Replica, prefill_tokens: int
+) -> Outcome:
+    """Pass the engine's events through; the first data event is the first token."""
+    incoming = exchange.incoming
+    response = await exchange.start_stream()
+    exchange.status = 200
+    exchange.answer = response
+    pending = b""
+    first_at: float | None = None
+    async for data in upstream.content.iter_any():
+        pending += data
+        cut = pending.rfind(b"\n\n")
+        if cut < 0:
+            continue
+        events, pending = pending[: cut + 2], pending[cut + 2 :]
+        if first_at is None:
+            first_at = exchange.clock()
+            replica.first_token(prefill_tokens)
+            exchange.metrics.ttft.labels(incoming.model).observe(first_at - exchange.arrived)
+        if _USAGE_CHUNK[0] in events and _USAGE_CHUNK[1] in events:
+            events = _usage(exchange, events, first_at)
+        try:
+            await response.write(events)
+        except ConnectionError:
+            return Outcome.FAILED  # the client left: leaving this block aborts the engine's work
+        exchange.forwarded = True
+    if pending:
+        await response.write(pending)
+    return Outcome.DONE
+
+
+def _usage(exchange: Exchange, events: bytes, first_at: float) -> bytes:
+    """Meter the usage chunk; keep it only for a client that asked for it."""
+    kept = []
+    for event in events.split(b"\n\n"):
+        if event.startswith(b"data: {") and all(mark in event for mark in _USAGE_CHUNK):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                usage = orjson.loads(event[6:]).get("usage")
+                exchange.meter(usage)
+                _tpot(exchange, usage, first_at)
+            if not exchange.incoming.wants_usage:
+                continue
+        kept.append(event)
+    return b"\n\n".join(kept)
+
+
+def _tpot(exchange: Exchange, usage: object, first_at: float) -> None:
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        tokens = usage["completion_tokens"]
+        if tokens > 1:
+            per_token = (exchange.clock() - first_at) / (tokens - 1)
+            exchange.metrics.tpot.labels(exchange.incoming.model).observe(per_token)

@@ -1,0 +1,115 @@
+"""The gateway's ``/metrics``: the autoscaler's signals and the gateway's own counters.
+
+Who uses it: :mod:`.server` counts into :class:`GatewayMetrics` and serves its registry. The
+two gauges the operator's autoscaler reads are rendered at scrape time from the live state
+(the waiting room and the pool), with the names and labels of the shared contract
+(:mod:`llmfleet_contract.metrics`): nothing per request pays for them. One registry per app,
+so several gateways can share a process in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from llmfleet_contract.metrics import (
+    LLMDEPLOYMENT,
+    LLMDEPLOYMENT_NAMESPACE,
+    PENDING_PREFILL_TOKENS,
+    PENDING_REQUESTS,
+    REPLICA,
+)
+
+if TYPE_CHECKING:
+    from llmfleet_gateway.admission import WaitingRoom
+    from llmfleet_gateway.pool import Pool
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _Live(Collector):
+    """Gauges read off the live state at each scrape."""
+
+    def __init__(self, pool: Pool, room: WaitingRoom) -> None:
+        self._pool, self._room = pool, room
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            PENDING_REQUESTS,
+            "Requests the gateway holds or queues because no replica can take them.",
+            labels=[LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE],
+        )
+        for model in self._pool.models.values():
+            pending.add_metric([model.deployment, model.namespace], self._room.count(model.name))
+        tokens = GaugeMetricFamily(
+            PENDING_PREFILL_TOKENS,
+            "Prompt tokens this gateway sent to the replica that have no first token yet.",
+            labels=[REPLICA, LLMDEPLOYMENT_NAMESPACE],
+        )
+        in_flight = GaugeMetricFamily(
+            "llmfleet_gateway_in_flight_requests",
+            "Requests this gateway sent to the replica that have not finished.",
+            labels=["model", REPLICA],
+        )
+        for model, replica in self._pool.every_replica():
+            tokens.add_metric([replica.name, model.namespace], replica.pending_prefill_tokens)
+            in_flight.add_metric([model.name, replica.name], replica.in_flight)
+        yield from (pending, tokens, in_flight)
+
+
+class GatewayMetrics:
+    """The counters and histograms, and the registry that renders them with the live gauges."""
+
+    def __init__(self, pool: Pool, room: WaitingRoom) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_Live(pool, room))
+        reg = self.registry
+        self.requests = Counter(
+            "llmfleet_gateway_requests",
+            "Requests answered, by model, replica (empty: none) and HTTP status.",
+            ["model", REPLICA, "code"],
+            registry=reg,
+        )
+        self.rejected = Counter(
+            "llmfleet_gateway_rejected_requests",
+            "Requests refused or expired while waiting: demand the fleet did not serve.",
+            ["model", "reason"],
+            registry=reg,
+        )
+        self.tokens = Counter(
+            "llmfleet_gateway_tokens",
+            "Tokens of answered requests, as the engines counted them.",
+            ["model", "kind"],
+            registry=reg,
+        )
+        self.retries = Counter(
+            "llmfleet_gateway_retries",
+            "Requests sent again to another replica before their first byte.",
+            ["model"],
+            registry=reg,
+        )
+        self.ttft = Histogram(
+            "llmfleet_gateway_time_to_first_token_seconds",
+            "From the request's arrival at the gateway to its first streamed token.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.tpot = Histogram(
+            "llmfleet_gateway_time_per_output_token_seconds",
+            "Mean time between streamed tokens after the first, per request.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.waited = Histogram(
+            "llmfleet_gateway_wait_seconds",
+            "Time a request waited for a replica (held or queued), by model and why.",
+            ["model", "reason"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )

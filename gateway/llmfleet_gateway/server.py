@@ -1,0 +1,296 @@
+"""The gateway's OpenAI-compatible HTTP server (aiohttp.web, with an aiohttp client upstream).
+
+Who calls it: :mod:`.cli` (``llmfleet gateway``) and tests, through :func:`create_app`, an app
+factory taking its settings and clock (no globals). Routes: ``POST /v1/chat/completions`` and
+``/v1/completions`` (routed to a replica, streams passed through as the engine writes them),
+``GET /v1/models``, ``/health`` and ``/metrics``. Every answer carries ``x-request-id``.
+
+A request goes: parse (:mod:`.incoming`), pick a replica (:func:`.routing.choose` on the pool's
+view), wait in the waiting room when none can take it (:mod:`.admission`: held while its model
+has no ready replica, queued while every replica is saturated; bounded, with a time to live),
+forward (:mod:`.forward`), account. A connection error or a 503 before the first byte sends it
+to another replica, once per replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from llmfleet_contract.openai import ApiError
+from llmfleet_gateway import forward
+from llmfleet_gateway.admission import Wait, WaitingRoom
+from llmfleet_gateway.incoming import ClientRequest, parse
+from llmfleet_gateway.metrics import GatewayMetrics
+from llmfleet_gateway.pool import Model, Pool, Replica, scrape_forever
+from llmfleet_gateway.prefix import PrefixIndex, checkpoints
+from llmfleet_gateway.routing import Choice, RouteRequest, RoutingSettings, choose
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything one gateway needs; built by the CLI or a test."""
+
+    models: tuple[Model, ...]
+    replicas: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Static replicas by model name: their URLs (``--model NAME=URL,...``)."""
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    wait_limit: int = 256
+    """Requests that may wait per model (held and queued together); one more gets 429."""
+    hold_seconds: float = 300.0
+    """How long a request waits for its model's first ready replica (scale from zero)."""
+    queue_seconds: float = 30.0
+    """How long a request waits for a saturated model's replica."""
+    heartbeat_seconds: float = 5.0
+    """A held stream gets an SSE comment this often, so clients and proxies keep it open."""
+    scrape_seconds: float = 0.25
+    """How often each replica's engine metrics are read (0: never, in tests)."""
+    prefix_capacity: int = 65_536
+    prefix_ttl_seconds: float = 120.0
+
+
+@dataclass
+class Gateway:
+    """What the handlers share, stored on the app."""
+
+    settings: GatewaySettings
+    clock: Callable[[], float]
+    pool: Pool = field(default_factory=Pool)
+    room: WaitingRoom = field(init=False)
+    prefixes: PrefixIndex = field(init=False)
+    metrics: GatewayMetrics = field(init=False)
+    session: aiohttp.ClientSession | None = None
+
+    def __post_init__(self) -> None:
+        self.room = WaitingRoom(self.settings.wait_limit)
+        self.prefixes = PrefixIndex(self.settings.prefix_capacity, self.settings.prefix_ttl_seconds)
+        self.metrics = GatewayMetrics(self.pool, self.room)
+
+
+GATEWAY = web.AppKey("llmfleet_gateway", Gateway)
+
+
+def create_app(
+    settings: GatewaySettings, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """Build the aiohttp application of one gateway."""
+    app = web.Application(middlewares=[_request_ids])
+    gateway = Gateway(settings, clock)
+    app[GATEWAY] = gateway
+    for model in settings.models:
+        gateway.pool.add_model(model)
+    app.cleanup_ctx.append(_run)
+    app.router.add_post("/v1/chat/completions", _chat)
+    app.router.add_post("/v1/completions", _completions)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _run(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    gateway.session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        auto_decompress=False,
+    )
+    for model, urls in gateway.settings.replicas.items():
+        gateway.pool.set_replicas(model, ((url.removeprefix("http://"), url) for url in urls))
+    scraper = None
+    if gateway.settings.scrape_seconds > 0:
+        scraper = asyncio.create_task(
+            scrape_forever(
+                gateway.pool, gateway.session, gateway.clock, gateway.settings.scrape_seconds
+            )
+        )
+    yield
+    if scraper is not None:
+        scraper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scraper
+    await gateway.session.close()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer names its request: the client's ``x-request-id`` or a new one."""
+    request_id = request.headers.get(forward.REQUEST_ID) or uuid.uuid4().hex
+    request[forward.REQUEST_ID_KEY] = request_id
+    try:
+        response = await handler(request)
+    except ApiError as error:
+        response = forward.error_response(error)
+    except web.HTTPException as error:
+        response = forward.error_response(
+            ApiError(error.status, error.reason, "invalid_request_error")
+        )
+    if not response.prepared:
+        response.headers[forward.REQUEST_ID] = request_id
+    return response
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    registry = request.app[GATEWAY].metrics.registry
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def _models(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    data = [
+        {"id": model.name, "object": "model", "created": 0, "owned_by": "llmfleet"}
+        for model in gateway.pool.models.values()
+    ]
+    return web.Response(
+        body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "/v1/chat/completions", chat=True)
+
+
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "/v1/completions", chat=False)
+
+
+async def _generate(request: web.Request, path: str, *, chat: bool) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    raw = await request.read()
+    incoming = parse(raw, chat=chat)
+    if incoming.model not in gateway.pool.models:
+        raise ApiError(
+            404,
+            f"The model `{incoming.model}` does not exist.",
+            "invalid_request_error",
+            "model",
+            "model_not_found",
+        )
+    exchange = forward.Exchange(request, incoming, gateway.clock(), gateway.metrics, gateway.clock)
+    blocks = checkpoints(incoming.prompt)
+    tried: set[str] = set()
+    try:
+        while True:
+            replica, cached = await _replica(gateway, exchange, blocks, tried)
+            tried.add(replica.name)
+            # Recorded at once: a burst sharing the prefix follows it before the first answers.
+            gateway.prefixes.record(blocks, replica.name, gateway.clock())
+            prefill = max(1, incoming.prompt_tokens - cached * forward.BLOCK_TOKENS)
+            outcome = await forward.send(gateway.session, replica, path, raw, exchange, prefill)
+            gateway.pool.wake()
+            if outcome is forward.Outcome.RETRY:
+                if _others(gateway, incoming.model, tried):
+                    gateway.metrics.retries.labels(incoming.model).inc()
+                    continue
+                raise ApiError(
+                    502,
+                    f"No replica of `{incoming.model}` could take the request.",
+                    "upstream_error",
+                )
+            exchange.count(replica.name)
+            assert exchange.answer is not None
+            return exchange.answer
+    except ApiError as error:
+        answer = await exchange.fail(error)
+        exchange.count("")
+        return answer
+
+
+def _others(gateway: Gateway, model: str, tried: set[str]) -> bool:
+    return any(name not in tried for name in gateway.pool.replicas.get(model, {}))
+
+
+async def _replica(
+    gateway: Gateway, exchange: forward.Exchange, blocks: tuple[int, ...], tried: set[str]
+) -> tuple[Replica, int]:
+    """A replica for the request and the prompt blocks it is believed to hold, waiting in the
+    room while there is none; ApiError (429, 503) when the room is full or the wait runs out."""
+    model = exchange.incoming.model
+    entered: Wait | None = None
+    started = gateway.clock()
+    try:
+        while True:
+            choice = _choose(gateway, exchange.incoming, blocks, tried)
+            if choice.replica is not None:
+                return gateway.pool.get(model, choice.replica), choice.cached_blocks
+            why = Wait.QUEUED if _others(gateway, model, tried) else Wait.HELD
+            if entered is None:
+                if not gateway.room.enter(model):
+                    raise _refused(gateway, model, "WaitingRoomFull", _wait_seconds(gateway, why))
+                entered = why
+            waited = gateway.clock() - started
+            left = _wait_seconds(gateway, why) - waited
+            if left <= 0:
+                raise _expired(gateway, model, why)
+            if exchange.incoming.stream and waited >= gateway.settings.heartbeat_seconds:
+                await exchange.heartbeat()
+            wake = gateway.pool.changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(left, gateway.settings.heartbeat_seconds))
+    finally:
+        if entered is not None:
+            gateway.room.leave(model)
+            gateway.metrics.waited.labels(model, entered.value).observe(gateway.clock() - started)
+
+
+def _choose(
+    gateway: Gateway, incoming: ClientRequest, blocks: tuple[int, ...], tried: set[str]
+) -> Choice:
+    now = gateway.clock()
+    loads = [load for load in gateway.pool.loads(incoming.model, now) if load.name not in tried]
+    request = RouteRequest(
+        prompt_tokens=incoming.prompt_tokens,
+        cached_blocks=gateway.prefixes.matched(blocks, now),
+        block_tokens=forward.BLOCK_TOKENS,
+        session_replica=None,
+    )
+    return choose(loads, request, gateway.settings.routing)
+
+
+def _wait_seconds(gateway: Gateway, why: Wait) -> float:
+    settings = gateway.settings
+    return settings.hold_seconds if why is Wait.HELD else settings.queue_seconds
+
+
+def _refused(gateway: Gateway, model: str, reason: str, retry_s: float) -> ApiError:
+    gateway.room.reject(model, reason)
+    gateway.metrics.rejected.labels(model, reason).inc()
+    return forward.RateLimitedError(
+        f"The model `{model}` has too many requests waiting; retry later.", retry_s
+    )
+
+
+def _expired(gateway: Gateway, model: str, why: Wait) -> ApiError:
+    gateway.room.reject(model, f"{why.value}Expired")
+    gateway.metrics.rejected.labels(model, f"{why.value}Expired").inc()
+    if why is Wait.QUEUED:
+        return forward.RateLimitedError(
+            f"Every replica of `{model}` stayed busy for {gateway.settings.queue_seconds:g} s;"
+            " retry later.",
+            gateway.settings.queue_seconds,
+        )
+    return ApiError(
+        503,
+        f"No replica of `{model}` became ready within {gateway.settings.hold_seconds:g} s.",
+        "service_unavailable",
+        None,
+        "model_not_ready",
+    )

@@ -1,0 +1,141 @@
+"""A gateway in front of engine simulators, all on loopback in one background event loop.
+
+The official ``openai`` client (sync or async) talks to the gateway from the test's thread as
+it would to any server; tests reach into the gateway's state through :meth:`Stack.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+
+from llmfleet_gateway.pool import Model
+from llmfleet_gateway.server import GATEWAY, Gateway, GatewaySettings, create_app
+from llmfleet_runtime.simulator import FAST
+from llmfleet_runtime.simulator.server import STATE, SimSettings
+from llmfleet_runtime.simulator.server import create_app as create_engine
+from tests.runtime.conftest import free_port
+
+T = TypeVar("T")
+MODEL = "m"
+
+
+@dataclass
+class Stack:
+    """Engines and a gateway; ``url`` is the gateway's ``/v1``."""
+
+    settings: GatewaySettings
+    engines: int = 2
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    runners: list[web.AppRunner] = field(default_factory=list)
+    engine_urls: list[str] = field(default_factory=list)
+    engine_apps: list[web.Application] = field(default_factory=list)
+    gateway: Gateway | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def run(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run a coroutine on the stack's loop and wait for its result."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(_call(make), self.loop)
+        return future.result(timeout=60)
+
+    async def _serve(self, app: web.Application, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        self.runners.append(runner)
+
+    async def start(self) -> None:
+        for _ in range(self.engines):
+            port = free_port()
+            app = create_engine(SimSettings(profile=FAST, served_model_names=(MODEL,)))
+            await self._serve(app, port)
+            self.engine_apps.append(app)
+            self.engine_urls.append(f"http://127.0.0.1:{port}")
+        replicas = dict(self.settings.replicas) or {MODEL: tuple(self.engine_urls)}
+        app = create_app(replace(self.settings, replicas=replicas))
+        self.port = free_port()
+        await self._serve(app, self.port)
+        self.gateway = app[GATEWAY]
+
+    async def stop(self) -> None:
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+
+    def faults(self, index: int, **changes: Any) -> None:
+        """Flip an engine's fault switches (``hang=True``, ...)."""
+
+        async def flip() -> None:
+            state = self.engine_apps[index][STATE]
+            state.settings.faults.update(changes)
+            state.driver.poke()
+
+        self.run(flip)
+
+
+async def _call(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+def settings(**changes: Any) -> GatewaySettings:
+    base = GatewaySettings(models=(Model(MODEL, "m-deploy", "ns", max_num_seqs=16),))
+    return replace(base, **changes)
+
+
+@pytest.fixture
+def stack_factory() -> Iterator[Callable[..., Stack]]:
+    made: list[Stack] = []
+    threads: list[threading.Thread] = []
+
+    def make(gateway: GatewaySettings | None = None, engines: int = 2) -> Stack:
+        stack = Stack(gateway or settings(), engines)
+        thread = threading.Thread(target=stack.loop.run_forever, daemon=True)
+        thread.start()
+        threads.append(thread)
+        stack.run(stack.start)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.run(stack.stop)
+        stack.loop.call_soon_threadsafe(stack.loop.stop)
+    for thread in threads:
+        thread.join(timeout=10)
+    for stack in made:
+        stack.loop.close()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def http(method: str, url: str, body: bytes | None = None, **headers: str) -> Answer:
+    """One plain HTTP exchange, read to the end (a stream included)."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return Answer(response.status, dict(response.headers), response.read().decode())
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, dict(error.headers), error.read().decode())

@@ -1,0 +1,232 @@
+"""The gateway against engine simulators on loopback, through the official ``openai`` client.
+
+Cases: sync completions and chat, async streaming; a stream carries no usage chunk unless the
+client asked for it, and the gateway meters it either way; ``/v1/models`` lists the models;
+every answer has an ``x-request-id`` (the client's when it sent one); an unknown model is the
+SDK's NotFoundError, a body that is not JSON a BadRequestError, and an engine's own 400 passes
+through with its message; overload: beyond the replicas' in-flight bound requests wait, and
+beyond the waiting room they get RateLimitError with ``retry-after``; a model with no replica
+holds its request (counted in ``llmfleet_gateway_pending_requests``) and answers it once a
+replica appears; a hold that runs out is a 503; a held stream receives SSE heartbeats; a
+replica that refuses connections is retried on another before the first byte; the gateway's
+``/metrics`` carries the pending prefill tokens per replica with the contract's labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import openai
+import pytest
+
+from llmfleet_contract.exposition import parse
+from llmfleet_contract.metrics import PENDING_PREFILL_TOKENS, PENDING_REQUESTS
+from llmfleet_gateway.routing import RoutingSettings
+from tests.gateway.conftest import MODEL, Stack, http, settings
+from tests.runtime.conftest import free_port
+
+StackFactory = Callable[..., Stack]
+CHAT = [{"role": "user", "content": "hello there, how are you?"}]
+
+
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url, api_key="none", max_retries=0, timeout=30)
+
+
+def metric(stack: Stack, name: str, **labels: str) -> float | None:
+    text = http("GET", stack.url.removesuffix("/v1") + "/metrics").text
+    for series in parse(text).series:
+        if series.name == name and all(series.labels.get(k) == v for k, v in labels.items()):
+            return series.value
+    return None
+
+
+def test_sync_completions_and_chat(stack_factory: StackFactory) -> None:
+    stack = stack_factory()
+    oa = client(stack)
+    out = oa.completions.create(model=MODEL, prompt="hello there", max_tokens=5)
+    assert out.usage is not None
+    assert out.usage.completion_tokens == 5
+    chat = oa.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=4)  # type: ignore[arg-type]
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.usage is not None
+    assert chat.usage.completion_tokens == 4
+    assert [m.id for m in oa.models.list()] == [MODEL]
+
+
+def test_streams_pass_through_and_are_metered(stack_factory: StackFactory) -> None:
+    stack = stack_factory()
+
+    async def run() -> tuple[list[openai.types.chat.ChatCompletionChunk], ...]:
+        oa = openai.AsyncOpenAI(base_url=stack.url, api_key="none", max_retries=0)
+        plain = await oa.chat.completions.create(
+            model=MODEL,
+            messages=CHAT,
+            max_tokens=6,
+            stream=True,  # type: ignore[arg-type]
+        )
+        without = [chunk async for chunk in plain]
+        usage = await oa.chat.completions.create(
+            model=MODEL,
+            messages=CHAT,  # type: ignore[arg-type]
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with_usage = [chunk async for chunk in usage]
+        await oa.close()
+        return without, with_usage
+
+    without, with_usage = asyncio.run(run())
+    assert without[0].choices[0].delta.role == "assistant"
+    assert without[-1].choices[0].finish_reason == "length"
+    assert all(chunk.usage is None for chunk in without)
+    assert with_usage[-1].choices == []
+    assert with_usage[-1].usage is not None
+    assert with_usage[-1].usage.completion_tokens == 6
+    assert metric(stack, "llmfleet_gateway_tokens_total", model=MODEL, kind="completion") == 12
+
+
+def test_request_ids_on_every_answer(stack_factory: StackFactory) -> None:
+    stack = stack_factory()
+    base = stack.url
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 1}).encode()
+    mine = http("POST", f"{base}/completions", body, **{"x-request-id": "abc-123"})
+    assert mine.headers["x-request-id"] == "abc-123"
+    for answer in (http("GET", f"{base}/models"), http("POST", f"{base}/completions", b"{")):
+        assert len(answer.headers["x-request-id"]) == 32
+
+
+def test_errors_arrive_as_the_sdks_exceptions(stack_factory: StackFactory) -> None:
+    stack = stack_factory()
+    oa = client(stack)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        oa.completions.create(model="nope", prompt="x", max_tokens=1)
+    assert unknown.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as engine:
+        oa.completions.create(model=MODEL, prompt="x", max_tokens=0)
+    assert "max_tokens" in engine.value.message
+    raw = http("POST", f"{stack.url}/completions", b"not json")
+    assert raw.status == 400
+    assert raw.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_overload_waits_within_bounds_then_rate_limits(stack_factory: StackFactory) -> None:
+    routing = RoutingSettings(max_in_flight=1)
+    stack = stack_factory(settings(routing=routing, wait_limit=1, queue_seconds=30.0), engines=1)
+    stack.faults(0, hang=True)
+    oa = client(stack)
+    started: list[threading.Thread] = []
+    answers: list[str] = []
+
+    def ask() -> None:
+        out = oa.completions.create(model=MODEL, prompt="busy", max_tokens=2)
+        answers.append(out.choices[0].text)
+
+    for _ in range(2):  # the first takes the one slot, the second waits in the room
+        thread = threading.Thread(target=ask)
+        thread.start()
+        started.append(thread)
+    deadline = time.monotonic() + 10
+    while metric(stack, PENDING_REQUESTS, llmdeployment="m-deploy") != 1:
+        assert time.monotonic() < deadline, "the second request never waited"
+        time.sleep(0.05)
+    with pytest.raises(openai.RateLimitError) as refused:
+        oa.completions.create(model=MODEL, prompt="one too many", max_tokens=2)
+    assert refused.value.response.headers["retry-after"] == "30"
+    assert refused.value.code == "rate_limit_exceeded"
+    stack.faults(0, hang=False)
+    for thread in started:
+        thread.join(timeout=20)
+    assert len(answers) == 2
+    assert metric(stack, PENDING_REQUESTS, llmdeployment="m-deploy") == 0
+
+
+def test_a_model_with_no_replica_holds_until_one_appears(stack_factory: StackFactory) -> None:
+    stack = stack_factory(settings(replicas={MODEL: ()}), engines=1)
+    assert stack.gateway is not None
+    gateway, engine = stack.gateway, stack.engine_urls[0]
+    oa = client(stack)
+    answers: list[int] = []
+    thread = threading.Thread(
+        target=lambda: answers.append(
+            oa.completions.create(
+                model=MODEL, prompt="wake up", max_tokens=3
+            ).usage.completion_tokens  # type: ignore[union-attr]
+        )
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while (
+        metric(stack, PENDING_REQUESTS, llmdeployment="m-deploy", llmdeployment_namespace="ns") != 1
+    ):
+        assert time.monotonic() < deadline, "the request was not held"
+        time.sleep(0.05)
+
+    async def scale_up() -> None:
+        gateway.pool.set_replicas(MODEL, [("engine-0", engine)])
+
+    stack.run(scale_up)
+    thread.join(timeout=20)
+    assert answers == [3]
+
+
+def test_a_hold_that_runs_out_is_a_503(stack_factory: StackFactory) -> None:
+    stack = stack_factory(settings(replicas={MODEL: ()}, hold_seconds=0.3), engines=0)
+    with pytest.raises(openai.InternalServerError) as expired:
+        client(stack).completions.create(model=MODEL, prompt="x", max_tokens=1)
+    assert expired.value.status_code == 503
+    assert expired.value.code == "model_not_ready"
+
+
+def test_a_held_stream_gets_heartbeats(stack_factory: StackFactory) -> None:
+    stack = stack_factory(
+        settings(replicas={MODEL: ()}, hold_seconds=0.9, heartbeat_seconds=0.2), engines=0
+    )
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 1, "stream": True}
+    response = http("POST", f"{stack.url}/completions", json.dumps(body).encode())
+    text = response.text
+    assert response.status == 200
+    assert text.count(": waiting for a replica") >= 2
+    assert '"code":"model_not_ready"' in text.replace(" ", "")
+    assert text.endswith("data: [DONE]\n\n")
+
+
+def test_a_refusing_replica_is_retried_on_another(stack_factory: StackFactory) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    stack = stack_factory(engines=1)
+    assert stack.gateway is not None
+    gateway = stack.gateway
+
+    async def with_dead_replica() -> None:
+        gateway.pool.set_replicas(MODEL, [("dead", dead), ("live", stack.engine_urls[0])])
+
+    stack.run(with_dead_replica)
+    oa = client(stack)
+    for _ in range(4):
+        assert oa.completions.create(model=MODEL, prompt="x", max_tokens=1).choices
+    assert (metric(stack, "llmfleet_gateway_retries_total", model=MODEL) or 0) >= 1
+
+
+def test_pending_prefill_tokens_per_replica(stack_factory: StackFactory) -> None:
+    stack = stack_factory(engines=1)
+    stack.faults(0, hang=True)
+    oa = client(stack)
+    thread = threading.Thread(
+        target=lambda: oa.completions.create(model=MODEL, prompt="y" * 400, max_tokens=1)
+    )
+    thread.start()
+    replica = stack.engine_urls[0].removeprefix("http://")
+    deadline = time.monotonic() + 10
+    while (
+        metric(stack, PENDING_PREFILL_TOKENS, replica=replica, llmdeployment_namespace="ns") != 100
+    ):
+        assert time.monotonic() < deadline, "no pending prefill tokens"
+        time.sleep(0.05)
+    stack.faults(0, hang=False)
+    thread.join(timeout=20)
+    assert metric(stack, PENDING_PREFILL_TOKENS, replica=replica) == 0
