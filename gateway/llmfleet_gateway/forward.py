@@ -91,6 +91,11 @@ class Exchange:
         """A data event reached the client: no retry after this."""
         self.answer: web.StreamResponse | None = None
         self.status = 0
+        self.replica = ""
+        """The replica that answered (empty: none)."""
+        self.waited_s = 0.0
+        self.ttft_s: float | None = None
+        self.usage: dict[str, int] = {}
 
     async def start_stream(self) -> web.StreamResponse:
         if self.response is None:
@@ -120,7 +125,24 @@ class Exchange:
 
     def count(self, replica: str) -> None:
         """Count the answer once it is settled (``replica`` empty: none answered)."""
+        self.replica = replica
         self.metrics.requests.labels(self.incoming.model, replica, str(self.status)).inc()
+
+    def access_record(self, now: float) -> dict[str, object]:
+        """The access log's line for this request: never a prompt, a key or a header."""
+        return {
+            "request_id": self.request[REQUEST_ID_KEY],
+            "path": self.request.path,
+            "model": self.incoming.model,
+            "stream": self.incoming.stream,
+            "status": self.status,
+            "replica": self.replica,
+            "prompt_tokens_estimate": self.incoming.prompt_tokens,
+            **self.usage,
+            "waited_s": round(self.waited_s, 4),
+            "ttft_s": None if self.ttft_s is None else round(self.ttft_s, 4),
+            "duration_s": round(now - self.arrived, 4),
+        }
 
     def meter(self, usage: object) -> None:
         if not isinstance(usage, dict):
@@ -129,6 +151,7 @@ class Exchange:
         for kind in ("prompt_tokens", "completion_tokens"):
             value = usage.get(kind)
             if isinstance(value, int) and value > 0:
+                self.usage[kind] = value
                 self.metrics.tokens.labels(model, kind.removesuffix("_tokens")).inc(value)
 
 
@@ -223,6 +246,7 @@ async def _stream(
         events, pending = pending[: cut + 2], pending[cut + 2 :]
         if first_at is None:
             first_at = exchange.clock()
+            exchange.ttft_s = first_at - exchange.arrived
             replica.first_token(prefill_tokens)
             exchange.metrics.ttft.labels(incoming.model).observe(first_at - exchange.arrived)
         if _USAGE_CHUNK[0] in events and _USAGE_CHUNK[1] in events:

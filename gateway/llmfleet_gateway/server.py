@@ -8,7 +8,8 @@ factory taking its settings and clock (no globals). Routes: ``POST /v1/chat/comp
 A request goes: parse (:mod:`.incoming`), pick a replica (:func:`.routing.choose` on the pool's
 view), wait in the waiting room when none can take it (:mod:`.admission`: held while its model
 has no ready replica, queued while every replica is saturated; bounded, with a time to live),
-forward (:mod:`.forward`), account. A connection error or a 503 before the first byte sends it
+forward (:mod:`.forward`), account, and log one JSON line without the prompt or any header
+(``llmfleet.gateway.access``). A connection error or a 503 before the first byte sends it
 to another replica, once per replica.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -77,6 +79,9 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("llmfleet_gateway", Gateway)
+access = logging.getLogger("llmfleet.gateway.access")
+"""One JSON line per routed request (``request_id``, model, status, replica, tokens, waits,
+time to first token): never a prompt, a key or a header."""
 
 
 def create_app(
@@ -185,6 +190,18 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
             "model_not_found",
         )
     exchange = forward.Exchange(request, incoming, gateway.clock(), gateway.metrics, gateway.clock)
+    try:
+        return await _route(gateway, exchange, path, raw)
+    finally:
+        if access.isEnabledFor(logging.INFO):
+            access.info(orjson.dumps(exchange.access_record(gateway.clock())).decode())
+
+
+async def _route(
+    gateway: Gateway, exchange: forward.Exchange, path: str, raw: bytes
+) -> web.StreamResponse:
+    """Send the request to replicas until one answers it, or answer the error."""
+    incoming = exchange.incoming
     blocks = checkpoints(incoming.prompt)
     tried: set[str] = set()
     try:
@@ -248,7 +265,9 @@ async def _replica(
     finally:
         if entered is not None:
             gateway.room.leave(model)
-            gateway.metrics.waited.labels(model, entered.value).observe(gateway.clock() - started)
+            waited = gateway.clock() - started
+            exchange.waited_s += waited
+            gateway.metrics.waited.labels(model, entered.value).observe(waited)
 
 
 def _choose(

@@ -9,13 +9,15 @@ beyond the waiting room they get RateLimitError with ``retry-after``; a model wi
 holds its request (counted in ``llmfleet_gateway_pending_requests``) and answers it once a
 replica appears; a hold that runs out is a 503; a held stream receives SSE heartbeats; a
 replica that refuses connections is retried on another before the first byte; the gateway's
-``/metrics`` carries the pending prefill tokens per replica with the contract's labels.
+``/metrics`` carries the pending prefill tokens per replica with the contract's labels; the
+access log has one JSON line per request and neither the prompt nor the API key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -230,3 +232,23 @@ def test_pending_prefill_tokens_per_replica(stack_factory: StackFactory) -> None
     stack.faults(0, hang=False)
     thread.join(timeout=20)
     assert metric(stack, PENDING_PREFILL_TOKENS, replica=replica) == 0
+
+
+def test_access_log_has_one_json_line_without_prompt_or_key(
+    stack_factory: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = stack_factory(engines=1)
+    secret_prompt, key = "my secret prompt text", "sk-very-secret"
+    oa = openai.OpenAI(base_url=stack.url, api_key=key, max_retries=0)
+    with caplog.at_level(logging.INFO, logger="llmfleet.gateway.access"):
+        oa.completions.create(model=MODEL, prompt=secret_prompt, max_tokens=2)
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+    [record] = [r for r in caplog.records if r.name == "llmfleet.gateway.access"]
+    line = json.loads(record.getMessage())
+    assert (line["model"], line["status"], line["completion_tokens"]) == (MODEL, 200, 2)
+    assert len(line["request_id"]) == 32
+    assert line["replica"] == stack.engine_urls[0].removeprefix("http://")
+    assert secret_prompt not in record.getMessage()
+    assert key not in caplog.text
