@@ -43,8 +43,11 @@ class _Live(Collector):
             "Requests the gateway holds or queues because no replica can take them.",
             labels=[LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE],
         )
+        waiting: dict[tuple[str, str], int] = {}
         for model in self._pool.models.values():
-            pending.add_metric([model.deployment, model.namespace], self._room.count(model.name))
+            waiting[model.key] = waiting.get(model.key, 0) + self._room.count(model.name)
+        for (namespace, deployment), count in waiting.items():
+            pending.add_metric([deployment, namespace], count)
         tokens = GaugeMetricFamily(
             PENDING_PREFILL_TOKENS,
             "Prompt tokens this gateway sent to the replica that have no first token yet.",
@@ -53,11 +56,11 @@ class _Live(Collector):
         in_flight = GaugeMetricFamily(
             "llmfleet_gateway_in_flight_requests",
             "Requests this gateway sent to the replica that have not finished.",
-            labels=["model", REPLICA],
+            labels=[REPLICA, LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE],
         )
-        for model, replica in self._pool.every_replica():
-            tokens.add_metric([replica.name, model.namespace], replica.pending_prefill_tokens)
-            in_flight.add_metric([model.name, replica.name], replica.in_flight)
+        for (namespace, deployment), replica in self._pool.every_replica():
+            tokens.add_metric([replica.name, namespace], replica.pending_prefill_tokens)
+            in_flight.add_metric([replica.name, deployment, namespace], replica.in_flight)
         yield from (pending, tokens, in_flight)
 
 

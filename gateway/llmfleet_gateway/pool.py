@@ -41,6 +41,11 @@ class Model:
     max_num_seqs: int = 256
     """Slots per replica (the engine does not export it)."""
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """The LLMDeployment's (namespace, name): its replicas are this model's."""
+        return (self.namespace, self.deployment)
+
 
 @dataclass
 class Replica:
@@ -98,44 +103,52 @@ class Replica:
 
 @dataclass
 class Pool:
-    """Every model's replicas. One per gateway process, on its app (no module state)."""
+    """Every model and every LLMDeployment's replicas. One per gateway process, on its app."""
 
     models: dict[str, Model] = field(default_factory=dict)
-    replicas: dict[str, dict[str, Replica]] = field(default_factory=dict)
-    """By model name, then replica name."""
+    """By the name clients use (an LLMDeployment may serve several)."""
+    groups: dict[tuple[str, str], dict[str, Replica]] = field(default_factory=dict)
+    """Replicas by LLMDeployment (namespace, name), then by replica name: one account each,
+    whichever name a request used."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set whenever capacity may have appeared (a replica joined, a request finished)."""
 
-    def add_model(self, model: Model) -> None:
-        self.models[model.name] = model
-        self.replicas.setdefault(model.name, {})
+    def set_models(self, models: Iterable[Model]) -> None:
+        """Serve exactly ``models``; an LLMDeployment no model names any more loses its
+        replicas (their requests in flight finish)."""
+        self.models = {model.name: model for model in models}
+        keys = {model.key for model in self.models.values()}
+        for key in [key for key in self.groups if key not in keys]:
+            self.set_replicas(key, ())
+            del self.groups[key]
+        for key in keys:
+            self.groups.setdefault(key, {})
+        self.wake()
 
-    def set_replicas(self, model: str, found: Iterable[tuple[str, str]]) -> list[Replica]:
-        """Make ``model``'s replicas exactly ``found`` (name, url); returns those removed."""
-        current = self.replicas.setdefault(model, {})
+    def set_replicas(self, key: tuple[str, str], found: Iterable[tuple[str, str]]) -> None:
+        """Make the LLMDeployment ``key``'s replicas exactly ``found`` (name, url)."""
+        current = self.groups.setdefault(key, {})
         wanted = dict(found)
-        gone = [current.pop(name) for name in list(current) if name not in wanted]
-        for replica in gone:
-            replica.removed = True
+        for name in [name for name in current if name not in wanted]:
+            current.pop(name).removed = True
         for name, url in wanted.items():
             if name not in current or current[name].url != url:
                 current[name] = Replica(name, url)
         self.wake()
-        return gone
+
+    def replicas_of(self, model: str) -> dict[str, Replica]:
+        return self.groups.get(self.models[model].key, {})
 
     def loads(self, model: str, now: float) -> list[ReplicaLoad]:
         slots = self.models[model].max_num_seqs
-        return [replica.load(slots, now) for replica in self.replicas.get(model, {}).values()]
+        return [replica.load(slots, now) for replica in self.replicas_of(model).values()]
 
     def get(self, model: str, name: str) -> Replica:
-        return self.replicas[model][name]
+        return self.replicas_of(model)[name]
 
-    def every_replica(self) -> list[tuple[Model, Replica]]:
-        return [
-            (self.models[model], replica)
-            for model, replicas in self.replicas.items()
-            for replica in replicas.values()
-        ]
+    def every_replica(self) -> list[tuple[tuple[str, str], Replica]]:
+        """Each replica once, with its LLMDeployment's (namespace, name)."""
+        return [(key, replica) for key, group in self.groups.items() for replica in group.values()]
 
     def wake(self) -> None:
         """Tell waiting requests to look again."""

@@ -91,8 +91,7 @@ def create_app(
     app = web.Application(middlewares=[_request_ids])
     gateway = Gateway(settings, clock)
     app[GATEWAY] = gateway
-    for model in settings.models:
-        gateway.pool.add_model(model)
+    gateway.pool.set_models(settings.models)
     app.cleanup_ctx.append(_run)
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
@@ -110,7 +109,8 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,
     )
     for model, urls in gateway.settings.replicas.items():
-        gateway.pool.set_replicas(model, ((url.removeprefix("http://"), url) for url in urls))
+        key = gateway.pool.models[model].key
+        gateway.pool.set_replicas(key, ((url.removeprefix("http://"), url) for url in urls))
     scraper = None
     if gateway.settings.scrape_seconds > 0:
         scraper = asyncio.create_task(
@@ -232,7 +232,7 @@ async def _route(
 
 
 def _others(gateway: Gateway, model: str, tried: set[str]) -> bool:
-    return any(name not in tried for name in gateway.pool.replicas.get(model, {}))
+    return any(name not in tried for name in gateway.pool.replicas_of(model))
 
 
 async def _replica(

@@ -28,6 +28,8 @@ from tests.runtime.conftest import free_port
 
 T = TypeVar("T")
 MODEL = "m"
+KEY = ("ns", "m-deploy")
+"""The LLMDeployment (namespace, name) behind MODEL."""
 
 
 @dataclass

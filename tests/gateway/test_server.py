@@ -28,7 +28,7 @@ import pytest
 from llmfleet_contract.exposition import parse
 from llmfleet_contract.metrics import PENDING_PREFILL_TOKENS, PENDING_REQUESTS
 from llmfleet_gateway.routing import RoutingSettings
-from tests.gateway.conftest import MODEL, Stack, http, settings
+from tests.gateway.conftest import KEY, MODEL, Stack, http, settings
 from tests.runtime.conftest import free_port
 
 StackFactory = Callable[..., Stack]
@@ -170,7 +170,7 @@ def test_a_model_with_no_replica_holds_until_one_appears(stack_factory: StackFac
         time.sleep(0.05)
 
     async def scale_up() -> None:
-        gateway.pool.set_replicas(MODEL, [("engine-0", engine)])
+        gateway.pool.set_replicas(KEY, [("engine-0", engine)])
 
     stack.run(scale_up)
     thread.join(timeout=20)
@@ -205,7 +205,7 @@ def test_a_refusing_replica_is_retried_on_another(stack_factory: StackFactory) -
     gateway = stack.gateway
 
     async def with_dead_replica() -> None:
-        gateway.pool.set_replicas(MODEL, [("dead", dead), ("live", stack.engine_urls[0])])
+        gateway.pool.set_replicas(KEY, [("dead", dead), ("live", stack.engine_urls[0])])
 
     stack.run(with_dead_replica)
     oa = client(stack)
