@@ -7,21 +7,24 @@ down to minReplicas no sooner than the scale-down stabilization window, each cha
 Event and a decision with its reason; on a scale-down the replica with a request in
 flight stays (pod-deletion-cost) and its stream finishes (read by direct scrapes, the
 default source); a stopped Prometheus holds the replicas with MetricsAvailable=False and
-a Warning Event, and its return resumes scaling; a model scales to zero when idle and
-back when the gateway reports a queued request.
+a Warning Event, and its return resumes scaling; a model scales to zero when idle, and a
+request sent through the real gateway (discovering the namespace's LLMDeployments and pods)
+is held while the model has no replica, wakes it (the gateway's pending-requests gauge, read
+through Prometheus) and is answered.
 
 The engines are simulator pods (examples/llama-8b-simulated-autoscaled.yaml: profile
 ``fast`` slowed 20x, two slots each, a 2 s control period), loaded by
 the official ``openai`` client from this process through the pods' addresses in
-``status.endpoints``, the least busy first. The gateway is a later issue: a loopback
-page with its ``llmfleet_gateway_pending_requests`` gauge stands in for it, scraped by
-the real Prometheus.
+``status.endpoints``, the least busy first, except in the scale-from-zero case, which
+goes through the gateway.
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -32,6 +35,7 @@ import pytest
 import yaml
 from kit import (
     EXAMPLES,
+    REPO,
     LocalPrometheus,
     apply,
     apply_ready,
@@ -45,7 +49,7 @@ from localop import LocalOperator, kubectl
 from openai import OpenAI
 
 from llmfleet_operator.metrics import DirectScrape, Target
-from tests.pages import serve_page
+from tests.runtime.conftest import free_port
 
 MODEL = "llama-8b"
 AUTOSCALED = EXAMPLES / "llama-8b-simulated-autoscaled.yaml"
@@ -304,28 +308,46 @@ def test_a_stopped_prometheus_holds_replicas_and_its_return_resumes_scaling(
 
 
 @contextmanager
-def stand_in_gateway(namespace: str, name: str) -> Iterator[tuple[str, list[int]]]:
-    """A loopback page with the gateway's pending-requests gauge (the gateway is a later
-    issue); set ``pending[0]`` to change it. Yields its address and the mutable count."""
-    pending = [0]
+def gateway(kubeconfig: Path, namespace: str, log: Path) -> Iterator[str]:
+    """The real gateway, discovering the namespace's LLMDeployments and pods; yields its
+    ``host:port``."""
+    port = free_port()
+    command = [
+        str(REPO / ".venv" / "bin" / "llmfleet"),
+        "gateway",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--watch-namespace",
+        namespace,
+        "--port",
+        str(port),
+        "--hold-seconds",
+        "240",
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for("the gateway", lambda: http_ok(f"127.0.0.1:{port}", "/health"), timeout=30)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
-    def page() -> str:
-        return (
-            "# TYPE llmfleet_gateway_pending_requests gauge\n"
-            f'llmfleet_gateway_pending_requests{{llmdeployment="{name}",'
-            f'llmdeployment_namespace="{namespace}"}} {pending[0]}\n'
-        )
 
-    with serve_page(page) as address:
-        yield address, pending
+def http_ok(address: str, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.mark.timeout(300)
-def test_scale_to_zero_when_idle_and_back_on_a_queued_request(
+def test_scale_to_zero_when_idle_and_back_on_a_held_request(
     operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str, tmp_path: Path
 ) -> None:
     name = "zero"
-    with stand_in_gateway(namespace, name) as (address, pending):
+    with gateway(kubeconfig, namespace, tmp_path / "gateway.log") as address:
         prometheus = LocalPrometheus(kubeconfig, namespace, tmp_path / "prom", [address])
         prometheus.configure()
         prometheus.start()
@@ -343,20 +365,14 @@ def test_scale_to_zero_when_idle_and_back_on_a_queued_request(
             assert pods(api_client, namespace, name) == []
 
             for round_ in range(2):
-                pending[0] = 2
-                wait_for(
-                    "a replica for the queued request",
-                    lambda: settled(api_client, namespace, name, 1),
-                )
+                # Held by the gateway while the model has no replica, answered once one is up.
+                assert complete(address, 5) == "length"
                 woke = decisions(api_client, namespace, name)[-1]
                 assert (woke["fromReplicas"], woke["toReplicas"], woke["reason"]) == (
                     0,
                     1,
                     "DemandFromZero",
                 )
-                pending[0] = 0  # the gateway delivered it
-                [endpoint] = status(api_client, namespace, name)["endpoints"]
-                assert complete(endpoint, 5) == "length"
                 if round_ == 0:
                     wait_for(
                         "scaled to zero after the idle timeout",

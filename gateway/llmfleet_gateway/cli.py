@@ -1,8 +1,9 @@
 """``llmfleet gateway``: run the OpenAI gateway in front of a fleet's replicas.
 
-Called by :mod:`llmfleet.cli` (``main(argv) -> exit code``). Without a cluster, replicas are
-given the way vllm-router takes ``--worker-urls``: ``--model NAME=URL[,URL...]`` (repeatable).
-Bad flags exit with 2 and a message saying which.
+Called by :mod:`llmfleet.cli` (``main(argv) -> exit code``). In a cluster (the default) the
+gateway watches LLMDeployments and their pods (``--watch-namespace``, ``--kubeconfig``).
+Without one, replicas are given the way vllm-router takes ``--worker-urls``:
+``--model NAME=URL[,URL...]`` (repeatable). Bad flags exit with 2 and a message saying which.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from llmfleet_gateway.pool import Model
 from llmfleet_gateway.routing import RoutingSettings
-from llmfleet_gateway.server import GatewaySettings, create_app
+from llmfleet_gateway.server import Cluster, GatewaySettings, create_app
 
 log = logging.getLogger("llmfleet.gateway")
 
@@ -66,11 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         type=_model,
         action="append",
-        required=True,
         metavar="NAME=URL[,URL...]",
-        help="a model clients name and its replicas' URLs (repeatable)",
+        help="a model clients name and its replicas' URLs (repeatable); without it, discover"
+        " models and replicas from the cluster's LLMDeployments and pods",
     )
-    p.add_argument("--namespace", default="default", help="metric label of the models' namespace")
+    p.add_argument(
+        "--namespace", default="default", help="with --model: the models' namespace label"
+    )
+    p.add_argument("--watch-namespace", help="discover in this namespace only (default: all)")
+    p.add_argument("--kubeconfig", help="default: in-cluster configuration, else ~/.kube/config")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-num-seqs", type=_count, default=256, help="slots per replica")
@@ -84,15 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
-    names = [name for name, _ in args.model]
+    given = args.model or []
+    names = [name for name, _ in given]
     if len(set(names)) != len(names):
         raise ValueError("each --model NAME may be given once")
+    if given and (args.watch_namespace or args.kubeconfig):
+        raise ValueError(
+            "--model and cluster discovery (--watch-namespace, --kubeconfig) exclude each other"
+        )
     models = tuple(
         Model(name, name, args.namespace, max_num_seqs=args.max_num_seqs) for name in names
     )
     return GatewaySettings(
         models=models,
-        replicas=dict(args.model),
+        replicas=dict(given),
+        cluster=None if given else Cluster(args.watch_namespace, args.kubeconfig),
         routing=RoutingSettings(max_in_flight=args.max_in_flight),
         wait_limit=args.wait_limit,
         hold_seconds=args.hold_seconds,

@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from llmfleet_contract.openai import ApiError
 from llmfleet_gateway import forward
 from llmfleet_gateway.admission import Wait, WaitingRoom
+from llmfleet_gateway.discovery import watch_cluster
 from llmfleet_gateway.incoming import ClientRequest, parse
 from llmfleet_gateway.metrics import GatewayMetrics
 from llmfleet_gateway.pool import Model, Pool, Replica, scrape_forever
@@ -58,6 +59,18 @@ class GatewaySettings:
     """How often each replica's engine metrics are read (0: never, in tests)."""
     prefix_capacity: int = 65_536
     prefix_ttl_seconds: float = 120.0
+    cluster: Cluster | None = None
+    """Discover models and replicas from the cluster's LLMDeployments and pods."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where to watch LLMDeployments and their pods."""
+
+    namespace: str | None = None
+    """One namespace; None: every namespace the gateway may read."""
+    kubeconfig: str | None = None
+    """A kubeconfig file; None: in-cluster configuration, else the default kubeconfig."""
 
 
 @dataclass
@@ -111,18 +124,21 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
     for model, urls in gateway.settings.replicas.items():
         key = gateway.pool.models[model].key
         gateway.pool.set_replicas(key, ((url.removeprefix("http://"), url) for url in urls))
-    scraper = None
+    tasks = []
     if gateway.settings.scrape_seconds > 0:
-        scraper = asyncio.create_task(
+        tasks.append(
             scrape_forever(
                 gateway.pool, gateway.session, gateway.clock, gateway.settings.scrape_seconds
             )
         )
+    if (cluster := gateway.settings.cluster) is not None:
+        tasks.append(watch_cluster(gateway.pool, cluster.namespace, cluster.kubeconfig))
+    running = [asyncio.create_task(task) for task in tasks]
     yield
-    if scraper is not None:
-        scraper.cancel()
+    for task in running:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await scraper
+            await task
     await gateway.session.close()
 
 
