@@ -31,7 +31,13 @@ BLOCK_TOKENS = max(1, round(BLOCK_CHARS / CHARS_PER_TOKEN))
 """Estimated tokens per prefix block."""
 HEARTBEAT = b": waiting for a replica\n\n"
 _USAGE_CHUNK = (b'"choices":[]', b'"usage":{')
-_RETRYABLE = (aiohttp.ClientConnectionError, TimeoutError)
+_FAILURES = (aiohttp.ClientError, TimeoutError, OSError)
+"""What an upstream call may raise: refused, reset, cut off, timed out."""
+_KEPT_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
+"""The engine's headers a client's SDK acts on, passed through."""
+MOST_EVENT_BYTES = 16 << 20
+"""A stream whose event outgrows this is not an engine's: it is ended with an error."""
+MOST_ERROR_BYTES = 64 << 10
 
 
 class Outcome(Enum):
@@ -96,6 +102,8 @@ class Exchange:
         self.waited_s = 0.0
         self.ttft_s: float | None = None
         self.usage: dict[str, int] = {}
+        self.unavailable: tuple[int, bytes, dict[str, str]] | None = None
+        """The last replica's 503 (status, body, kept headers): the answer when none is left."""
 
     async def start_stream(self) -> web.StreamResponse:
         if self.response is None:
@@ -112,7 +120,8 @@ class Exchange:
 
     async def heartbeat(self) -> None:
         response = await self.start_stream()
-        await response.write(HEARTBEAT)
+        with contextlib.suppress(ConnectionError):  # a client that left: the wait ends anyway
+            await response.write(HEARTBEAT)
 
     async def fail(self, error: ApiError) -> web.StreamResponse:
         """Answer ``error``: a status and body before the stream began, an event after."""
@@ -155,6 +164,24 @@ class Exchange:
                 self.metrics.tokens.labels(model, kind.removesuffix("_tokens")).inc(value)
 
 
+class Attempt:
+    """One try at one replica: what it adds to the replica's accounts, taken back once."""
+
+    def __init__(self, replica: Replica, prefill_tokens: int) -> None:
+        self.replica, self.prefill_tokens = replica, prefill_tokens
+        self._pending = True
+        replica.sent(prefill_tokens)
+
+    def first_token(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.replica.first_token(self.prefill_tokens)
+
+    def close(self) -> None:
+        self.first_token()
+        self.replica.finished()
+
+
 async def send(
     session: aiohttp.ClientSession | None,
     replica: Replica,
@@ -168,54 +195,79 @@ async def send(
     until the first token."""
     assert session is not None
     incoming = exchange.incoming
-    replica.sent(prefill_tokens)
-    waiting_first = True
+    attempt = Attempt(replica, prefill_tokens)
     try:
         async with session.post(
             replica.url + path,
             data=incoming.upstream_body(raw),
             headers={
                 "Content-Type": "application/json",
+                "Accept-Encoding": "identity",
                 REQUEST_ID: exchange.request[REQUEST_ID_KEY],
             },
         ) as upstream:
+            replica.reached()
             if upstream.status == 503 and not exchange.forwarded:
+                body = await upstream.content.read(MOST_ERROR_BYTES)
+                exchange.unavailable = (503, body, _kept(upstream))
                 return Outcome.RETRY
             if upstream.status != 200 or not incoming.stream:
                 body = await upstream.read()
-                replica.first_token(prefill_tokens)
-                waiting_first = False
-                await _whole(exchange, upstream, body)
+                attempt.first_token()
+                await _whole(exchange, upstream.status, body, _kept(upstream), upstream)
                 return Outcome.DONE
-            return await _stream(exchange, upstream, replica, prefill_tokens)
-    except _RETRYABLE as error:
+            return await _stream(exchange, upstream, attempt)
+    except _FAILURES as error:
+        if isinstance(error, aiohttp.ClientConnectorError):
+            replica.unreachable(exchange.clock())
         if not exchange.forwarded:
             return Outcome.RETRY
         await exchange.fail(
-            ApiError(502, f"The replica failed mid-stream: {error}", "upstream_error")
+            ApiError(502, f"The replica failed mid-answer: {error}", "upstream_error")
         )
         return Outcome.FAILED
     finally:
-        if waiting_first:
-            replica.first_token(prefill_tokens)
-        replica.finished()
+        attempt.close()
 
 
-async def _whole(exchange: Exchange, upstream: aiohttp.ClientResponse, body: bytes) -> None:
+def _kept(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+    return {name: upstream.headers[name] for name in _KEPT_HEADERS if name in upstream.headers}
+
+
+async def answer_unavailable(exchange: Exchange) -> web.StreamResponse | None:
+    """The last replica's 503, as the engine wrote it, when every replica gave one."""
+    if exchange.unavailable is None:
+        return None
+    status, body, headers = exchange.unavailable
+    await _whole(exchange, status, body, headers, None)
+    return exchange.answer
+
+
+async def _whole(
+    exchange: Exchange,
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
+    upstream: aiohttp.ClientResponse | None,
+) -> None:
     """A whole answer (or the engine's error) passed on as it is."""
-    exchange.status = upstream.status
+    exchange.status = status
     if exchange.response is not None:  # an error for a held stream: it goes in the stream
-        exchange.answer = await exchange.fail(_engine_error(upstream.status, body))
+        exchange.answer = await exchange.fail(_engine_error(status, body))
         return
-    if upstream.status == 200:
-        with contextlib.suppress(orjson.JSONDecodeError):
+    if status == 200:
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
             exchange.meter(orjson.loads(body).get("usage"))
+    content_type = "application/json"
+    if upstream is not None:
+        content_type = upstream.headers.get("Content-Type", content_type)
     exchange.answer = web.Response(
         body=body,
-        status=upstream.status,
+        status=status,
         headers={
-            "Content-Type": upstream.headers.get("Content-Type", "application/json"),
+            "Content-Type": content_type,
             REQUEST_ID: exchange.request[REQUEST_ID_KEY],
+            **headers,
         },
     )
 
@@ -228,43 +280,64 @@ def _engine_error(status: int, body: bytes) -> ApiError:
         return ApiError(status, body[:200].decode(errors="replace"), "upstream_error")
 
 
+def _event_end(buffer: bytearray) -> int:
+    """Where the last complete event of ``buffer`` ends (0: none yet)."""
+    return max(buffer.rfind(b"\n\n") + 2, buffer.rfind(b"\r\n\r\n") + 4, 0)
+
+
 async def _stream(
-    exchange: Exchange, upstream: aiohttp.ClientResponse, replica: Replica, prefill_tokens: int
+    exchange: Exchange, upstream: aiohttp.ClientResponse, attempt: Attempt
 ) -> Outcome:
     """Pass the engine's events through; the first data event is the first token."""
     incoming = exchange.incoming
     response = await exchange.start_stream()
     exchange.status = 200
     exchange.answer = response
-    pending = b""
+    buffer = bytearray()
     first_at: float | None = None
     async for data in upstream.content.iter_any():
-        pending += data
-        cut = pending.rfind(b"\n\n")
-        if cut < 0:
+        buffer += data
+        end = _event_end(buffer)
+        if not end:
+            if len(buffer) > MOST_EVENT_BYTES:
+                await exchange.fail(
+                    ApiError(502, "The replica sent an oversized event.", "upstream_error")
+                )
+                return Outcome.FAILED
             continue
-        events, pending = pending[: cut + 2], pending[cut + 2 :]
+        events = bytes(buffer[:end])
+        del buffer[:end]
         if first_at is None:
             first_at = exchange.clock()
             exchange.ttft_s = first_at - exchange.arrived
-            replica.first_token(prefill_tokens)
-            exchange.metrics.ttft.labels(incoming.model).observe(first_at - exchange.arrived)
-        if _USAGE_CHUNK[0] in events and _USAGE_CHUNK[1] in events:
-            events = _usage(exchange, events, first_at)
-        try:
-            await response.write(events)
-        except ConnectionError:
-            return Outcome.FAILED  # the client left: leaving this block aborts the engine's work
-        exchange.forwarded = True
-    if pending:
-        await response.write(pending)
+            attempt.first_token()
+            exchange.metrics.ttft.labels(incoming.model).observe(exchange.ttft_s)
+        if not await _pass(exchange, response, events, first_at):
+            return Outcome.FAILED  # the client left: leaving the block aborts the engine's work
+    if buffer and not await _pass(exchange, response, bytes(buffer), first_at or exchange.clock()):
+        return Outcome.FAILED
     return Outcome.DONE
+
+
+async def _pass(
+    exchange: Exchange, response: web.StreamResponse, events: bytes, first_at: float
+) -> bool:
+    """Write ``events`` to the client (the usage chunk metered, and dropped unless asked
+    for); False when the client is gone."""
+    if _USAGE_CHUNK[0] in events and _USAGE_CHUNK[1] in events:
+        events = _usage(exchange, events, first_at)
+    try:
+        await response.write(events)
+    except ConnectionError:
+        return False
+    exchange.forwarded = True
+    return True
 
 
 def _usage(exchange: Exchange, events: bytes, first_at: float) -> bytes:
     """Meter the usage chunk; keep it only for a client that asked for it."""
     kept = []
-    for event in events.split(b"\n\n"):
+    for event in events.replace(b"\r\n", b"\n").split(b"\n\n"):
         if event.startswith(b"data: {") and all(mark in event for mark in _USAGE_CHUNK):
             with contextlib.suppress(orjson.JSONDecodeError):
                 usage = orjson.loads(event[6:]).get("usage")

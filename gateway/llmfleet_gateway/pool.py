@@ -24,6 +24,9 @@ from llmfleet_gateway.routing import ReplicaLoad
 
 log = logging.getLogger("llmfleet.gateway.pool")
 
+DOWN_FIRST_S = 1.0
+DOWN_MOST_S = 30.0
+"""How long a replica that refused a connection is left out: 1 s, doubling to 30 s."""
 _WANTED = (WAITING, RUNNING, KV_CACHE_USAGE, KV_CACHE_USAGE_V0)
 _PREFIXES = tuple(name.encode() for name in _WANTED)
 
@@ -62,6 +65,9 @@ class Replica:
     kv_cache_usage: float | None = None
     scraped_at: float | None = None
     removed: bool = False
+    down_until: float = 0.0
+    """Unreachable until then: refused connections back off (doubling, up to a limit)."""
+    refusals: int = 0
 
     def sent(self, prompt_tokens: int) -> None:
         self.in_flight += 1
@@ -72,6 +78,14 @@ class Replica:
 
     def finished(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
+
+    def unreachable(self, now: float) -> None:
+        """It refused a connection: leave it out for a while, longer each time in a row."""
+        self.refusals += 1
+        self.down_until = now + min(DOWN_MOST_S, DOWN_FIRST_S * 2 ** (self.refusals - 1))
+
+    def reached(self) -> None:
+        self.refusals, self.down_until = 0, 0.0
 
     def load(self, max_num_seqs: int, now: float) -> ReplicaLoad:
         age = None if self.scraped_at is None else max(0.0, now - self.scraped_at)
@@ -110,8 +124,9 @@ class Pool:
     groups: dict[tuple[str, str], dict[str, Replica]] = field(default_factory=dict)
     """Replicas by LLMDeployment (namespace, name), then by replica name: one account each,
     whichever name a request used."""
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set whenever capacity may have appeared (a replica joined, a request finished)."""
+    signals: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    """Per LLMDeployment, set when capacity may have appeared (a replica joined, a request
+    finished, a model changed) and replaced: its waiting requests look again."""
 
     def set_models(self, models: Iterable[Model]) -> None:
         """Serve exactly ``models``; an LLMDeployment no model names any more loses its
@@ -134,14 +149,19 @@ class Pool:
         for name, url in wanted.items():
             if name not in current or current[name].url != url:
                 current[name] = Replica(name, url)
-        self.wake()
+        self.wake(key)
 
     def replicas_of(self, model: str) -> dict[str, Replica]:
         return self.groups.get(self.models[model].key, {})
 
     def loads(self, model: str, now: float) -> list[ReplicaLoad]:
+        """The router's view of ``model``'s reachable replicas."""
         slots = self.models[model].max_num_seqs
-        return [replica.load(slots, now) for replica in self.replicas_of(model).values()]
+        return [
+            replica.load(slots, now)
+            for replica in self.replicas_of(model).values()
+            if replica.down_until <= now
+        ]
 
     def get(self, model: str, name: str) -> Replica:
         return self.replicas_of(model)[name]
@@ -150,10 +170,17 @@ class Pool:
         """Each replica once, with its LLMDeployment's (namespace, name)."""
         return [(key, replica) for key, group in self.groups.items() for replica in group.values()]
 
-    def wake(self) -> None:
-        """Tell waiting requests to look again."""
-        self.changed.set()
-        self.changed = asyncio.Event()
+    def signal(self, model: str) -> asyncio.Event:
+        """What a request of ``model`` waits on (take it before looking, so no wake is lost)."""
+        key = self.models[model].key if model in self.models else ("", model)
+        return self.signals.setdefault(key, asyncio.Event())
+
+    def wake(self, key: tuple[str, str] | None = None) -> None:
+        """Tell the requests waiting for ``key``'s replicas (None: every model's) to look again."""
+        for found in [key] if key is not None else list(self.signals):
+            event = self.signals.pop(found, None)
+            if event is not None:
+                event.set()
 
 
 async def scrape_once(

@@ -53,7 +53,7 @@ from enum import StrEnum
 
 
 class RouteReason(StrEnum):
-    """RouteReason a replica was (or none was) chosen."""
+    """Why a replica was (or none was) chosen."""
 
     SESSION = "Session"
     PREFIX = "Prefix"

@@ -36,7 +36,7 @@ from llmfleet_gateway.incoming import ClientRequest, parse
 from llmfleet_gateway.metrics import GatewayMetrics
 from llmfleet_gateway.pool import Model, Pool, Replica, scrape_forever
 from llmfleet_gateway.prefix import PrefixIndex, checkpoints
-from llmfleet_gateway.routing import Choice, RouteRequest, RoutingSettings, choose
+from llmfleet_gateway.routing import Choice, RouteReason, RouteRequest, RoutingSettings, choose
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ class GatewaySettings:
     """A held stream gets an SSE comment this often, so clients and proxies keep it open."""
     scrape_seconds: float = 0.25
     """How often each replica's engine metrics are read (0: never, in tests)."""
+    max_body_bytes: int = 64 << 20
+    """Largest request body (long contexts, images as base64); larger ones get 413."""
     prefix_capacity: int = 65_536
     prefix_ttl_seconds: float = 120.0
     cluster: Cluster | None = None
@@ -92,6 +94,7 @@ class Gateway:
 
 
 GATEWAY = web.AppKey("llmfleet_gateway", Gateway)
+log = logging.getLogger("llmfleet.gateway")
 access = logging.getLogger("llmfleet.gateway.access")
 """One JSON line per routed request (``request_id``, model, status, replica, tokens, waits,
 time to first token): never a prompt, a key or a header."""
@@ -101,7 +104,7 @@ def create_app(
     settings: GatewaySettings, *, clock: Callable[[], float] = time.monotonic
 ) -> web.Application:
     """Build the aiohttp application of one gateway."""
-    app = web.Application(middlewares=[_request_ids])
+    app = web.Application(middlewares=[_request_ids], client_max_size=settings.max_body_bytes)
     gateway = Gateway(settings, clock)
     app[GATEWAY] = gateway
     gateway.pool.set_models(settings.models)
@@ -158,6 +161,11 @@ async def _request_ids(request: web.Request, handler: Handler) -> web.StreamResp
         response = forward.error_response(
             ApiError(error.status, error.reason, "invalid_request_error")
         )
+    except Exception:  # a bug: the client still gets JSON and the request's id; the log, why
+        log.exception("Request %s failed", request_id)
+        response = forward.error_response(
+            ApiError(500, "The gateway failed to handle the request.", "internal_error")
+        )
     if not response.prepared:
         response.headers[forward.REQUEST_ID] = request_id
     return response
@@ -198,13 +206,7 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
     raw = await request.read()
     incoming = parse(raw, chat=chat)
     if incoming.model not in gateway.pool.models:
-        raise ApiError(
-            404,
-            f"The model `{incoming.model}` does not exist.",
-            "invalid_request_error",
-            "model",
-            "model_not_found",
-        )
+        raise _unknown(incoming.model)
     exchange = forward.Exchange(request, incoming, gateway.clock(), gateway.metrics, gateway.clock)
     try:
         return await _route(gateway, exchange, path, raw)
@@ -224,23 +226,27 @@ async def _route(
         while True:
             replica, cached = await _replica(gateway, exchange, blocks, tried)
             tried.add(replica.name)
-            # Recorded at once: a burst sharing the prefix follows it before the first answers.
-            gateway.prefixes.record(blocks, replica.name, gateway.clock())
             prefill = max(1, incoming.prompt_tokens - cached * forward.BLOCK_TOKENS)
-            outcome = await forward.send(gateway.session, replica, path, raw, exchange, prefill)
-            gateway.pool.wake()
-            if outcome is forward.Outcome.RETRY:
-                if _others(gateway, incoming.model, tried):
-                    gateway.metrics.retries.labels(incoming.model).inc()
-                    continue
-                raise ApiError(
-                    502,
-                    f"No replica of `{incoming.model}` could take the request.",
-                    "upstream_error",
-                )
-            exchange.count(replica.name)
-            assert exchange.answer is not None
-            return exchange.answer
+            try:
+                outcome = await forward.send(gateway.session, replica, path, raw, exchange, prefill)
+            finally:  # a slot freed, however the attempt ended: the next waiter looks
+                gateway.pool.wake(gateway.pool.models[incoming.model].key)
+            if outcome is not forward.Outcome.RETRY:
+                # Recorded once a replica took it: a burst sharing the prefix follows it.
+                gateway.prefixes.record(blocks, replica.name, gateway.clock())
+                exchange.count(replica.name)
+                assert exchange.answer is not None
+                return exchange.answer
+            if _others(gateway, incoming.model, tried):
+                gateway.metrics.retries.labels(incoming.model).inc()
+                continue
+            unavailable = await forward.answer_unavailable(exchange)
+            if unavailable is not None:
+                exchange.count(replica.name)
+                return unavailable
+            raise ApiError(
+                502, f"No replica of `{incoming.model}` could take the request.", "upstream_error"
+            )
     except ApiError as error:
         answer = await exchange.fail(error)
         exchange.count("")
@@ -255,27 +261,39 @@ async def _replica(
     gateway: Gateway, exchange: forward.Exchange, blocks: tuple[int, ...], tried: set[str]
 ) -> tuple[Replica, int]:
     """A replica for the request and the prompt blocks it is believed to hold, waiting in the
-    room while there is none; ApiError (429, 503) when the room is full or the wait runs out."""
+    room while there is none (or while others wait: no one jumps the queue); ApiError (429,
+    503, 404) when the room is full, the wait runs out or the model is gone."""
     model = exchange.incoming.model
     entered: Wait | None = None
-    started = gateway.clock()
+    deferred = False
+    since = started = gateway.clock()
     try:
         while True:
+            if model not in gateway.pool.models:
+                raise _unknown(model)
+            wake = gateway.pool.signal(model)  # taken before looking: no wake-up is lost
             choice = _choose(gateway, exchange.incoming, blocks, tried)
             if choice.replica is not None:
+                if entered is None and not deferred and gateway.room.count(model):
+                    deferred = True  # others wait: let those just woken take it first
+                    await asyncio.sleep(0)
+                    continue
                 return gateway.pool.get(model, choice.replica), choice.cached_blocks
-            why = Wait.QUEUED if _others(gateway, model, tried) else Wait.HELD
+            why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
             if entered is None:
                 if not gateway.room.enter(model):
                     raise _refused(gateway, model, "WaitingRoomFull", _wait_seconds(gateway, why))
                 entered = why
-            waited = gateway.clock() - started
-            left = _wait_seconds(gateway, why) - waited
+            elif why is not entered:  # held, then queued behind the new replicas: a new wait
+                entered, since = why, gateway.clock()
+            left = _wait_seconds(gateway, why) - (gateway.clock() - since)
             if left <= 0:
                 raise _expired(gateway, model, why)
-            if exchange.incoming.stream and waited >= gateway.settings.heartbeat_seconds:
+            if (
+                exchange.incoming.stream
+                and gateway.clock() - started >= gateway.settings.heartbeat_seconds
+            ):
                 await exchange.heartbeat()
-            wake = gateway.pool.changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), min(left, gateway.settings.heartbeat_seconds))
     finally:
@@ -298,6 +316,16 @@ def _choose(
         session_replica=None,
     )
     return choose(loads, request, gateway.settings.routing)
+
+
+def _unknown(model: str) -> ApiError:
+    return ApiError(
+        404,
+        f"The model `{model}` does not exist.",
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
 
 
 def _wait_seconds(gateway: Gateway, why: Wait) -> float:

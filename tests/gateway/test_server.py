@@ -8,9 +8,13 @@ through with its message; overload: beyond the replicas' in-flight bound request
 beyond the waiting room they get RateLimitError with ``retry-after``; a model with no replica
 holds its request (counted in ``llmfleet_gateway_pending_requests``) and answers it once a
 replica appears; a hold that runs out is a 503; a held stream receives SSE heartbeats; a
-replica that refuses connections is retried on another before the first byte; the gateway's
-``/metrics`` carries the pending prefill tokens per replica with the contract's labels; the
-access log has one JSON line per request and neither the prompt nor the API key.
+replica that refuses connections is retried on another before the first byte, once, and left
+out while it backs off; the gateway's
+``/metrics`` carries the pending prefill tokens per replica with the contract's labels, and
+a stream takes back only its own; a slot freed by a client that left goes to the waiting
+request at once; when the only replica answers 503, the client gets that answer and its
+``retry-after``; the access log has one JSON line per request and neither the prompt nor the
+API key.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import json
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 
 import openai
 import pytest
+from aiohttp import web
 
 from llmfleet_contract.exposition import parse
 from llmfleet_contract.metrics import PENDING_PREFILL_TOKENS, PENDING_REQUESTS
@@ -211,7 +217,8 @@ def test_a_refusing_replica_is_retried_on_another(stack_factory: StackFactory) -
     oa = client(stack)
     for _ in range(4):
         assert oa.completions.create(model=MODEL, prompt="x", max_tokens=1).choices
-    assert (metric(stack, "llmfleet_gateway_retries_total", model=MODEL) or 0) >= 1
+    # "dead" sorts first and is tried once; refused, it is left out while it backs off.
+    assert metric(stack, "llmfleet_gateway_retries_total", model=MODEL) == 1
 
 
 def test_pending_prefill_tokens_per_replica(stack_factory: StackFactory) -> None:
@@ -252,3 +259,64 @@ def test_access_log_has_one_json_line_without_prompt_or_key(
     assert line["replica"] == stack.engine_urls[0].removeprefix("http://")
     assert secret_prompt not in record.getMessage()
     assert key not in caplog.text
+
+
+def test_a_stream_beside_a_pending_request_leaves_its_tokens(stack_factory: StackFactory) -> None:
+    stack = stack_factory(engines=1)
+    assert stack.gateway is not None
+    replica = stack.gateway.pool.get(MODEL, stack.engine_urls[0].removeprefix("http://"))
+    replica.pending_prefill_tokens = 1000  # another request's, with no first token yet
+    stream = client(stack).completions.create(
+        model=MODEL, prompt="w" * 400, max_tokens=3, stream=True
+    )
+    assert list(stream)
+    assert metric(stack, PENDING_PREFILL_TOKENS, replica=replica.name) == 1000
+
+
+def test_a_freed_slot_goes_to_the_waiting_request_at_once(stack_factory: StackFactory) -> None:
+    stack = stack_factory(settings(routing=RoutingSettings(max_in_flight=1)), engines=1)
+    stack.faults(0, hang=True)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True}).encode()
+    first = urllib.request.urlopen(
+        urllib.request.Request(
+            f"{stack.url}/completions", body, {"Content-Type": "application/json"}
+        ),
+        timeout=30,
+    )
+    second = threading.Thread(
+        target=lambda: client(stack).completions.create(model=MODEL, prompt="y", max_tokens=2)
+    )
+    second.start()
+    deadline = time.monotonic() + 10
+    while metric(stack, PENDING_REQUESTS, llmdeployment="m-deploy") != 1:
+        assert time.monotonic() < deadline, "the second request never waited"
+        time.sleep(0.02)
+    first.close()  # the client leaves: its slot is the waiting request's
+    left = time.monotonic()
+    while metric(stack, PENDING_REQUESTS, llmdeployment="m-deploy") != 0:
+        assert time.monotonic() - left < 2, "the freed slot was not handed on"
+        time.sleep(0.02)
+    stack.faults(0, hang=False)
+    second.join(timeout=20)
+
+
+def test_the_only_replicas_503_reaches_the_client_as_it_was(stack_factory: StackFactory) -> None:
+    """A stub engine that answers 503 with retry-after: the simulator has no such fault."""
+
+    async def unavailable(request: web.Request) -> web.Response:
+        body = {"error": {"message": "draining", "type": "ServiceUnavailable", "code": 503}}
+        return web.json_response(body, status=503, headers={"retry-after": "7"})
+
+    port = free_port()
+    stub = web.Application()
+    stub.router.add_post("/v1/completions", unavailable)
+    stack = stack_factory(settings(replicas={MODEL: (f"http://127.0.0.1:{port}",)}), engines=0)
+
+    async def serve_stub() -> None:
+        await stack._serve(stub, port)
+
+    stack.run(serve_stub)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 1}).encode()
+    answer = http("POST", f"{stack.url}/completions", body)
+    assert (answer.status, answer.headers["retry-after"]) == (503, "7")
+    assert answer.json()["error"]["message"] == "draining"
