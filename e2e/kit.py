@@ -189,7 +189,7 @@ class LocalPrometheus:
 
     def start(self) -> None:
         binary = subprocess.run(
-            ["bash", str(REPO / "e2e" / "install-prometheus.sh")],
+            ["bash", str(REPO / "e2e" / "install-prometheus.sh"), "--check"],
             capture_output=True,
             text=True,
             check=True,

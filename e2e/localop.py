@@ -59,7 +59,7 @@ def install_chart(kubeconfig: Path) -> None:
     """
     helm = _check(
         subprocess.run(
-            ["bash", str(REPO / "e2e" / "install-helm.sh")],
+            ["bash", str(REPO / "e2e" / "install-helm.sh"), "--check"],
             capture_output=True,
             text=True,
             check=False,

@@ -26,7 +26,10 @@ CHART = ROOT / "charts" / "llmfleet"
 @cache
 def helm() -> str:
     result = subprocess.run(
-        ["bash", str(ROOT / "e2e" / "install-helm.sh")], capture_output=True, text=True, check=True
+        ["bash", str(ROOT / "e2e" / "install-helm.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout.strip().splitlines()[-1]
 

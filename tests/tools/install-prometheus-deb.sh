@@ -1,10 +1,16 @@
 #!/bin/sh
 # Installs Debian's prometheus package when no prometheus binary is on PATH.
-# Called by tests/test_metrics_sources.py (a real Prometheus scraping simulator processes)
-# and meant for CI before `make test-fast`. Needs root (or passwordless sudo) to apt-get.
+# Run by `make tools` (a step of `make test-fast`): tests/test_metrics_sources.py runs a real
+# Prometheus scraping simulator processes. Needs root (or passwordless sudo) to apt-get.
+#   sh tests/tools/install-prometheus-deb.sh --check   # the path if installed, else exit 1
 set -eu
 if command -v prometheus >/dev/null 2>&1; then
+    command -v prometheus
     exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+    echo "prometheus is not installed: run 'make tools'" >&2
+    exit 1
 fi
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
