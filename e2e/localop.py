@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 SYSTEM = "llmfleet-system"
 RELEASE = "llmfleet"
 ACCOUNT = f"{RELEASE}-operator"
+GATEWAY_ACCOUNT = f"{RELEASE}-gateway"
 CRD = "crd/llmdeployments.llmfleet.io"
 
 
@@ -52,7 +53,8 @@ def _check(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def install_chart(kubeconfig: Path) -> None:
-    """`helm upgrade --install` of the chart (CRD, RBAC; the operator at 0 replicas).
+    """`helm upgrade --install` of the chart (CRD, RBAC; the operator and gateway at 0
+    replicas).
 
     A CRD applied before without Helm (`kubectl apply -f crds/`) is adopted by the
     release, the way Helm documents: it gets the release's label and annotations first.
@@ -94,6 +96,11 @@ def install_chart(kubeconfig: Path) -> None:
                 "--create-namespace",
                 "--set",
                 "operator.replicas=0",
+                # The gateway runs on this machine too, with its service account's token.
+                "--set",
+                "gateway.autoscaling.enabled=false",
+                "--set",
+                "gateway.replicas=0",
                 "--wait",
                 "--timeout=120s",
             ],
@@ -105,15 +112,16 @@ def install_chart(kubeconfig: Path) -> None:
     _check(kubectl(kubeconfig, "wait", "--for=condition=Established", CRD))
 
 
-def service_account_kubeconfig(admin: Path, out: Path) -> Path:
-    """A kubeconfig for the operator's service account: its token, nothing else."""
+def service_account_kubeconfig(admin: Path, out: Path, account: str = ACCOUNT) -> Path:
+    """A kubeconfig for one of the chart's service accounts (the operator's by default): its
+    token, nothing else."""
     token = _check(
-        kubectl(admin, "create", "token", ACCOUNT, "-n", SYSTEM, "--duration=12h")
+        kubectl(admin, "create", "token", account, "-n", SYSTEM, "--duration=12h")
     ).strip()
     config = yaml.safe_load(admin.read_text())
-    config["users"] = [{"name": ACCOUNT, "user": {"token": token}}]
+    config["users"] = [{"name": account, "user": {"token": token}}]
     for context in config["contexts"]:
-        context["context"]["user"] = ACCOUNT
+        context["context"]["user"] = account
     out.write_text(yaml.safe_dump(config))
     out.chmod(0o600)
     return out

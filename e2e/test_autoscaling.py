@@ -45,7 +45,7 @@ from kit import (
     wait_for,
 )
 from kubernetes.client import ApiClient, CoreV1Api
-from localop import LocalOperator, kubectl
+from localop import GATEWAY_ACCOUNT, LocalOperator, kubectl, service_account_kubeconfig
 from openai import OpenAI
 
 from llmfleet_operator.metrics import DirectScrape, Target
@@ -309,14 +309,17 @@ def test_a_stopped_prometheus_holds_replicas_and_its_return_resumes_scaling(
 
 @contextmanager
 def gateway(kubeconfig: Path, namespace: str, log: Path) -> Iterator[str]:
-    """The real gateway, discovering the namespace's LLMDeployments and pods; yields its
-    ``host:port``."""
+    """The real gateway, discovering the namespace's LLMDeployments and pods with the chart's
+    least-privilege service account (its token only); yields its ``host:port``."""
     port = free_port()
+    account = service_account_kubeconfig(
+        kubeconfig, log.with_suffix(".kubeconfig"), GATEWAY_ACCOUNT
+    )
     command = [
         str(REPO / ".venv" / "bin" / "llmfleet"),
         "gateway",
         "--kubeconfig",
-        str(kubeconfig),
+        str(account),
         "--watch-namespace",
         namespace,
         "--port",

@@ -5,7 +5,9 @@ Kubernetes 1.33 (kubernetes-validate, strict: `helm lint` misses schema errors);
 chart's CRD is the generated one, with `keep` by default; `crds.enabled=false` and
 `crds.keep=false` do what they say; the operator's RBAC grants no write on nodes, only
 patch on pods (the deletion-cost annotation) and no secrets at all; gateway metrics URLs
-reach the operator's arguments.
+reach the operator's arguments; the gateway's RBAC reads LLMDeployments and pods and writes
+nothing; its Deployment (sized by a HorizontalPodAutoscaler unless that is off), Service,
+PodDisruptionBudget and namespace switch render as the values say, and none with it off.
 """
 
 from __future__ import annotations
@@ -64,8 +66,13 @@ def test_chart_crd_is_the_generated_one() -> None:
     assert not [d for d in render("crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
 
 
+def component(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
 def test_operator_rbac_is_least_privilege() -> None:
-    (role,) = [d for d in render() if d["kind"] == "ClusterRole"]
+    role = component(render(), "ClusterRole", "release-operator")
     writes = {"create", "update", "patch", "delete", "deletecollection", "*"}
     for rule in role["rules"]:
         assert "*" not in rule["resources"], rule
@@ -78,13 +85,42 @@ def test_operator_rbac_is_least_privilege() -> None:
 
 
 def test_gateway_metrics_urls_reach_the_operator() -> None:
-    (plain,) = [d for d in render() if d["kind"] == "Deployment"]
+    plain = component(render(), "Deployment", "release-operator")
     assert not [
         a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"] if "gateway" in a
     ]
     url = "http://gw.llmfleet:9090"
-    (deployment,) = [
-        d for d in render(f"operator.gatewayMetricsUrls[0]={url}") if d["kind"] == "Deployment"
-    ]
+    deployment = component(
+        render(f"operator.gatewayMetricsUrls[0]={url}"), "Deployment", "release-operator"
+    )
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--gateway-metrics-url={url}" in args
+
+
+def test_gateway_reads_llmdeployments_and_pods_and_writes_nothing() -> None:
+    role = component(render(), "ClusterRole", "release-gateway")
+    assert role["rules"] == [
+        {"apiGroups": ["llmfleet.io"], "resources": ["llmdeployments"], "verbs": READ},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
+    ]
+
+
+def test_gateway_objects_and_their_switches() -> None:
+    docs = render()
+    deployment = component(docs, "Deployment", "release-gateway")
+    assert "replicas" not in deployment["spec"]  # the HorizontalPodAutoscaler sizes it
+    hpa = component(docs, "HorizontalPodAutoscaler", "release-gateway")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    assert component(docs, "PodDisruptionBudget", "release-gateway")["spec"]["maxUnavailable"] == 1
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "gateway"
+    assert not [a for a in args if a.startswith("--watch-namespace")]
+    fixed = render("gateway.autoscaling.enabled=false", "gateway.watchNamespace=team-a")
+    assert component(fixed, "Deployment", "release-gateway")["spec"]["replicas"] == 2
+    assert not [d for d in fixed if d["kind"] == "HorizontalPodAutoscaler"]
+    fixed_args = component(fixed, "Deployment", "release-gateway")["spec"]["template"]["spec"]
+    assert "--watch-namespace=team-a" in fixed_args["containers"][0]["args"]
+    assert not [d for d in render("gateway.enabled=false") if "gateway" in d["metadata"]["name"]]
+
+
+READ = ["get", "list", "watch"]

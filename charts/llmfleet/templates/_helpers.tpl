@@ -18,3 +18,15 @@ app.kubernetes.io/name: llmfleet
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
+
+{{/* Name of the gateway's objects. */}}
+{{- define "llmfleet.gatewayName" -}}
+{{- printf "%s-gateway" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+
+{{/* Labels selecting the gateway pods. */}}
+{{- define "llmfleet.gatewaySelector" -}}
+app.kubernetes.io/name: llmfleet
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
