@@ -3,14 +3,16 @@
 Cases:
 
 - the parser on a real vLLM 0.32 ``/metrics`` page (``tests/fixtures``), on pages with
-  the pre-V1 KV name, two engines, a missing metric and garbage, and on the gateway's
-  pending prefill tokens and pending requests families;
+  the pre-V1 KV name, two engines, a missing metric and garbage, and on the real gateway's
+  pending prefill tokens and pending requests families (the gateway on loopback, its
+  accounts set as requests in flight set them; a gateway with no replica exports the
+  tokens family empty);
 - Prometheus range results read purely: stale, failed last scrape, missing metric, and a
   restarted pod whose old series is ignored;
 - DirectScrape against real ``llmfleet engine-sim`` processes under load (running > 0,
-  waiting > 0, KV > 0) plus a dead target reported unreachable, and the gateways'
-  pending requests summed (a loopback page stands in for the gateway, a later issue),
-  each gateway read once per round of periods (a dead one tried once);
+  waiting > 0, KV > 0) plus a dead target reported unreachable, and the real gateways'
+  pending requests summed, each gateway read once per round of periods (a dead one tried
+  once; a page counting its GETs passes the gateway's own page through);
 - PrometheusSource against a real Prometheus (Debian's package) scraping those processes:
   the same numbers as DirectScrape, the dead target unreachable through ``up``, then
   Prometheus stopped: every replica missing with the reason, nothing raised.
@@ -29,6 +31,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,8 @@ from typing import Any
 import pytest
 import yaml
 
+from llmfleet_gateway.pool import Model
+from llmfleet_gateway.server import GatewaySettings
 from llmfleet_operator.autoscale.inputs import Sample
 from llmfleet_operator.metrics import (
     DirectScrape,
@@ -50,6 +55,7 @@ from llmfleet_operator.metrics import (
     pending_requests,
 )
 from llmfleet_operator.metrics.prometheus import sample_from_series
+from tests.gateway.conftest import running
 from tests.pages import serve_page
 from tests.runtime.conftest import FIXTURES, free_port, stop, wait_healthy
 
@@ -131,30 +137,58 @@ def test_a_gauge_that_is_not_a_number_is_a_miss_not_an_exception(value: str) -> 
     assert miss == Miss("r0", MissReason.MISSING_METRIC, "not a number: vllm:num_requests_waiting")
 
 
+@contextmanager
+def real_gateway(
+    waiting: dict[tuple[str, str], int] | None = None,
+    tokens: dict[tuple[str, str], int] | None = None,
+) -> Iterator[str]:
+    """The gateway itself on loopback, its accounts set as requests in flight would set them:
+    ``waiting`` requests per LLMDeployment (namespace, name), pending prefill ``tokens`` per
+    (namespace, replica pod). Yields its host:port."""
+    waiting, tokens = waiting or {}, tokens or {}
+    keys = sorted({*waiting, *((ns, "sim") for ns, _ in tokens)})
+    models = tuple(Model(f"{name}-in-{ns}", name, ns) for ns, name in keys)
+    with running(GatewaySettings(models=models, scrape_seconds=0), engines=0) as stack:
+        gateway = stack.gateway
+        assert gateway is not None
+
+        async def account() -> None:
+            for (ns, name), count in waiting.items():
+                for _ in range(count):
+                    gateway.room.enter(f"{name}-in-{ns}")
+            for ns in {ns for ns, _ in tokens}:
+                pods = [(pod, "http://127.0.0.1:9") for pod_ns, pod in tokens if pod_ns == ns]
+                gateway.pool.set_replicas((ns, "sim"), pods)
+            for (ns, pod), count in tokens.items():
+                gateway.pool.groups[(ns, "sim")][pod].pending_prefill_tokens = count
+
+        stack.run(account)
+        yield f"127.0.0.1:{stack.port}"
+
+
+def metrics_of(address: str) -> str:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as page:
+        return str(page.read().decode())
+
+
 def test_gateway_pending_prefill_tokens_per_replica() -> None:
-    page = (
-        "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"
-        'llmfleet_gateway_pending_prefill_tokens{llmdeployment_namespace="n",replica="a"} 1200.0\n'
-        'llmfleet_gateway_pending_prefill_tokens{llmdeployment_namespace="n",replica="b"} 0.0\n'
-        'llmfleet_gateway_pending_prefill_tokens{llmdeployment_namespace="m",replica="a"} 5.0\n'
-    )
+    with real_gateway(tokens={("n", "a"): 1200, ("n", "b"): 0, ("m", "a"): 5}) as address:
+        page = metrics_of(address)
     assert pending_prefill_tokens(page) == {("n", "a"): 1200, ("n", "b"): 0, ("m", "a"): 5}
     assert pending_prefill_tokens(vllm_page()) is None  # not exported: unknown, not zero
-    idle = "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"  # exported, none pending
-    assert pending_prefill_tokens(idle) == {}
+    with real_gateway(waiting={("n", "m"): 1}) as address:  # no replica: exported, none pending
+        assert pending_prefill_tokens(metrics_of(address)) == {}
 
 
-GATEWAY_PAGE = (
-    "# TYPE llmfleet_gateway_pending_requests gauge\n"
-    'llmfleet_gateway_pending_requests{llmdeployment="m",llmdeployment_namespace="a"} 3.0\n'
-    'llmfleet_gateway_pending_requests{llmdeployment="m",llmdeployment_namespace="b"} 7.0\n'
-)
+WAITING = {("a", "m"): 3, ("b", "m"): 7}
 
 
 def test_gateway_pending_requests_per_llmdeployment() -> None:
-    assert pending_requests(GATEWAY_PAGE, "a", "m") == 3
-    assert pending_requests(GATEWAY_PAGE, "b", "m") == 7
-    assert pending_requests(GATEWAY_PAGE, "a", "other") is None
+    with real_gateway(WAITING) as address:
+        page = metrics_of(address)
+    assert pending_requests(page, "a", "m") == 3
+    assert pending_requests(page, "b", "m") == 7
+    assert pending_requests(page, "a", "other") is None
     assert pending_requests(vllm_page(), "a", "m") is None
 
 
@@ -283,16 +317,12 @@ def test_direct_scrape_reads_loaded_engines_and_reports_the_dead_one(fleet: Flee
     assert "refused" in miss.detail.lower()
 
 
-GATEWAY_TOKENS_PAGE = (
-    "# TYPE llmfleet_gateway_pending_prefill_tokens gauge\n"
-    "llmfleet_gateway_pending_prefill_tokens"
-    f'{{llmdeployment_namespace="{NAMESPACE}",replica="sim-0-pod"}} 1200.0\n'
-)
+TOKENS = {(NAMESPACE, "sim-0-pod"): 1200}
 
 
 def test_direct_scrape_adds_the_gateways_pending_prefill_tokens(fleet: Fleet) -> None:
     """Per replica from the gateway's page: none listed is none pending."""
-    with serve_page(lambda: GATEWAY_TOKENS_PAGE) as address:
+    with real_gateway(tokens=TOKENS) as address:
         scrape = DirectScrape(timeout_seconds=2, gateway_urls=[f"http://{address}"])
         readings = scrape.samples(fleet.targets, time.time())
     assert [(s.replica, s.pending_prefill_tokens) for s in readings.samples] == [
@@ -302,8 +332,7 @@ def test_direct_scrape_adds_the_gateways_pending_prefill_tokens(fleet: Fleet) ->
 
 
 def test_direct_scrape_sums_the_gateways_pending_requests() -> None:
-    """The gateway is a later issue: a loopback page stands in for its /metrics."""
-    with serve_page(lambda: GATEWAY_PAGE) as address:
+    with real_gateway(WAITING) as address:
         up = f"http://{address}"
         down = f"http://127.0.0.1:{free_port()}"
         scrape = DirectScrape(timeout_seconds=2, gateway_urls=[up, up, down])
@@ -322,9 +351,9 @@ def test_direct_scrape_reads_a_gateway_once_per_round_of_periods(
 
     def page() -> str:
         gets.append(1)
-        return GATEWAY_PAGE
+        return metrics_of(gateway)
 
-    with serve_page(page) as address:
+    with real_gateway(WAITING) as gateway, serve_page(page) as address:
         down = f"http://127.0.0.1:{free_port()}"
         scrape = DirectScrape(timeout_seconds=2, gateway_urls=[f"http://{address}", down])
         assert [scrape.gateway_pending("b", "m", t) for t in (100.0, 101.0, 104.9)] == [7] * 3
@@ -349,7 +378,7 @@ def prometheus_binary() -> str:
 
 def scrape_config(fleet: Fleet, gateway: str) -> dict[str, Any]:
     """Static targets carrying the pod's name and namespace as the Kubernetes SD would,
-    and a stand-in gateway page at ``gateway`` (host:port)."""
+    and the gateway at ``gateway`` (host:port)."""
     static = [
         {
             "targets": [urllib.parse.urlsplit(t.url).netloc],
@@ -407,8 +436,8 @@ def wait_scraped(proc: subprocess.Popen[bytes], url: str, log: Path, fleet: Flee
 
 @pytest.fixture
 def gateway() -> Iterator[str]:
-    """A stand-in for the gateway's /metrics (the gateway is a later issue): host:port."""
-    with serve_page(lambda: GATEWAY_TOKENS_PAGE) as address:
+    """The real gateway with 1200 prompt tokens pending on sim-0's pod: host:port."""
+    with real_gateway(tokens=TOKENS) as address:
         yield address
 
 

@@ -119,14 +119,14 @@ def create_app(
 
 async def _run(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    for model, urls in gateway.settings.replicas.items():
+        key = gateway.pool.models[model].key
+        gateway.pool.set_replicas(key, ((url.removeprefix("http://"), url) for url in urls))
     gateway.session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
         auto_decompress=False,
     )
-    for model, urls in gateway.settings.replicas.items():
-        key = gateway.pool.models[model].key
-        gateway.pool.set_replicas(key, ((url.removeprefix("http://"), url) for url in urls))
     tasks = []
     if gateway.settings.scrape_seconds > 0:
         tasks.append(

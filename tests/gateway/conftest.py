@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -67,7 +68,9 @@ class Stack:
             await self._serve(app, port)
             self.engine_apps.append(app)
             self.engine_urls.append(f"http://127.0.0.1:{port}")
-        replicas = dict(self.settings.replicas) or {MODEL: tuple(self.engine_urls)}
+        replicas = dict(self.settings.replicas)
+        if not replicas and self.engine_urls:
+            replicas = {self.settings.models[0].name: tuple(self.engine_urls)}
         app = create_app(replace(self.settings, replicas=replicas))
         self.port = free_port()
         await self._serve(app, self.port)
@@ -97,28 +100,30 @@ def settings(**changes: Any) -> GatewaySettings:
     return replace(base, **changes)
 
 
-@pytest.fixture
-def stack_factory() -> Iterator[Callable[..., Stack]]:
-    made: list[Stack] = []
-    threads: list[threading.Thread] = []
-
-    def make(gateway: GatewaySettings | None = None, engines: int = 2) -> Stack:
-        stack = Stack(gateway or settings(), engines)
-        thread = threading.Thread(target=stack.loop.run_forever, daemon=True)
-        thread.start()
-        threads.append(thread)
+@contextmanager
+def running(gateway: GatewaySettings | None = None, engines: int = 2) -> Iterator[Stack]:
+    """A stack on its own thread, stopped and joined on the way out."""
+    stack = Stack(gateway or settings(), engines)
+    thread = threading.Thread(target=stack.loop.run_forever, daemon=True)
+    thread.start()
+    try:
         stack.run(stack.start)
-        made.append(stack)
-        return stack
-
-    yield make
-    for stack in made:
+        yield stack
+    finally:
         stack.run(stack.stop)
         stack.loop.call_soon_threadsafe(stack.loop.stop)
-    for thread in threads:
         thread.join(timeout=10)
-    for stack in made:
         stack.loop.close()
+
+
+@pytest.fixture
+def stack_factory() -> Iterator[Callable[..., Stack]]:
+    with ExitStack() as stacks:
+
+        def make(gateway: GatewaySettings | None = None, engines: int = 2) -> Stack:
+            return stacks.enter_context(running(gateway, engines))
+
+        yield make
 
 
 @dataclass(frozen=True)
