@@ -125,8 +125,8 @@ def _scrape_config(server: str, namespace: str, folder: Path) -> dict[str, Any]:
 @dataclass
 class LocalPrometheus:
     """Prometheus (built from its Go module) discovering one namespace's pods through the
-    API server with a read-only service account, plus optional static targets (a
-    stand-in gateway). Stop and start it to see what the operator does without it."""
+    API server with a read-only service account, plus optional static targets (the
+    gateway). Stop and start it to see what the operator does without it."""
 
     kubeconfig: Path
     namespace: str
