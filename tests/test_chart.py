@@ -4,8 +4,9 @@ Cases: `helm lint --strict` passes; every rendered built-in object is valid for
 Kubernetes 1.33 (kubernetes-validate, strict: `helm lint` misses schema errors); the
 chart's CRD is the generated one, with `keep` by default; `crds.enabled=false` and
 `crds.keep=false` do what they say; the operator's RBAC grants no write on nodes, only
-patch on pods (the deletion-cost annotation) and no secrets at all; gateway metrics URLs
-reach the operator's arguments; the gateway's RBAC reads LLMDeployments and pods and writes
+patch on pods (the deletion-cost annotation) and no secrets at all; the operator reads every
+ready pod of the chart's gateway by default, or the gateway URLs given, or none without a
+gateway; the gateway's RBAC reads LLMDeployments and pods and writes
 nothing; its Deployment (sized by a HorizontalPodAutoscaler unless that is off), Service,
 PodDisruptionBudget and namespace switch render as the values say, and none with it off.
 """
@@ -84,17 +85,24 @@ def test_operator_rbac_is_least_privilege() -> None:
             assert not (writes - {"patch"}) & set(rule["verbs"]), rule
 
 
-def test_gateway_metrics_urls_reach_the_operator() -> None:
-    plain = component(render(), "Deployment", "release-operator")
-    assert not [
-        a for a in plain["spec"]["template"]["spec"]["containers"][0]["args"] if "gateway" in a
-    ]
-    url = "http://gw.llmfleet:9090"
-    deployment = component(
-        render(f"operator.gatewayMetricsUrls[0]={url}"), "Deployment", "release-operator"
+def operator_args(*sets: str) -> list[str]:
+    deployment = component(render(*sets), "Deployment", "release-operator")
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def test_the_operator_reads_every_gateway_replica_by_default() -> None:
+    selector = (
+        "--gateway-selector=llmfleet-system/"
+        "app.kubernetes.io/instance=release,app.kubernetes.io/component=gateway"
     )
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert f"--gateway-metrics-url={url}" in args
+    assert selector in operator_args()
+    assert "--gateway-port=8080" in operator_args()
+    url = "http://gw.llmfleet:9090"
+    given = operator_args(f"operator.gatewayMetricsUrls[0]={url}")
+    assert f"--gateway-metrics-url={url}" in given
+    assert not [a for a in given if a.startswith("--gateway-selector")]
+    assert not [a for a in operator_args("gateway.enabled=false") if "gateway" in a]
 
 
 def test_gateway_reads_llmdeployments_and_pods_and_writes_nothing() -> None:

@@ -14,12 +14,14 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
 from llmfleet_operator.autoscaler import Autoscaler
+from llmfleet_operator.gateways import GatewayPods
 from llmfleet_operator.handlers import Metrics, Runtime, make_registry
 from llmfleet_operator.kube_client import DynamicKube, connect, credentials
 from llmfleet_operator.leader import LeaseElector
@@ -60,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         " llmfleet_gateway_pending_prefill_tokens feeds pendingPrefillTokensPerReplica"
         " (repeatable)",
     )
+    parser.add_argument(
+        "--gateway-selector",
+        metavar="NAMESPACE/SELECTOR",
+        help="read every ready gateway pod that SELECTOR picks in NAMESPACE instead (the"
+        " chart's default): each gateway replica holds its own requests",
+    )
+    parser.add_argument("--gateway-port", type=int, default=8080, help="the gateway pods' port")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -78,7 +87,7 @@ def main(argv: list[str]) -> int:
         kube=kube,
         credentials=credentials(dynamic),
         metrics=Metrics(),
-        autoscaler=Autoscaler(DirectScrape(gateway_urls=args.gateway_metrics_url)),
+        autoscaler=Autoscaler(DirectScrape(gateway_urls=_gateways(args, kube))),
         workers=args.workers,
         resync_seconds=args.resync_seconds,
     )
@@ -91,6 +100,21 @@ def main(argv: list[str]) -> int:
         elector = LeaseElector(kube, args.lease_namespace, args.lease_name, args.identity)
     asyncio.run(_run(args, runtime, elector))
     return 0
+
+
+def _gateways(
+    args: argparse.Namespace, kube: DynamicKube
+) -> Sequence[str] | Callable[[float], Sequence[str]]:
+    """The gateways the autoscaler reads: the selected pods, or the URLs given."""
+    if not args.gateway_selector:
+        urls: list[str] = args.gateway_metrics_url
+        return urls
+    if args.gateway_metrics_url:
+        raise SystemExit("--gateway-selector and --gateway-metrics-url exclude each other")
+    namespace, _, selector = args.gateway_selector.partition("/")
+    if not namespace or not selector:
+        raise SystemExit("--gateway-selector: expected NAMESPACE/SELECTOR")
+    return GatewayPods(kube, namespace, selector, args.gateway_port)
 
 
 async def _run(args: argparse.Namespace, runtime: Runtime, elector: LeaseElector | None) -> None:

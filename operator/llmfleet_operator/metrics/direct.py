@@ -12,7 +12,7 @@ import http.client
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from llmfleet_operator.autoscale.inputs import Sample
@@ -43,11 +43,16 @@ class DirectScrape:
     tokens and the requests waiting on zero."""
 
     def __init__(
-        self, timeout_seconds: float = 2.0, parallel: int = 16, gateway_urls: Sequence[str] = ()
+        self,
+        timeout_seconds: float = 2.0,
+        parallel: int = 16,
+        gateway_urls: Sequence[str] | Callable[[float], Sequence[str]] = (),
     ) -> None:
+        """``gateway_urls``: the gateways' base URLs, or a function of the time giving them
+        (:class:`~llmfleet_operator.gateways.GatewayPods`: every gateway replica)."""
         self._timeout = timeout_seconds
         self._parallel = parallel
-        self._gateways = tuple(url.rstrip("/") + "/metrics" for url in gateway_urls)
+        self._gateway_urls = gateway_urls
         self._pages: dict[str, tuple[float, str | None]] = {}
         # Pod IPs are reached directly: an HTTP(S)_PROXY meant for the outside must not apply.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,7 +72,7 @@ class DirectScrape:
     def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
         """Requests every gateway holds for ``namespace/name``; None if none reports it."""
         counts = []
-        for url in self._gateways:
+        for url in self._gateways(now):
             page = self._gateway_page(url, now)
             if page is None:
                 continue
@@ -82,7 +87,7 @@ class DirectScrape:
         """Prompt tokens the gateways sent each replica with no first token yet, by
         (namespace, replica); None when no gateway page read exports them."""
         found: dict[tuple[str, str], int] | None = None
-        for url in self._gateways:
+        for url in self._gateways(now):
             page = self._gateway_page(url, now)
             if page is None:
                 continue
@@ -96,6 +101,11 @@ class DirectScrape:
                 for key, count in tokens.items():
                     found[key] = found.get(key, 0) + count
         return found
+
+    def _gateways(self, now: float) -> list[str]:
+        found = self._gateway_urls
+        urls = found(now) if callable(found) else found
+        return [url.rstrip("/") + "/metrics" for url in urls]
 
     def _gateway_page(self, url: str, now: float) -> str | None:
         """The gateway's page, read at most once per :data:`GATEWAY_PAGE_SECONDS`; None
