@@ -93,8 +93,8 @@ def operator_args(*sets: str) -> list[str]:
 
 def test_the_operator_reads_every_gateway_replica_by_default() -> None:
     selector = (
-        "--gateway-selector=llmfleet-system/"
-        "app.kubernetes.io/instance=release,app.kubernetes.io/component=gateway"
+        "--gateway-selector=llmfleet-system/app.kubernetes.io/component=gateway,"
+        "app.kubernetes.io/instance=release,app.kubernetes.io/name=llmfleet"
     )
     assert selector in operator_args()
     assert "--gateway-port=8080" in operator_args()
@@ -117,6 +117,12 @@ def test_gateway_objects_and_their_switches() -> None:
     docs = render()
     deployment = component(docs, "Deployment", "release-gateway")
     assert "replicas" not in deployment["spec"]  # the HorizontalPodAutoscaler sizes it
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 330  # held requests finish
+    assert pod["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    selector = next(a for a in operator_args() if a.startswith("--gateway-selector="))
+    assert selector.split("/", 1)[1] == ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     hpa = component(docs, "HorizontalPodAutoscaler", "release-gateway")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
     assert component(docs, "PodDisruptionBudget", "release-gateway")["spec"]["maxUnavailable"] == 1

@@ -26,20 +26,47 @@ from llmfleet_contract.pods import serving_url
 from llmfleet_gateway.pool import Model, Pool
 
 log = logging.getLogger("llmfleet.gateway.discovery")
+WATCH_SECONDS = 300
+"""A watch asks the API server to end it after this; it resumes from its last version."""
+WATCH_TIMEOUT = 330
+"""No byte for this long (a half-open connection): the watch is dropped and listed again."""
 Manifest = Mapping[str, Any]
 Key = tuple[str, str]
 
 
+_SEEN: dict[tuple[str, str], list[Model]] = {}
+
+
 def models_of(body: Manifest) -> list[Model]:
     """The names an LLMDeployment serves, or none when its spec is not valid (the operator
-    says why on its status)."""
+    says why on its status). Remembered by (uid, resourceVersion): a pod event does not
+    validate every LLMDeployment again."""
+    meta = body.get("metadata") or {}
+    version = (str(meta.get("uid", "")), str(meta.get("resourceVersion", "")))
+    if all(version) and version in _SEEN:
+        return _SEEN[version]
+    found = _models_of(body)
+    if all(version):
+        if len(_SEEN) > 10_000:
+            _SEEN.clear()
+        _SEEN[version] = found
+    return found
+
+
+def _models_of(body: Manifest) -> list[Model]:
     meta = body.get("metadata") or {}
     try:
         obj = LLMDeployment.model_validate(
             {"metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")}}
             | {"spec": body.get("spec") or {}}
         )
-    except pydantic.ValidationError:
+    except pydantic.ValidationError as error:
+        log.warning(
+            "LLMDeployment %s/%s is not valid, so it serves nothing: %d problem(s)",
+            meta.get("namespace"),
+            meta.get("name"),
+            error.error_count(),
+        )
         return []
     names = [*obj.served_names, *(a.name for a in obj.spec.model.lora_adapters or ())]
     namespace = obj.metadata.namespace or ""
@@ -48,16 +75,23 @@ def models_of(body: Manifest) -> list[Model]:
 
 
 def served_models(deployments: Iterable[Manifest]) -> list[Model]:
-    """Every model of ``deployments``; a name two LLMDeployments serve goes to the first by
-    (namespace, name), and the other is logged."""
+    """Every model of ``deployments``; a name two LLMDeployments serve stays with the older
+    one (a newer LLMDeployment never takes a served name, and its requests, over), and the
+    other is logged."""
     chosen: dict[str, Model] = {}
-    ordered = sorted(deployments, key=lambda d: (d["metadata"]["namespace"], d["metadata"]["name"]))
+    ordered = sorted(
+        deployments,
+        key=lambda d: (
+            str(d["metadata"].get("creationTimestamp", "")),
+            str(d["metadata"].get("uid", "")),
+        ),
+    )
     for body in ordered:
         for model in models_of(body):
             first = chosen.setdefault(model.name, model)
             if first is not model:
                 log.warning(
-                    "Model %s is served by LLMDeployments %s/%s and %s/%s; routing to the first",
+                    "Model %s is served by LLMDeployments %s/%s and %s/%s; routing to the older",
                     model.name,
                     *first.key,
                     *model.key,
@@ -78,11 +112,19 @@ def serving_replicas(pods: Iterable[Manifest]) -> dict[Key, list[tuple[str, str]
 
 
 def update(pool: Pool, deployments: Iterable[Manifest], pods: Iterable[Manifest]) -> None:
-    """Make the pool what the cluster says."""
+    """Make the pool what the cluster says (only what changed wakes waiting requests)."""
     pool.set_models(served_models(deployments))
     replicas = serving_replicas(pods)
     for key in list(pool.groups):
         pool.set_replicas(key, sorted(replicas.get(key, ())))
+
+
+class _WatchError(Exception):
+    """An ERROR event in a watch; ``status`` 410: the version expired, list again."""
+
+    def __init__(self, status: object, message: object) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
 
 
 class _Objects:
@@ -90,6 +132,7 @@ class _Objects:
 
     def __init__(self) -> None:
         self.items: dict[Key, Manifest] = {}
+        self.listed = False
 
     def apply(self, kind: str, body: Manifest) -> None:
         meta = body["metadata"]
@@ -127,34 +170,46 @@ async def watch_cluster(
             )
 
         async def follow(objects: _Objects, lister: Any, args: tuple[Any, ...], kw: Any) -> None:
+            version: str | None = None  # None: list (again) before watching
             while True:
                 try:
-                    listed = await lister(*args, **kw)
-                    listed = (
-                        listed
-                        if isinstance(listed, dict)
-                        else api.sanitize_for_serialization(listed)
-                    )
-                    objects.items.clear()
-                    for item in listed.get("items") or []:
-                        objects.apply("ADDED", item)
-                    changed.set()
-                    version = listed["metadata"]["resourceVersion"]
+                    if version is None:
+                        listed = await lister(*args, _request_timeout=WATCH_TIMEOUT, **kw)
+                        if not isinstance(listed, dict):
+                            listed = api.sanitize_for_serialization(listed)
+                        objects.items.clear()
+                        for item in listed.get("items") or []:
+                            objects.apply("ADDED", item)
+                        objects.listed = True
+                        changed.set()
+                        version = listed["metadata"]["resourceVersion"]
                     async with watch.Watch() as stream:
                         async for event in stream.stream(
-                            lister, *args, resource_version=version, timeout_seconds=300, **kw
+                            lister,
+                            *args,
+                            resource_version=version,
+                            timeout_seconds=WATCH_SECONDS,
+                            allow_watch_bookmarks=True,
+                            _request_timeout=WATCH_TIMEOUT,
+                            **kw,
                         ):
                             body = event.get("raw_object") or event["object"]
                             if not isinstance(body, dict):
                                 body = api.sanitize_for_serialization(body)
+                            if event["type"] == "ERROR":  # a Status: 410 when too old
+                                raise _WatchError(body.get("code"), body.get("message"))
                             if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                                 objects.apply(event["type"], body)
                                 changed.set()
+                            version = (body.get("metadata") or {}).get("resourceVersion", version)
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:  # a broken watch lists again; say why
-                    log.warning("Watching the cluster failed, listing again: %s", error)
-                    await asyncio.sleep(retry_s)
+                except Exception as error:
+                    expired = getattr(error, "status", None) == 410
+                    version = None  # list again: at once when the version expired (routine)
+                    if not expired:
+                        log.warning("Watching the cluster failed, listing again: %s", error)
+                        await asyncio.sleep(retry_s)
 
         tasks = [
             asyncio.create_task(follow(objects, lister, args, kw))
@@ -164,7 +219,9 @@ async def watch_cluster(
             while True:
                 await changed.wait()
                 changed.clear()
-                update(pool, deployments.items.values(), pods.items.values())
+                if deployments.listed and pods.listed:
+                    update(pool, deployments.items.values(), pods.items.values())
+                    pool.synced = True
         finally:
             for task in tasks:
                 task.cancel()

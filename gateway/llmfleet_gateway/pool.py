@@ -64,7 +64,6 @@ class Replica:
     running: int | None = None
     kv_cache_usage: float | None = None
     scraped_at: float | None = None
-    removed: bool = False
     down_until: float = 0.0
     """Unreachable until then: refused connections back off (doubling, up to a limit)."""
     refusals: int = 0
@@ -124,6 +123,8 @@ class Pool:
     groups: dict[tuple[str, str], dict[str, Replica]] = field(default_factory=dict)
     """Replicas by LLMDeployment (namespace, name), then by replica name: one account each,
     whichever name a request used."""
+    synced: bool = True
+    """False until cluster discovery has listed everything once (the gateway is not ready)."""
     signals: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     """Per LLMDeployment, set when capacity may have appeared (a replica joined, a request
     finished, a model changed) and replaced: its waiting requests look again."""
@@ -145,14 +146,16 @@ class Pool:
         current = self.groups.setdefault(key, {})
         wanted = dict(found)
         for name in [name for name in current if name not in wanted]:
-            current.pop(name).removed = True
+            del current[name]  # its requests in flight finish: they hold the object
         for name, url in wanted.items():
             if name not in current or current[name].url != url:
                 current[name] = Replica(name, url)
         self.wake(key)
 
     def replicas_of(self, model: str) -> dict[str, Replica]:
-        return self.groups.get(self.models[model].key, {})
+        """``model``'s replicas; none once the model is gone (its LLMDeployment deleted)."""
+        found = self.models.get(model)
+        return self.groups.get(found.key, {}) if found else {}
 
     def loads(self, model: str, now: float) -> list[ReplicaLoad]:
         """The router's view of ``model``'s reachable replicas."""

@@ -86,6 +86,8 @@ class Gateway:
     prefixes: PrefixIndex = field(init=False)
     metrics: GatewayMetrics = field(init=False)
     session: aiohttp.ClientSession | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    """The scrape and discovery loops; one that stops makes the gateway unready."""
 
     def __post_init__(self) -> None:
         self.room = WaitingRoom(self.settings.wait_limit)
@@ -135,14 +137,21 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
             )
         )
     if (cluster := gateway.settings.cluster) is not None:
+        gateway.pool.synced = False
         tasks.append(watch_cluster(gateway.pool, cluster.namespace, cluster.kubeconfig))
-    running = [asyncio.create_task(task) for task in tasks]
+    gateway.tasks = [asyncio.create_task(task) for task in tasks]
+    for task in gateway.tasks:
+        task.add_done_callback(_stopped)
     yield
-    for task in running:
+    for task in gateway.tasks:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await asyncio.gather(*gateway.tasks, return_exceptions=True)
     await gateway.session.close()
+
+
+def _stopped(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("A gateway loop stopped", exc_info=task.exception())
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -172,6 +181,12 @@ async def _request_ids(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def _health(request: web.Request) -> web.Response:
+    """Ready once discovery has listed the cluster, and while its loops run."""
+    gateway = request.app[GATEWAY]
+    if not gateway.pool.synced:
+        return web.Response(status=503, text="discovering the cluster's models")
+    if any(task.done() for task in gateway.tasks):
+        return web.Response(status=503, text="a background loop stopped: see the log")
     return web.Response(text="ok")
 
 
@@ -221,6 +236,7 @@ async def _route(
     """Send the request to replicas until one answers it, or answer the error."""
     incoming = exchange.incoming
     blocks = checkpoints(incoming.prompt)
+    key = gateway.pool.models[incoming.model].key  # held, even if the model goes meanwhile
     tried: set[str] = set()
     try:
         while True:
@@ -230,7 +246,7 @@ async def _route(
             try:
                 outcome = await forward.send(gateway.session, replica, path, raw, exchange, prefill)
             finally:  # a slot freed, however the attempt ended: the next waiter looks
-                gateway.pool.wake(gateway.pool.models[incoming.model].key)
+                gateway.pool.wake(key)
             if outcome is not forward.Outcome.RETRY:
                 # Recorded once a replica took it: a burst sharing the prefix follows it.
                 gateway.prefixes.record(blocks, replica.name, gateway.clock())
@@ -261,12 +277,14 @@ async def _replica(
     gateway: Gateway, exchange: forward.Exchange, blocks: tuple[int, ...], tried: set[str]
 ) -> tuple[Replica, int]:
     """A replica for the request and the prompt blocks it is believed to hold, waiting in the
-    room while there is none (or while others wait: no one jumps the queue); ApiError (429,
-    503, 404) when the room is full, the wait runs out or the model is gone."""
+    room while there is none; ApiError (429, 503, 404) when the room is full, the wait runs
+    out or the model is gone. Waiters are woken together and race for a freed slot (not in
+    arrival order)."""
     model = exchange.incoming.model
     entered: Wait | None = None
-    deferred = False
-    since = started = gateway.clock()
+    started = gateway.clock()
+    deadline: float | None = None
+    beat = started
     try:
         while True:
             if model not in gateway.pool.models:
@@ -274,28 +292,26 @@ async def _replica(
             wake = gateway.pool.signal(model)  # taken before looking: no wake-up is lost
             choice = _choose(gateway, exchange.incoming, blocks, tried)
             if choice.replica is not None:
-                if entered is None and not deferred and gateway.room.count(model):
-                    deferred = True  # others wait: let those just woken take it first
-                    await asyncio.sleep(0)
-                    continue
                 return gateway.pool.get(model, choice.replica), choice.cached_blocks
             why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
+            now = gateway.clock()
             if entered is None:
                 if not gateway.room.enter(model):
                     raise _refused(gateway, model, "WaitingRoomFull", _wait_seconds(gateway, why))
-                entered = why
-            elif why is not entered:  # held, then queued behind the new replicas: a new wait
-                entered, since = why, gateway.clock()
-            left = _wait_seconds(gateway, why) - (gateway.clock() - since)
-            if left <= 0:
-                raise _expired(gateway, model, why)
-            if (
-                exchange.incoming.stream
-                and gateway.clock() - started >= gateway.settings.heartbeat_seconds
-            ):
+                entered, deadline = why, now + _wait_seconds(gateway, why)
+            elif why is Wait.QUEUED and entered is Wait.HELD:
+                # Held until replicas came, then queued behind them: the queue's own wait,
+                # once (a flap back does not extend it again).
+                entered, deadline = why, now + _wait_seconds(gateway, why)
+            assert deadline is not None
+            if now >= deadline:
+                raise _expired(gateway, model, entered)
+            heartbeat = gateway.settings.heartbeat_seconds
+            if exchange.incoming.stream and now - beat >= heartbeat:
+                beat = now
                 await exchange.heartbeat()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), min(left, gateway.settings.heartbeat_seconds))
+                await asyncio.wait_for(wake.wait(), min(deadline - now, heartbeat))
     finally:
         if entered is not None:
             gateway.room.leave(model)

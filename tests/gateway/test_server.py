@@ -14,7 +14,8 @@ out while it backs off; the gateway's
 a stream takes back only its own; a slot freed by a client that left goes to the waiting
 request at once; when the only replica answers 503, the client gets that answer and its
 ``retry-after``; the access log has one JSON line per request and neither the prompt nor the
-API key.
+API key; a gateway that discovers the cluster is not ready before it has listed it (here: it
+cannot, and stays unready).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from aiohttp import web
 from llmfleet_contract.exposition import parse
 from llmfleet_contract.metrics import PENDING_PREFILL_TOKENS, PENDING_REQUESTS
 from llmfleet_gateway.routing import RoutingSettings
+from llmfleet_gateway.server import Cluster
 from tests.gateway.conftest import KEY, MODEL, Stack, http, settings
 from tests.runtime.conftest import free_port
 
@@ -320,3 +322,10 @@ def test_the_only_replicas_503_reaches_the_client_as_it_was(stack_factory: Stack
     answer = http("POST", f"{stack.url}/completions", body)
     assert (answer.status, answer.headers["retry-after"]) == (503, "7")
     assert answer.json()["error"]["message"] == "draining"
+
+
+def test_not_ready_until_discovery_lists_the_cluster(stack_factory: StackFactory) -> None:
+    unreachable = Cluster(namespace="team", kubeconfig="/nonexistent/kubeconfig")
+    stack = stack_factory(settings(cluster=unreachable), engines=0)
+    health = http("GET", stack.url.removesuffix("/v1") + "/health")
+    assert health.status == 503

@@ -30,3 +30,12 @@ app.kubernetes.io/name: llmfleet
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: gateway
 {{- end }}
+
+{{/* The same labels as a selector string, for the operator's --gateway-selector. */}}
+{{- define "llmfleet.gatewaySelectorString" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := (include "llmfleet.gatewaySelector" . | fromYaml) -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}

@@ -104,8 +104,10 @@ class DirectScrape:
 
     def _gateways(self, now: float) -> list[str]:
         found = self._gateway_urls
-        urls = found(now) if callable(found) else found
-        return [url.rstrip("/") + "/metrics" for url in urls]
+        urls = [url.rstrip("/") + "/metrics" for url in (found(now) if callable(found) else found)]
+        for gone in set(self._pages) - set(urls):  # a gateway pod that left
+            del self._pages[gone]
+        return urls
 
     def _gateway_page(self, url: str, now: float) -> str | None:
         """The gateway's page, read at most once per :data:`GATEWAY_PAGE_SECONDS`; None
