@@ -125,9 +125,11 @@ class Pool:
     whichever name a request used."""
     synced: bool = True
     """False until cluster discovery has listed everything once (the gateway is not ready)."""
-    signals: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    """Per LLMDeployment, set when capacity may have appeared (a replica joined, a request
-    finished, a model changed) and replaced: its waiting requests look again."""
+    queues: dict[tuple[str, str], dict[int, asyncio.Event]] = field(default_factory=dict)
+    """Per LLMDeployment, its waiting requests in arrival order, each with the event that
+    wakes it: a freed slot wakes the oldest (:meth:`pass_on`), new capacity every one
+    (:meth:`wake`)."""
+    tickets: int = 0
 
     def set_models(self, models: Iterable[Model]) -> None:
         """Serve exactly ``models``; an LLMDeployment no model names any more loses its
@@ -173,16 +175,39 @@ class Pool:
         """Each replica once, with its LLMDeployment's (namespace, name)."""
         return [(key, replica) for key, group in self.groups.items() for replica in group.values()]
 
-    def signal(self, model: str) -> asyncio.Event:
-        """What a request of ``model`` waits on (take it before looking, so no wake is lost)."""
-        key = self.models[model].key if model in self.models else ("", model)
-        return self.signals.setdefault(key, asyncio.Event())
+    def queued(self, key: tuple[str, str]) -> int:
+        return len(self.queues.get(key, ()))
+
+    def join(self, key: tuple[str, str]) -> int:
+        """A place at the back of ``key``'s queue."""
+        self.tickets += 1
+        self.queues.setdefault(key, {})[self.tickets] = asyncio.Event()
+        return self.tickets
+
+    def waiter(self, key: tuple[str, str], ticket: int) -> asyncio.Event:
+        """A fresh event for the ticket, keeping its place (take it before looking, so no
+        wake-up is lost)."""
+        event = self.queues.setdefault(key, {})[ticket] = asyncio.Event()
+        return event
+
+    def leave(self, key: tuple[str, str], ticket: int) -> None:
+        queue = self.queues.get(key, {})
+        queue.pop(ticket, None)
+        if not queue:
+            self.queues.pop(key, None)
+
+    def pass_on(self, key: tuple[str, str]) -> None:
+        """A slot of ``key`` freed: wake its oldest waiting request (it leaves the queue
+        only when it has a replica, so a wake-up it cannot use goes to it again next time)."""
+        for event in self.queues.get(key, {}).values():
+            if not event.is_set():
+                event.set()
+                return
 
     def wake(self, key: tuple[str, str] | None = None) -> None:
-        """Tell the requests waiting for ``key``'s replicas (None: every model's) to look again."""
-        for found in [key] if key is not None else list(self.signals):
-            event = self.signals.pop(found, None)
-            if event is not None:
+        """Capacity appeared for ``key`` (None: every LLMDeployment): wake every waiter."""
+        for found in [key] if key is not None else list(self.queues):
+            for event in self.queues.get(found, {}).values():
                 event.set()
 
 

@@ -246,7 +246,7 @@ async def _route(
             try:
                 outcome = await forward.send(gateway.session, replica, path, raw, exchange, prefill)
             finally:  # a slot freed, however the attempt ended: the next waiter looks
-                gateway.pool.wake(key)
+                gateway.pool.pass_on(key)
             if outcome is not forward.Outcome.RETRY:
                 # Recorded once a replica took it: a burst sharing the prefix follows it.
                 gateway.prefixes.record(blocks, replica.name, gateway.clock())
@@ -278,32 +278,44 @@ async def _replica(
 ) -> tuple[Replica, int]:
     """A replica for the request and the prompt blocks it is believed to hold, waiting in the
     room while there is none; ApiError (429, 503, 404) when the room is full, the wait runs
-    out or the model is gone. Waiters are woken together and race for a freed slot (not in
-    arrival order)."""
+    out or the model is gone. Waiters are served in arrival order: a freed slot wakes the
+    oldest, and a newcomer queues behind them."""
     model = exchange.incoming.model
+    key = gateway.pool.models[model].key
     entered: Wait | None = None
+    ticket: int | None = None
     started = gateway.clock()
     deadline: float | None = None
     beat = started
+    wake: asyncio.Event | None = None
+    served = False
     try:
         while True:
             if model not in gateway.pool.models:
                 raise _unknown(model)
-            wake = gateway.pool.signal(model)  # taken before looking: no wake-up is lost
-            choice = _choose(gateway, exchange.incoming, blocks, tried)
-            if choice.replica is not None:
-                return gateway.pool.get(model, choice.replica), choice.cached_blocks
-            why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
+            wake = None if ticket is None else gateway.pool.waiter(key, ticket)
+            # A newcomer does not pass requests already waiting: it queues behind them.
+            if ticket is not None or not gateway.pool.queued(key):
+                choice = _choose(gateway, exchange.incoming, blocks, tried)
+                if choice.replica is not None:
+                    served = True
+                    return gateway.pool.get(model, choice.replica), choice.cached_blocks
+                why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
+            else:
+                why = Wait.QUEUED if gateway.pool.replicas_of(model) else Wait.HELD
             now = gateway.clock()
             if entered is None:
                 if not gateway.room.enter(model):
                     raise _refused(gateway, model, "WaitingRoomFull", _wait_seconds(gateway, why))
                 entered, deadline = why, now + _wait_seconds(gateway, why)
+                ticket = gateway.pool.join(key)
+                wake = gateway.pool.waiter(key, ticket)
             elif why is Wait.QUEUED and entered is Wait.HELD:
                 # Held until replicas came, then queued behind them: the queue's own wait,
                 # once (a flap back does not extend it again).
                 entered, deadline = why, now + _wait_seconds(gateway, why)
             assert deadline is not None
+            assert wake is not None
             if now >= deadline:
                 raise _expired(gateway, model, entered)
             heartbeat = gateway.settings.heartbeat_seconds
@@ -313,6 +325,10 @@ async def _replica(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), min(deadline - now, heartbeat))
     finally:
+        if ticket is not None:
+            gateway.pool.leave(key, ticket)
+            if wake is not None and wake.is_set() and not served:
+                gateway.pool.pass_on(key)  # woken for a slot it will not take: the next one
         if entered is not None:
             gateway.room.leave(model)
             waited = gateway.clock() - started

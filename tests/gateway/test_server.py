@@ -9,10 +9,10 @@ beyond the waiting room they get RateLimitError with ``retry-after``; a model wi
 holds its request (counted in ``llmfleet_gateway_pending_requests``) and answers it once a
 replica appears; a hold that runs out is a 503; a held stream receives SSE heartbeats; a
 replica that refuses connections is retried on another before the first byte, once, and left
-out while it backs off; the gateway's
-``/metrics`` carries the pending prefill tokens per replica with the contract's labels, and
-a stream takes back only its own; a slot freed by a client that left goes to the waiting
-request at once; when the only replica answers 503, the client gets that answer and its
+out while it backs off; the gateway's ``/metrics`` carries the pending prefill tokens per
+replica with the contract's labels, and a stream takes back only its own; a slot freed by a
+client that left goes to the waiting request at once, and waiting requests are served in
+arrival order; when the only replica answers 503, the client gets that answer and its
 ``retry-after``; the access log has one JSON line per request and neither the prompt nor the
 API key; a gateway that discovers the cluster is not ready before it has listed it (here: it
 cannot, and stays unready).
@@ -329,3 +329,36 @@ def test_not_ready_until_discovery_lists_the_cluster(stack_factory: StackFactory
     stack = stack_factory(settings(cluster=unreachable), engines=0)
     health = http("GET", stack.url.removesuffix("/v1") + "/health")
     assert health.status == 503
+
+
+def test_waiting_requests_are_served_in_arrival_order(stack_factory: StackFactory) -> None:
+    stack = stack_factory(settings(routing=RoutingSettings(max_in_flight=1)), engines=1)
+    stack.faults(0, hang=True)
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True}).encode()
+    first = urllib.request.urlopen(
+        urllib.request.Request(
+            f"{stack.url}/completions", body, {"Content-Type": "application/json"}
+        ),
+        timeout=30,
+    )
+    done: list[str] = []
+
+    def ask(name: str) -> None:
+        client(stack).completions.create(model=MODEL, prompt=name, max_tokens=2)
+        done.append(name)
+
+    threads = []
+    for waiting, name in enumerate(("second", "third"), start=1):
+        thread = threading.Thread(target=ask, args=(name,))
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 10
+        while metric(stack, PENDING_REQUESTS, llmdeployment="m-deploy") != waiting:
+            assert time.monotonic() < deadline, f"{name} never waited"
+            time.sleep(0.02)
+    first.close()  # its slot goes to the oldest waiting request
+    time.sleep(0.3)
+    stack.faults(0, hang=False)
+    for thread in threads:
+        thread.join(timeout=20)
+    assert done == ["second", "third"]
