@@ -49,6 +49,13 @@ class Page:
     def named(self, name: str) -> list[Series]:
         return [series for series in self.series if series.name == name]
 
+    def values(self) -> dict[str, list[float]]:
+        """Every sample value, by sample name (one value per label set)."""
+        found: dict[str, list[float]] = {}
+        for series in self.series:
+            found.setdefault(series.name, []).append(series.value)
+        return found
+
 
 def parse(text: str) -> Page:
     """The page's samples and declared families."""

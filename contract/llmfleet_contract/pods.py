@@ -50,10 +50,15 @@ def ready_since(pod: Pod) -> str | None:
     return str(since)
 
 
-def serving_url(pod: Pod) -> str | None:
-    """``http://IP:PORT`` of a serving pod that is ready and has an address, else None."""
+def ready_url(pod: Pod, port: int) -> str | None:
+    """``http://IP:PORT`` of a pod that is ready, not terminating and has an address."""
     ip = (pod.get("status") or {}).get("podIP")
-    if not ip or not is_serving(pod) or ready_since(pod) is None:
+    if not ip or terminating(pod) or ready_since(pod) is None:
         return None
     host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{ENGINE_PORT}"
+    return f"http://{host}:{port}"
+
+
+def serving_url(pod: Pod) -> str | None:
+    """The engine's URL of a serving pod that is ready and has an address, else None."""
+    return ready_url(pod, ENGINE_PORT) if is_serving(pod) else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from llmfleet_contract.exposition import ExpositionError, parse
-from llmfleet_contract.metrics import KV_CACHE_USAGE, KV_CACHE_USAGE_V0, RUNNING, WAITING
+from llmfleet_contract.metrics import ENGINE_LOAD, engine_load
 from llmfleet_gateway.routing import ReplicaLoad
 
 log = logging.getLogger("llmfleet.gateway.pool")
@@ -27,8 +27,7 @@ log = logging.getLogger("llmfleet.gateway.pool")
 DOWN_FIRST_S = 1.0
 DOWN_MOST_S = 30.0
 """How long a replica that refused a connection is left out: 1 s, doubling to 30 s."""
-_WANTED = (WAITING, RUNNING, KV_CACHE_USAGE, KV_CACHE_USAGE_V0)
-_PREFIXES = tuple(name.encode() for name in _WANTED)
+_PREFIXES = tuple(name.encode() for name in ENGINE_LOAD)
 
 
 @dataclass(frozen=True)
@@ -102,15 +101,11 @@ class Replica:
     def read_page(self, text: str, now: float) -> None:
         """Take an engine's ``/metrics`` page (only the series the router reads are parsed)."""
         lines = [line for line in text.split("\n") if line.encode().startswith(_PREFIXES)]
-        values: dict[str, list[float]] = {}
-        for series in parse("\n".join(lines)).series:
-            values.setdefault(series.name, []).append(series.value)
-        kv = values.get(KV_CACHE_USAGE) or values.get(KV_CACHE_USAGE_V0)
-        if WAITING not in values or RUNNING not in values or not kv:
-            raise ExpositionError(f"{self.url}/metrics lacks {WAITING}, {RUNNING} or KV usage")
-        self.waiting = round(sum(values[WAITING]))
-        self.running = round(sum(values[RUNNING]))
-        self.kv_cache_usage = min(1.0, max(0.0, sum(kv) / len(kv)))
+        load = engine_load(parse("\n".join(lines)).values())
+        if isinstance(load, str):
+            raise ExpositionError(f"{self.url}/metrics: {load}")
+        self.waiting, self.running = load.waiting, load.running
+        self.kv_cache_usage = load.kv_cache_usage
         self.scraped_at = now
 
 

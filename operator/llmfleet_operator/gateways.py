@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from llmfleet_contract.pods import ready_since, terminating
+from llmfleet_contract.pods import ready_url
 from llmfleet_operator.kube import Kube, KubeError
 from llmfleet_operator.resources import POD
 
@@ -43,13 +42,7 @@ class GatewayPods:
                 log.warning("Could not list the gateway pods: %s", error.message)
                 urls = self._found[1] if self._found else ()
             else:
-                urls = tuple(sorted(url for url in map(self._url, pods) if url))
+                found = (ready_url(pod, self._port) for pod in pods)
+                urls = tuple(sorted(url for url in found if url))
             self._found = (now, urls)
             return urls
-
-    def _url(self, pod: Mapping[str, Any]) -> str | None:
-        ip = (pod.get("status") or {}).get("podIP")
-        if not ip or terminating(pod) or ready_since(pod) is None:
-            return None
-        host = f"[{ip}]" if ":" in ip else ip
-        return f"http://{host}:{self._port}"

@@ -17,63 +17,43 @@ and the requests held per LLMDeployment (:func:`pending_requests`).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from llmfleet_contract.exposition import ExpositionError, parse
 from llmfleet_contract.metrics import (
-    KV_CACHE_USAGE,
-    KV_CACHE_USAGE_V0,
+    ENGINE_LOAD,
     LLMDEPLOYMENT,
     LLMDEPLOYMENT_NAMESPACE,
     PENDING_PREFILL_TOKENS,
     PENDING_REQUESTS,
     REPLICA,
-    RUNNING,
-    STARTED,
-    WAITING,
+    engine_load,
 )
 from llmfleet_operator.autoscale.inputs import Sample
 from llmfleet_operator.metrics.readings import Miss, MissReason
 
-ENGINE_METRICS = (WAITING, RUNNING, KV_CACHE_USAGE, KV_CACHE_USAGE_V0, STARTED)
+ENGINE_METRICS = ENGINE_LOAD
 """Every engine series the policy may read (the Prometheus source asks for these)."""
 
 
-def series_values(text: str) -> dict[str, list[float]]:
-    """Every sample value on a page, by sample name (one value per label set).
-
-    Raises :class:`ExpositionError` when the text is not Prometheus exposition.
-    """
-    values: dict[str, list[float]] = defaultdict(list)
-    for series in parse(text).series:
-        values[series.name].append(series.value)
-    return dict(values)
-
-
 def sample_from_values(
-    values: Mapping[str, list[float]],
+    values: Mapping[str, Sequence[float]],
     replica: str,
     time: float,
     pending_prefill_tokens: int | None = None,
 ) -> Sample | Miss:
     """The policy's sample from one engine's series values, or why it cannot be made."""
-    broken = [name for name in ENGINE_METRICS if not all(map(math.isfinite, values.get(name, ())))]
-    if broken:
-        return Miss(replica, MissReason.MISSING_METRIC, "not a number: " + ", ".join(broken))
-    kv = values.get(KV_CACHE_USAGE) or values.get(KV_CACHE_USAGE_V0)
-    needed = {WAITING: values.get(WAITING), RUNNING: values.get(RUNNING), KV_CACHE_USAGE: kv}
-    absent = [name for name, found in needed.items() if not found]
-    if absent or not kv:
-        return Miss(replica, MissReason.MISSING_METRIC, "no " + ", ".join(absent))
+    load = engine_load(values)
+    if isinstance(load, str):
+        return Miss(replica, MissReason.MISSING_METRIC, load)
     return Sample(
         time=time,
         replica=replica,
-        waiting=round(sum(values[WAITING])),
+        waiting=load.waiting,
         pending_prefill_tokens=pending_prefill_tokens,
-        kv_cache_usage=min(1.0, max(0.0, sum(kv) / len(kv))),
-        running=round(sum(values[RUNNING])),
-        started=sum(values[STARTED]) if values.get(STARTED) else None,
+        kv_cache_usage=load.kv_cache_usage,
+        running=load.running,
+        started=load.started,
     )
 
 
@@ -82,7 +62,7 @@ def parse_engine(
 ) -> Sample | Miss:
     """One engine's ``/metrics`` page, scraped at ``time``, as a sample of ``replica``."""
     try:
-        values = series_values(text)
+        values = parse(text).values()
     except ExpositionError as error:
         return Miss(replica, MissReason.MISSING_METRIC, f"unparseable metrics page: {error}")
     return sample_from_values(values, replica, time, pending_prefill_tokens)
