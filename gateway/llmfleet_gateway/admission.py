@@ -29,8 +29,6 @@ class WaitingRoom:
 
     limit: int
     waiting: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """Requests refused, by (model, reason): demand the fleet did not serve."""
 
     def enter(self, model: str) -> bool:
         """Take a place for a request of ``model``; False when the room is full."""
@@ -43,9 +41,6 @@ class WaitingRoom:
         self.waiting[model] -= 1
         if self.waiting[model] <= 0:
             del self.waiting[model]
-
-    def reject(self, model: str, reason: str) -> None:
-        self.rejected[(model, reason)] += 1
 
     def count(self, model: str) -> int:
         return self.waiting[model]

@@ -366,7 +366,6 @@ def _wait_seconds(gateway: Gateway, why: Wait) -> float:
 
 
 def _refused(gateway: Gateway, model: str, reason: str, retry_s: float) -> ApiError:
-    gateway.room.reject(model, reason)
     gateway.metrics.rejected.labels(model, reason).inc()
     return forward.RateLimitedError(
         f"The model `{model}` has too many requests waiting; retry later.", retry_s
@@ -374,7 +373,6 @@ def _refused(gateway: Gateway, model: str, reason: str, retry_s: float) -> ApiEr
 
 
 def _expired(gateway: Gateway, model: str, why: Wait) -> ApiError:
-    gateway.room.reject(model, f"{why.value}Expired")
     gateway.metrics.rejected.labels(model, f"{why.value}Expired").inc()
     if why is Wait.QUEUED:
         return forward.RateLimitedError(

@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import openai
 import pytest
@@ -53,6 +54,15 @@ def metric(stack: Stack, name: str, **labels: str) -> float | None:
         if series.name == name and all(series.labels.get(k) == v for k, v in labels.items()):
             return series.value
     return None
+
+
+def open_stream(stack: Stack) -> Any:
+    """A streamed completion left open (its engine hangs): close it to leave."""
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True}).encode()
+    request = urllib.request.Request(
+        f"{stack.url}/completions", body, {"Content-Type": "application/json"}
+    )
+    return urllib.request.urlopen(request, timeout=30)
 
 
 def test_sync_completions_and_chat(stack_factory: StackFactory) -> None:
@@ -278,13 +288,7 @@ def test_a_stream_beside_a_pending_request_leaves_its_tokens(stack_factory: Stac
 def test_a_freed_slot_goes_to_the_waiting_request_at_once(stack_factory: StackFactory) -> None:
     stack = stack_factory(settings(routing=RoutingSettings(max_in_flight=1)), engines=1)
     stack.faults(0, hang=True)
-    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True}).encode()
-    first = urllib.request.urlopen(
-        urllib.request.Request(
-            f"{stack.url}/completions", body, {"Content-Type": "application/json"}
-        ),
-        timeout=30,
-    )
+    first = open_stream(stack)
     second = threading.Thread(
         target=lambda: client(stack).completions.create(model=MODEL, prompt="y", max_tokens=2)
     )
@@ -334,13 +338,7 @@ def test_not_ready_until_discovery_lists_the_cluster(stack_factory: StackFactory
 def test_waiting_requests_are_served_in_arrival_order(stack_factory: StackFactory) -> None:
     stack = stack_factory(settings(routing=RoutingSettings(max_in_flight=1)), engines=1)
     stack.faults(0, hang=True)
-    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True}).encode()
-    first = urllib.request.urlopen(
-        urllib.request.Request(
-            f"{stack.url}/completions", body, {"Content-Type": "application/json"}
-        ),
-        timeout=30,
-    )
+    first = open_stream(stack)
     done: list[str] = []
 
     def ask(name: str) -> None:
