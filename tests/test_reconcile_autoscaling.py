@@ -18,7 +18,7 @@ from llmfleet_contract.api import EventReason, EventType, Reason
 from llmfleet_operator.autoscaler import Autoscaler
 from llmfleet_operator.children import child_name, children
 from llmfleet_operator.metrics import Miss, MissReason
-from llmfleet_operator.reconcile import reconcile
+from llmfleet_operator.reconcile import CONFLICT_RECHECK_SECONDS, reconcile
 from llmfleet_operator.resources import DEPLOYMENT, LLMDEPLOYMENT, NODE, POD, Resource
 from tests.test_autoscaler import T0, FakeSource, deployment, pod
 
@@ -120,3 +120,21 @@ def test_lost_metrics_warn_once() -> None:
     warnings = [e for e in kube.events if e[0] == "Warning"]
     assert [reason for _, reason, _ in warnings] == ["MetricsSourceUnreachable"]
     assert kube.objects[("Deployment", name)]["spec"]["replicas"] == 3  # held
+
+
+def test_an_object_it_does_not_own_in_a_childs_place_is_never_taken_over() -> None:
+    kube, _, _, name = world()
+    foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {}}
+    kube.objects[("Service", name)] = foreign
+    assert reconcile(kube, "serving", name, T0) == CONFLICT_RECHECK_SECONDS
+    assert kube.objects[("Service", name)] == foreign
+    assert "apply Service" not in kube.order
+    status = kube.objects[("LLMDeployment", name)]["status"]
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "ChildConflict")
+    assert f"Service {name} exists and is not owned by this LLMDeployment" in ready["message"]
+    assert [e[:2] for e in kube.events] == [("Warning", "ChildConflict")]
+
+    del kube.objects[("Service", name)]
+    assert reconcile(kube, "serving", name, T0) is None
+    assert kube.objects[("Service", name)]["metadata"]["ownerReferences"][0]["uid"] == "uid-1"

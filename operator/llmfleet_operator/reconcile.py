@@ -5,7 +5,9 @@ events alike; it looks only at the current state, so a restart mid-way simply ru
 again. ``plan`` is pure; ``reconcile`` does the I/O through the ``Kube`` seam: it
 server-side applies every desired child (the API server turns an unchanged apply into a
 no-op, and a hand edit of an owned field is taken back), deletes children of a kind no
-longer wanted, and writes the status only when it changed.
+longer wanted, and writes the status only when it changed. An object in a child's place
+that this LLMDeployment does not own is never taken over: ``Ready=False ChildConflict``
+and a Warning Event until it is gone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ from llmfleet_operator.resources import (
 
 Manifest = dict[str, Any]
 log = logging.getLogger("llmfleet.reconcile")
+
+CONFLICT_RECHECK_SECONDS = 30.0
+"""How soon a reconcile blocked by an object it does not own looks again (that object's
+removal sends no event this operator watches)."""
 
 
 @dataclass(frozen=True)
@@ -164,11 +170,12 @@ def reconcile(
         problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         _report_blocked(kube, body, Reason.INVALID_SPEC, "; ".join(problems), now)
         return None
-    existing = {
-        kind: _owned_by(kube.get(kind, namespace, child_name(kind, name)), uid)
+    found = {
+        kind: kube.get(kind, namespace, child_name(kind, name))
         for kind in CHILD_KINDS
         if kube.served(kind)
     }
+    existing = {kind: _owned_by(child, uid) for kind, child in found.items()}
     if obj.spec.parallelism.nodes_per_group > 1 and not kube.served(LEADER_WORKER_SET):
         _report_blocked(
             kube,
@@ -184,6 +191,21 @@ def reconcile(
     if autoscaler is not None:
         obj, requeue, why = _autoscale(kube, autoscaler, body, obj, pods, now)
     todo = plan(children(obj, uid), existing, why)
+    foreign = [
+        f"{change.kind.kind} {change.manifest['metadata']['name']}"
+        for change in todo.apply
+        if found.get(change.kind) is not None and existing.get(change.kind) is None
+    ]
+    if foreign:
+        _report_blocked(
+            kube,
+            body,
+            Reason.CHILD_CONFLICT,
+            "; ".join(f"{child} exists and is not owned by this LLMDeployment" for child in foreign)
+            + ": llmfleet takes over nothing it did not create; delete or rename it",
+            now,
+        )
+        return CONFLICT_RECHECK_SECONDS
     for kind, child in todo.delete:
         kube.delete(kind, namespace, child)
         kube.event(

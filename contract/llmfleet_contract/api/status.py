@@ -58,6 +58,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     CRASH_LOOP = "CrashLoop"
     APPLY_FAILED = "ApplyFailed"
+    CHILD_CONFLICT = "ChildConflict"
     AS_EXPECTED = "AsExpected"
     # MetricsAvailable
     METRICS_FRESH = "MetricsFresh"
