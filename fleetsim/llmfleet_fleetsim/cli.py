@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Replay a request trace through simulated vLLM replicas (the engine"
-        " simulator's performance model) behind a least-loaded router, with a metrics"
+        " simulator's performance model) behind the gateway's router, with a metrics"
         " pipeline, replica startup time and a scaling policy; report SLO attainment,"
         " goodput, GPU-hours, direction flips and time to capacity against an oracle.",
     )

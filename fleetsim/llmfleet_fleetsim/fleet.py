@@ -1,17 +1,28 @@
-"""The simulated fleet: replicas, a least-loaded router, a gateway queue, metrics, startup, drain.
+"""The simulated fleet: replicas, the gateway's router and queue, metrics, startup, drain.
 
 Called by :func:`llmfleet_fleetsim.simulate` (through :func:`run`); everything
 else in the package reads what it returns. No clock: the replay is a loop over the next
-event (an arrival, a replica becoming ready, a scrape, a control period), and every
-replica's :class:`~llmfleet_runtime.simulator.Engine` is advanced to that instant.
+event (an arrival, a replica becoming ready, a scrape, a control period, and, while a
+request waits for a saturated replica, the end of an engine step), and every replica's
+:class:`~llmfleet_runtime.simulator.Engine` is advanced to that instant.
 
 The rules, as a real cluster would apply them:
 
 * A replica is created when the policy asks for more; it costs GPU time from then on and
   serves only ``startup_s`` later (Ready).
-* The router sends each request to the ready, non-draining replica with the fewest
-  in-flight requests (running + waiting; ties: the oldest replica). With none, the
-  request waits in the gateway queue, flushed in order when a replica becomes ready.
+* The router is the gateway's: :func:`llmfleet_gateway.routing.choose`, the very function
+  the gateway calls, over the ready, non-draining replicas, each seen as the gateway sees
+  it (:class:`~llmfleet_gateway.routing.ReplicaLoad`): the engine metrics as last scraped
+  (at the fleet's scrape instants, aged ``now - scrape``; the router reads its own scrape,
+  without ``lag_s``), and the gateway's own accounting, exact and live: requests in flight
+  and pending prefill tokens (prompt tokens sent with no first token yet). Slots come from
+  the profile, the prefill speed and the decode step from :func:`routing_settings`. The
+  Azure traces carry no prompt contents, so no prefix is known: no cached blocks, no prefix
+  affinity, and the engines' prefix caches stay cold. With no ready replica, or every one
+  saturated (``max_in_flight`` requests), a request waits in the gateway queue, flushed in
+  order when a replica becomes ready or a request finishes; a newcomer queues behind the
+  waiting. The queue has no time to live (the real gateway answers 429 after
+  ``queue_seconds``): a request waits until served or the replay gives up.
 * Scale-down picks its victims as the workload controller would. By default Kubernetes'
   ReplicaSet order: not ready (starting) first, then the most recently ready, then the
   newest. A policy with a ``victim_order(view, now)`` method that returns names (ours:
@@ -20,7 +31,8 @@ The rules, as a real cluster would apply them:
   in-flight ones finish, and they cost GPU time until the last one has finished.
 * Every ``scrape_s`` each ready replica is sampled (``vllm:num_requests_waiting``,
   ``num_requests_running``, ``kv_cache_usage_perc``, and the gateway's pending prefill
-  tokens), and so is the gateway queue; a policy sees a sample ``lag_s`` after it was taken.
+  tokens: the router's number), and so is the gateway queue; a policy sees a sample
+  ``lag_s`` after it was taken.
 """
 
 from __future__ import annotations
@@ -30,39 +42,15 @@ from collections import deque
 from collections.abc import Sequence
 
 from llmfleet_fleetsim.outcome import Change, Outcome, Point
+from llmfleet_fleetsim.replica import FleetReplica, routing_settings
 from llmfleet_fleetsim.trace import Trace
 from llmfleet_fleetsim.view import FleetView, Policy
-from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample
-from llmfleet_runtime.simulator import Engine, Profile, Request
+from llmfleet_gateway.routing import RouteReason, RouteRequest, RoutingSettings, choose
+from llmfleet_operator.autoscale import Sample
+from llmfleet_runtime.simulator import Engine, Profile
 
 
-class _Replica:
-    __slots__ = (
-        "created_at", "draining", "engine", "last_end", "name", "ready", "ready_at", "routed",
-        "serial",
-    )  # fmt: skip
-
-    def __init__(self, serial: int, engine: Engine, created_at: float, ready_at: float) -> None:
-        self.serial = serial
-        self.routed = 0
-        self.name = f"replica-{serial}"
-        self.engine = engine
-        self.created_at = created_at
-        self.ready_at = ready_at
-        self.ready = False
-        self.draining = False
-        self.last_end = created_at
-
-    def in_flight(self) -> int:
-        return len(self.engine.running) + len(self.engine.waiting)
-
-    def state(self) -> Replica:
-        phase = ReplicaPhase.READY if self.ready else ReplicaPhase.STARTING
-        ready_at = self.ready_at if self.ready else None
-        return Replica(self.name, phase, self.created_at, ready_at)
-
-
-def replicaset_rank(replica: _Replica) -> tuple[bool, float, float, int]:
+def replicaset_rank(replica: FleetReplica) -> tuple[bool, float, float, int]:
     """Kubernetes' ReplicaSet scale-down order (``controller.ActivePodsWithRanks``, with
     every pod on its own node and no deletion cost): not ready first, then ready for the
     least time, then the newest creation."""
@@ -73,13 +61,23 @@ def replicaset_rank(replica: _Replica) -> tuple[bool, float, float, int]:
 class Fleet:
     """Mutable state of one replay; :func:`run` drives it."""
 
-    def __init__(self, trace: Trace, profile: Profile, startup_s: float, lag_s: float) -> None:
+    def __init__(
+        self,
+        trace: Trace,
+        profile: Profile,
+        startup_s: float,
+        lag_s: float,
+        routing: RoutingSettings | None = None,
+    ) -> None:
         self.trace = trace
         self.profile = profile
+        self.routing = routing_settings(profile) if routing is None else routing
+        self.saturated = False
+        """Whether the gateway queue's head waits for a slot (every replica saturated)."""
         self.startup_s = startup_s
         self.lag_s = lag_s
-        self.alive: list[_Replica] = []
-        self.starting: deque[_Replica] = deque()
+        self.alive: list[FleetReplica] = []
+        self.starting: deque[FleetReplica] = deque()
         self.gateway: deque[int] = deque()
         self.replica_seconds = 0.0
         self.created = 0
@@ -96,10 +94,10 @@ class Fleet:
 
     # -- replicas ----------------------------------------------------------------------
 
-    def create(self, now: float, warm: bool = False) -> _Replica:
+    def create(self, now: float, warm: bool = False) -> FleetReplica:
         self.created += 1
         ready_at = now if warm else now + self.startup_s
-        replica = _Replica(self.created, Engine(self.profile), now, ready_at)
+        replica = FleetReplica(self.created, Engine(self.profile), now, ready_at)
         self.alive.append(replica)
         if warm:
             replica.ready = True
@@ -107,16 +105,18 @@ class Fleet:
             self.starting.append(replica)
         return replica
 
-    def remove(self, replica: _Replica, at: float) -> None:
+    def remove(self, replica: FleetReplica, at: float) -> None:
         self.alive.remove(replica)
         if not replica.ready:
             self.starting.remove(replica)
         self.replica_seconds += at - replica.created_at
 
-    def active(self) -> list[_Replica]:
+    def active(self) -> list[FleetReplica]:
         return [r for r in self.alive if not r.draining]
 
-    def apply(self, desired: int, now: float, order: Sequence[str] | None = None) -> list[_Replica]:
+    def apply(
+        self, desired: int, now: float, order: Sequence[str] | None = None
+    ) -> list[FleetReplica]:
         """Scale to ``desired`` non-draining replicas; returns the ones created.
 
         Victims in ``order`` (names, first to go first; replicas it omits go last), else
@@ -140,12 +140,24 @@ class Fleet:
     def become_ready(self, now: float) -> None:
         while self.starting and self.starting[0].ready_at <= now:
             self.starting.popleft().ready = True
+        self.flush(now)
+
+    def flush(self, now: float) -> None:
+        """Route the gateway queue's requests, oldest first, while the router finds room."""
         while self.gateway and self.route(self.gateway[0], now):
             self.gateway.popleft()
+
+    def next_step_end(self) -> float:
+        """When the first engine step in progress ends (a request may finish, freeing a
+        slot the gateway queue waits for); infinity when every engine is idle."""
+        ends = [end for r in self.alive if (end := r.engine.next_event_time()) is not None]
+        return min(ends, default=math.inf)
 
     # -- requests ----------------------------------------------------------------------
 
     def advance(self, now: float) -> None:
+        """Run every engine to ``now``; requests that finished free slots for the queue."""
+        freed = False
         for replica in self.alive:
             engine = replica.engine
             step_end = engine.next_event_time()
@@ -157,10 +169,13 @@ class Fleet:
                     self.first_token[index] = done.first_token
                     self.last_token[index] = done.last_token
                     self.unfinished -= 1
+                    freed = True
                 replica.last_end = result.end
             self.last_finish = max(self.last_finish, replica.last_end)
         for replica in [r for r in self.alive if r.draining and not r.engine.has_work()]:
             self.remove(replica, replica.last_end)
+        if freed and self.gateway:
+            self.flush(now)
 
     def arrive(self, index: int, now: float) -> None:
         request = self.trace.requests[index]
@@ -172,19 +187,17 @@ class Fleet:
             self.gateway.append(index)
 
     def route(self, index: int, now: float) -> bool:
-        best: _Replica | None = None
-        best_load = 0
-        for replica in self.alive:
-            if replica.ready and not replica.draining:
-                load = replica.in_flight()
-                if best is None or load < best_load:
-                    best, best_load = replica, load
-        if best is None:
-            return False
+        """Send request ``index`` where the gateway's :func:`choose` says; False when it
+        chooses none (no replica ready, or every one saturated)."""
+        candidates = {r.name: r for r in self.alive if r.ready and not r.draining}
+        loads = [replica.load(now) for replica in candidates.values()]
         request = self.trace.requests[index]
-        best.engine.add(Request(str(index), request.prompt_tokens, request.output_tokens), now)
-        best.routed += 1
-        best.engine.advance(now)
+        choice = choose(loads, RouteRequest(request.prompt_tokens), self.routing)
+        if choice.replica is None:
+            self.saturated = choice.reason is RouteReason.SATURATED
+            return False
+        self.saturated = False
+        candidates[choice.replica].send(index, request.prompt_tokens, request.output_tokens, now)
         return True
 
     # -- metrics -----------------------------------------------------------------------
@@ -198,14 +211,14 @@ class Fleet:
             if not replica.ready or replica.draining:
                 continue
             ready += 1
+            replica.read_metrics(now)
             engine = replica.engine
-            unanswered = [
-                seq for seq in (*engine.waiting, *engine.running) if seq.first_token is None
-            ]
-            pending = sum(seq.request.prompt_tokens for seq in unanswered)
+            unanswered = sum(
+                1 for seq in (*engine.waiting, *engine.running) if seq.first_token is None
+            )
             sample = Sample(
-                now, replica.name, len(engine.waiting), pending, engine.kv_usage(),
-                len(engine.running), replica.routed - len(unanswered),
+                now, replica.name, len(engine.waiting), replica.pending_prefill_tokens(),
+                engine.kv_usage(), len(engine.running), replica.routed - unanswered,
             )  # fmt: skip
             self.in_transit.append((visible, sample))
         self.in_transit.append((visible, len(self.gateway)))
@@ -235,17 +248,19 @@ def run(
     history_s: float = 600.0,
     max_drain_s: float = 3600.0,
     initial_replicas: int | None = None,
+    routing: RoutingSettings | None = None,
 ) -> Outcome:
     """Replay ``trace`` through a fleet scaled by ``policy`` (see the module docstring).
 
     The replay starts with ``initial_replicas`` (default ``policy.initial_replicas``)
     ready replicas and ends when the last request has finished, or ``max_drain_s`` after
     the last arrival (requests still unanswered then count as failed). A policy sees the
-    samples of the last ``history_s`` seconds.
+    samples of the last ``history_s`` seconds. The router uses ``routing`` (default:
+    :func:`routing_settings` of ``profile``).
     """
     if startup_s < 0 or scrape_s <= 0 or lag_s < 0 or policy.period_s <= 0:
         raise ValueError("startup_s and lag_s must be >= 0; scrape_s and the period > 0")
-    fleet = Fleet(trace, profile, startup_s, lag_s)
+    fleet = Fleet(trace, profile, startup_s, lag_s, routing)
     warm = policy.initial_replicas if initial_replicas is None else initial_replicas
     for _ in range(warm):
         fleet.create(0.0, warm=True)
@@ -254,7 +269,7 @@ def run(
     next_arrival, scrapes, ticks = 0, 0, 1
     last_calm: float | None = None
     changes: list[Change] = []
-    scale_ups: list[tuple[float, list[_Replica]]] = []
+    scale_ups: list[tuple[float, list[FleetReplica]]] = []
     victim_order = getattr(policy, "victim_order", None)
     inf = math.inf
     now = 0.0
@@ -265,12 +280,13 @@ def run(
         t_arrival = arrivals[next_arrival] if not done else inf
         t_ready = fleet.starting[0].ready_at if fleet.starting else inf
         t_scrape, t_tick = scrapes * scrape_s, ticks * policy.period_s
-        now = min(t_arrival, t_ready, t_scrape, t_tick)
+        t_free = fleet.next_step_end() if fleet.gateway and fleet.saturated else inf
+        now = min(t_arrival, t_ready, t_scrape, t_tick, t_free)
         if now > deadline:
             now = deadline
             fleet.advance(now)
             break
-        fleet.advance(now)
+        fleet.advance(now)  # a slot freed at t_free went to the gateway queue there
         if now == t_ready:
             fleet.become_ready(now)
         elif now == t_arrival:
@@ -280,7 +296,7 @@ def run(
         elif now == t_scrape:
             fleet.scrape(now)
             scrapes += 1
-        else:
+        elif now == t_tick:
             ticks += 1
             view = fleet.view(now, history_s)
             desired = max(0, policy.decide(view, now))
@@ -318,4 +334,4 @@ def run(
     )
 
 
-__all__ = ["Change", "Outcome", "Point", "run"]
+__all__ = ["Change", "Outcome", "Point", "routing_settings", "run"]

@@ -1,7 +1,10 @@
-"""The simulated fleet: least-loaded routing among ready replicas, the gateway queue,
-startup (serving only once Ready), GPU time of starting and draining replicas, victims
-on scale-down, the metrics pipeline's scrape interval and lag (and the requests-started
-counter each sample carries), and scale-up timing."""
+"""The simulated fleet: the gateway's router among ready replicas (pending prefill tokens
+first, then requests; the gateway's own accounting, the engine metrics of the last scrape
+and their age; the profile's speeds), the gateway queue (no replica ready, or every one
+saturated until a request finishes), startup (serving only once Ready), GPU time of
+starting and draining replicas, victims on scale-down, the metrics pipeline's scrape
+interval and lag (the requests-started counter and the router's pending prefill tokens
+each sample carries), and scale-up timing."""
 
 from __future__ import annotations
 
@@ -11,31 +14,100 @@ import pytest
 
 from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_fleetsim import Change, FleetView, LlmfleetPolicy, Slo, run, trace_from_rows
-from llmfleet_fleetsim.fleet import Fleet
+from llmfleet_fleetsim.fleet import Fleet, routing_settings
+from llmfleet_gateway.routing import ReplicaLoad, RoutingSettings
 from llmfleet_operator.autoscale import Replica, ReplicaPhase, Sample, deletion_order
-from llmfleet_runtime.simulator import FAST, Request
+from llmfleet_runtime.simulator import CALIBRATED, FAST
+from llmfleet_runtime.simulator.perf import decode_ms, prefill_ms
 from tests.fleetsim.conftest import Scripted, steady
 
 
-def fleet_with(loads: list[int]) -> Fleet:
-    """A fleet of warm replicas holding ``loads`` long requests each."""
-    trace = trace_from_rows("t", [(0.0, 64, 1000)] * (sum(loads) + 2))
+def fleet_with(loads: list[int], prompt: int = 64) -> Fleet:
+    """A fleet of warm replicas sent ``loads`` long requests each at 0 (``prompt`` tokens)."""
+    trace = trace_from_rows("t", [(0.0, prompt, 1000)] * (sum(loads) + 2))
     fleet = Fleet(trace, FAST, startup_s=30.0, lag_s=0.0)
     replicas = [fleet.create(0.0, warm=True) for _ in loads]
     index = 0
     for replica, load in zip(replicas, loads, strict=True):
         for _ in range(load):
-            replica.engine.add(Request(f"{index}", 64, 1000), 0.0)
+            replica.send(index, prompt, 1000, 0.0)
             index += 1
     return fleet
 
 
-def test_router_picks_the_least_loaded_ready_replica() -> None:
+def test_router_picks_the_fewest_pending_prefill_tokens_then_requests() -> None:
     fleet = fleet_with([2, 0, 1])
     assert fleet.route(3, 0.0)
     assert [r.in_flight() for r in fleet.alive] == [2, 1, 1]
-    assert fleet.route(4, 0.0)  # ties go to the oldest
+    assert fleet.route(4, 0.0)  # a tie (64 tokens, 1 request each): the smaller name
     assert [r.in_flight() for r in fleet.alive] == [2, 2, 1]
+
+
+def test_router_prefers_a_busy_replica_past_its_prefills_to_one_prefilling() -> None:
+    # replica-1 decodes three requests (first tokens out); replica-2 has one long prompt
+    # waiting for its first token: the least-in-flight router sent the next to replica-2.
+    trace = trace_from_rows("t", [(0.0, 64, 1000)] * 3 + [(0.0, 1500, 10), (0.0, 64, 10)])
+    fleet = Fleet(trace, FAST, startup_s=30.0, lag_s=0.0)
+    busy, prefilling = fleet.create(0.0, warm=True), fleet.create(0.0, warm=True)
+    for index in range(3):
+        busy.send(index, 64, 1000, 0.0)
+    fleet.advance(0.1)
+    assert busy.pending_prefill_tokens() == 0
+    prefilling.send(3, 1500, 10, 0.1)
+    assert prefilling.pending_prefill_tokens() == 1500
+    assert fleet.route(4, 0.1)
+    assert [r.in_flight() for r in fleet.alive] == [4, 1]
+
+
+def test_router_reads_the_last_scrape_and_its_age() -> None:
+    fleet = fleet_with([3, 0])
+    replica = fleet.alive[0]
+    assert replica.load(1.0) == ReplicaLoad("replica-1", FAST.max_num_seqs, in_flight=3,
+                                            pending_prefill_tokens=192)  # fmt: skip
+    fleet.advance(2.0)
+    fleet.scrape(2.0)
+    load = replica.load(2.5)
+    assert (load.waiting, load.running, load.metrics_age_s) == (0, 3, 0.5)
+    assert load.kv_cache_usage == replica.engine.kv_usage() > 0
+
+
+def test_routing_settings_come_from_the_profile() -> None:
+    profile = CALIBRATED["h100-llama2-70b-tp4"].with_overrides(max_num_seqs=64)
+    settings = routing_settings(profile)
+    chunk = profile.max_num_batched_tokens
+    assert settings.prefill_tokens_per_s == pytest.approx(chunk / prefill_ms(profile, chunk) * 1000)
+    assert settings.decode_step_s == pytest.approx(decode_ms(profile, 64) / 1000)
+    assert settings.max_in_flight == RoutingSettings().max_in_flight
+
+
+def test_saturated_replicas_queue_at_the_gateway_until_a_request_finishes() -> None:
+    # One replica taking 2 requests at most: the third waits for the first to finish.
+    trace = trace_from_rows("t", [(0.0, 64, 4), (0.0, 64, 400), (0.0, 64, 4)])
+    fleet = Fleet(trace, FAST, startup_s=1.0, lag_s=0.0, routing=RoutingSettings(max_in_flight=2))
+    fleet.create(0.0, warm=True)
+    for index in range(3):
+        fleet.arrive(index, 0.0)
+    assert list(fleet.gateway) == [2]
+    assert fleet.saturated
+    end = fleet.next_step_end()
+    while fleet.gateway:
+        fleet.advance(end)
+        sent_at, end = end, fleet.next_step_end()
+    assert fleet.alive[0].in_flight() == 2
+    assert sent_at == fleet.last_token[0]  # sent the instant request 0 finished
+    assert fleet.last_token[1] is None
+
+
+def test_a_replay_sends_a_queued_request_when_a_slot_frees() -> None:
+    # Nothing else happens for 100 s: the engine's step end wakes the queue.
+    trace = trace_from_rows("t", [(0.0, 64, 4), (0.0, 64, 4)])
+    policy = Scripted(plan=[], initial_replicas=1, period_s=100.0)
+    one = RoutingSettings(max_in_flight=1)
+    outcome = run(trace, policy, FAST, startup_s=1.0, scrape_s=100.0, lag_s=0.0, routing=one)
+    first, last = outcome.first_token[1], outcome.last_token[0]
+    assert first is not None
+    assert last is not None
+    assert last < first < last + 0.1
 
 
 def test_router_skips_starting_and_draining_replicas() -> None:
@@ -112,6 +184,15 @@ def test_samples_arrive_after_the_lag() -> None:
     assert {s.time for s in by_time[7.0].samples} == {0.0, 5.0}
     assert {s.replica for s in by_time[7.0].samples} == {"replica-1", "replica-2"}
     assert by_time[7.0].gateway_pending == 0
+
+
+def test_samples_carry_the_routers_pending_prefill_tokens() -> None:
+    fleet = fleet_with([2, 1], prompt=512)
+    fleet.scrape(0.0)
+    samples = [item for _, item in fleet.in_transit if isinstance(item, Sample)]
+    pending = [r.pending_prefill_tokens() for r in fleet.alive]
+    assert [s.pending_prefill_tokens for s in samples] == pending == [1024, 512]
+    assert [r.load(0.0).pending_prefill_tokens for r in fleet.alive] == pending
 
 
 def test_samples_count_the_requests_each_replica_started() -> None:
