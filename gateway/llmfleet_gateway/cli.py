@@ -84,6 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold-seconds", type=_positive, default=300.0)
     p.add_argument("--queue-seconds", type=_positive, default=30.0)
     p.add_argument("--scrape-seconds", type=_positive, default=0.25)
+    routing = RoutingSettings()
+    p.add_argument(
+        "--prefill-tokens-per-s",
+        type=_positive,
+        default=routing.prefill_tokens_per_s,
+        help="a replica's prefill speed, for the TTFT estimate (match the engine's hardware)",
+    )
+    p.add_argument(
+        "--typical-prompt-tokens",
+        type=_count,
+        default=routing.typical_prompt_tokens,
+        help="prompt tokens assumed for each request in an engine's waiting queue",
+    )
+    p.add_argument(
+        "--affinity-load-factor",
+        type=_positive,
+        default=routing.affinity_load_factor,
+        help="prefix and session affinity hold while a replica's requests are at most this"
+        " factor x (mean + 1)",
+    )
+    p.add_argument(
+        "--prefix-min-share",
+        type=_positive,
+        default=routing.prefix_min_share,
+        help="the share of a prompt a replica must hold for prefix affinity to override the"
+        " estimate",
+    )
+    p.add_argument(
+        "--prefix-ttl-seconds",
+        type=_positive,
+        default=GatewaySettings(models=()).prefix_ttl_seconds,
+        help="how long a replica is believed to keep a prompt's prefix cached (match the"
+        " engines' cache turnover)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -104,11 +138,18 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         models=models,
         replicas=dict(given),
         cluster=None if given else Cluster(args.watch_namespace, args.kubeconfig),
-        routing=RoutingSettings(max_in_flight=args.max_in_flight),
+        routing=RoutingSettings(
+            max_in_flight=args.max_in_flight,
+            prefill_tokens_per_s=args.prefill_tokens_per_s,
+            typical_prompt_tokens=args.typical_prompt_tokens,
+            affinity_load_factor=args.affinity_load_factor,
+            prefix_min_share=args.prefix_min_share,
+        ),
         wait_limit=args.wait_limit,
         hold_seconds=args.hold_seconds,
         queue_seconds=args.queue_seconds,
         scrape_seconds=args.scrape_seconds,
+        prefix_ttl_seconds=args.prefix_ttl_seconds,
     )
 
 

@@ -1,0 +1,72 @@
+"""``llmfleet gateway`` flags -> GatewaySettings.
+
+Cases: the routing flags reach RoutingSettings and the prefix index's time to live; their
+defaults are the settings' own; a bad value exits with 2 and names the flag's problem.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from llmfleet_gateway.cli import build_parser, main, settings_from_args
+from llmfleet_gateway.routing import RoutingSettings
+from llmfleet_gateway.server import GatewaySettings
+
+MODEL = ["--model", "m=http://127.0.0.1:8001,http://127.0.0.1:8002"]
+
+
+def test_routing_flags_reach_the_settings() -> None:
+    args = build_parser().parse_args(
+        [
+            *MODEL,
+            "--prefill-tokens-per-s",
+            "9000",
+            "--typical-prompt-tokens",
+            "12000",
+            "--affinity-load-factor",
+            "1.5",
+            "--prefix-min-share",
+            "0.5",
+            "--prefix-ttl-seconds",
+            "45",
+        ]
+    )
+    settings = settings_from_args(args)
+    assert settings.routing.prefill_tokens_per_s == 9000
+    assert settings.routing.typical_prompt_tokens == 12000
+    assert settings.routing.affinity_load_factor == 1.5
+    assert settings.routing.prefix_min_share == 0.5
+    assert settings.prefix_ttl_seconds == 45
+
+
+def test_defaults_are_the_settings_own() -> None:
+    settings = settings_from_args(build_parser().parse_args(MODEL))
+    defaults = RoutingSettings()
+    assert settings.routing.prefill_tokens_per_s == defaults.prefill_tokens_per_s
+    assert settings.routing.typical_prompt_tokens == defaults.typical_prompt_tokens
+    assert settings.routing.affinity_load_factor == defaults.affinity_load_factor
+    assert settings.routing.prefix_min_share == defaults.prefix_min_share
+    assert settings.prefix_ttl_seconds == GatewaySettings(models=()).prefix_ttl_seconds
+
+
+def _exit_code(argv: list[str]) -> object:
+    """``main``'s code, whether argparse exits (bad syntax) or main returns (bad value)."""
+    try:
+        return main(argv)
+    except SystemExit as exited:
+        return exited.code
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--prefill-tokens-per-s", "0"], "must be positive"),
+        (["--typical-prompt-tokens", "many"], "not a whole number"),
+        (["--affinity-load-factor", "0.5"], "affinity_load_factor must be at least 1"),
+    ],
+)
+def test_bad_values_exit_with_2(
+    flags: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _exit_code([*MODEL, *flags]) == 2
+    assert said in capsys.readouterr().err
