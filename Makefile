@@ -51,6 +51,8 @@ lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the imp
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench/autoscale/*.py bench/fleetsim/*.py bench/simulator/*.py
 	$(BIN)/mypy --strict bench/tables.py
+	$(BIN)/mypy --strict bench/routing/*.py
+	MYPYPATH=bench $(BIN)/mypy --strict bench/gateway/*.py
 	$(BIN)/lint-imports
 
 test-fast: $(STAMP) tools ## Fast tier: tests/ without the parity suite (no cluster, no vLLM install)

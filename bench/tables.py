@@ -581,6 +581,205 @@ def simulator_capacity(results: Results) -> str:
     )
 
 
+# The gateway bench (bench/gateway/run.py): one table from bench/results/gateway.json.
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _sustained(step: dict[str, Any], rate: float) -> bool:
+    """The contender answered (nearly) all of a fixed-rate step, all with status 200."""
+    ok = step["codes"].get("200", 0)
+    return bool(ok >= 0.99 * step["sent"] and step["ok_per_second"] >= 0.95 * rate)
+
+
+def _added(step: dict[str, Any], direct: dict[str, Any], rate: float, keys: tuple[str, str]) -> str:
+    if not _sustained(step, rate):
+        return f"saturated ({step['ok_per_second']:,.0f}/s answered)"
+    return " / ".join(f"{step[key] - direct[key]:+.2f}" for key in keys)
+
+
+def _stream_step(report: dict[str, Any]) -> dict[str, Any]:
+    """A stream generator's report in the shape of a request step."""
+    codes = {"200": report["ok"], **report["failures"]}
+    ttft = report["ttft_ms"]
+    return {
+        "sent": report["sent"],
+        "codes": codes,
+        "ok_per_second": report["ok_per_second"],
+        "p50_ms": ttft.get("p50"),
+        "p99_ms": ttft.get("p99"),
+    }
+
+
+def gateway_table(run: dict[str, Any]) -> str:
+    """Per contender: its most requests/s and streams/s, the latency and TTFT it adds to
+    direct's (p50 / p99, ms) at the fixed rates, and its CPU per request."""
+    setup, found = run["setup"], run["contenders"]
+    rate, stream_rate = setup["rate"], setup["stream_rate"]
+    direct = found["direct"]
+    fixed_direct = direct["fixed_rate"]
+    streams_direct = _stream_step(direct["fixed_streams"])
+    out = [
+        f"| on one core | requests/s | streams/s | added latency at {rate:,} req/s, p50 / p99 (ms)"
+        f" | added TTFT at {stream_rate} streams/s, p50 / p99 (ms) | CPU per request (ms) |",
+        "|---|---|---|---|---|---|",
+        f"| {direct['label']} | {direct['max_requests']['ok_per_second']:,.0f}"
+        f" | {direct['max_streams']['ok_per_second']:,.0f}"
+        f" | ({_ms(fixed_direct['p50_ms'])} / {_ms(fixed_direct['p99_ms'])})"
+        f" | ({_ms(streams_direct['p50_ms'])} / {_ms(streams_direct['p99_ms'])}) | - |",
+    ]
+    for name, entry in found.items():
+        if name == "direct":
+            continue
+        keys = ("p50_ms", "p99_ms")
+        added = _added(entry["fixed_rate"], fixed_direct, rate, keys)
+        ttft = _added(_stream_step(entry["fixed_streams"]), streams_direct, stream_rate, keys)
+        cells = [
+            entry["label"],
+            f"{entry['max_requests']['ok_per_second']:,.0f}",
+            f"{entry['max_streams']['ok_per_second']:,.0f}",
+            added,
+            ttft,
+            f"{entry['cpu_ms_per_request']:.3f}",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def gateway_overload(run: dict[str, Any]) -> str:
+    """The overload step in one sentence per proxy: share answered 429, admitted p99."""
+    step = run["overload"]
+    lines = [
+        f"Overload: {step['rate']:,.0f} req/s against engines that serve"
+        f" {step['capacity_per_second']:,.0f} ({step['engine_slots']} at once,"
+        f" {step['engine_latency_ms']} ms each)."
+    ]
+    for name, label in (
+        (
+            "llmfleet",
+            f"llmfleet gateway (--max-in-flight {step['max_in_flight']},"
+            f" --wait-limit {step['wait_limit']})",
+        ),
+        ("plain-least_load", "plain aiohttp proxy"),
+    ):
+        found = step["runs"][name]
+        rejected = found["codes"].get("429", 0) / found["sent"]
+        lines.append(
+            f"{label}: {rejected:.0%} answered 429, admitted p50 {_ms(found['p50_ms'])} ms,"
+            f" p99 {_ms(found['p99_ms'])} ms ({found['ok_per_second']:,.0f}/s answered 200)."
+        )
+    return "\n".join(lines)
+
+
+def gateway_body(run: dict[str, Any]) -> str:
+    """The table, then the overload step (when the run had one), one paragraph a line."""
+    parts = [gateway_table(run)]
+    if "overload" in run:
+        parts += gateway_overload(run).split("\n")
+    return "\n\n".join(parts)
+
+
+def gateway_markdown(run: dict[str, Any]) -> str:
+    """bench/results/gateway.md, written by bench/gateway/run.py."""
+    return f"# Gateway bench\n\n{gateway_body(run)}\n"
+
+
+def _gateway(results: Results, render: Callable[[dict[str, Any]], str]) -> str:
+    """A gateway region, or a placeholder until the bench has run once."""
+    if not (results.folder / "gateway.json").is_file():
+        return "No results yet: run `bench/gateway/run.py`."
+    return render(results.load("gateway.json"))
+
+
+# The routing bench (bench/routing/run.py): bench/results/routing.json.
+
+ROUTING_TRACES = {"mooncake": "Mooncake synthetic", "conv": "Azure conversation"}
+ROUTERS = {
+    "ours": "llmfleet gateway",
+    "round-robin": "round-robin (plain proxy)",
+    "least-load": "least-load (plain proxy)",
+    "vllm-router": "vllm-router cache_aware",
+}
+COUNTS = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six"}
+
+
+def _routing_setting(run: dict[str, Any], trace: dict[str, Any]) -> str:
+    simulator, slo, load = run["simulator"], run["slo"], trace["load"]
+    caching = "on" if simulator["prefix_caching"] else "off"
+    routers = len(trace["contenders"])
+    return (
+        f"Trace seconds {trace['start_s']:.0f}-{trace['start_s'] + trace['window_s']:.0f}"
+        f" at {trace['speed']:g}x ({trace['requests']} requests over {trace['replay_s']:.0f} s),"
+        f" {trace['replicas']} simulator replicas of `{simulator['profile']}`"
+        f" ({simulator['max_num_seqs']} slots, prefix caching {caching}): prompts offer"
+        f" {load['share_without_cache']:.0%} of the fleet's prefill capacity,"
+        f" {load['share_with_ideal_cache']:.0%} with an ideal shared prefix cache."
+        f" SLO: TTFT within {slo['base_s']:g} s + {slo['prefill_factor']:g} x the prompt's"
+        f" prefill time on an idle replica (median {trace['slo_p50_s']:.1f} s)."
+        f" {COUNTS.get(routers, str(routers))} routers in {trace['wall_s'] / 60:.0f} min on"
+        f" {run['cores']} cores (`{trace['command']}`)."
+    )
+
+
+def _routing_table(trace: dict[str, Any]) -> str:
+    found = trace["contenders"]
+    best_p99 = min(entry["ttft_p99_s"] for entry in found.values())
+    best_attainment = max(entry["attainment"] for entry in found.values())
+    out = [
+        "| router | TTFT p50 (s) | TTFT p99 (s) | SLO attainment | prefix-cache hit rate"
+        " | requests | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in found.items():
+        p99 = _bold(f"{entry['ttft_p99_s']:.2f}", entry["ttft_p99_s"] == best_p99)
+        attained = _bold(f"{entry['attainment']:.1%}", entry["attainment"] == best_attainment)
+        hits = "-" if entry.get("prefix_hit_rate") is None else f"{entry['prefix_hit_rate']:.1%}"
+        cells = [
+            ROUTERS.get(name, name),
+            f"{entry['ttft_p50_s']:.2f}",
+            p99,
+            attained,
+            hits,
+            str(entry["requests"]),
+            str(entry["errors"]),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _routing_sections(run: dict[str, Any], level: str) -> list[str]:
+    parts = []
+    for key, trace in run["traces"].items():
+        parts += [f"{level} {ROUTING_TRACES.get(key, key)}", _routing_setting(run, trace)]
+        parts.append(_routing_table(trace))
+    return parts
+
+
+def routing_tables(run: dict[str, Any]) -> str:
+    """bench/routing/README.md's results: per trace, its setting and the table."""
+    return "\n\n".join(_routing_sections(run, "###"))
+
+
+def routing_highlights(run: dict[str, Any]) -> str:
+    """The top README's: per trace, one line of setting and the table."""
+    parts = []
+    for key, trace in run["traces"].items():
+        parts.append(
+            f"{ROUTING_TRACES.get(key, key)}, trace seconds {trace['start_s']:.0f}-"
+            f"{trace['start_s'] + trace['window_s']:.0f} at {trace['speed']:g}x,"
+            f" {trace['replicas']} replicas:"
+        )
+        parts.append(_routing_table(trace))
+    return "\n\n".join(parts)
+
+
+def routing_markdown(run: dict[str, Any]) -> str:
+    """bench/results/routing.md."""
+    return "\n\n".join(["# Routing bench", *_routing_sections(run, "##")]) + "\n"
+
+
 @dataclass(frozen=True)
 class Region:
     """What a generated region shows: the result files it reads and how it renders them."""
@@ -600,6 +799,16 @@ REGIONS: dict[str, Region] = {
     "fleetsim-speed": Region(("fleetsim-speed.json",), fleetsim_speed),
     "simulator-calibration": Region(("simulator-calibration.json",), simulator_calibration),
     "simulator-capacity": Region(("simulator-capacity.json",), simulator_capacity),
+    "routing": Region(
+        ("routing.json",), lambda results: routing_tables(results.load("routing.json"))
+    ),
+    "routing-highlights": Region(
+        ("routing.json",), lambda results: routing_highlights(results.load("routing.json"))
+    ),
+    "gateway": Region(("gateway.json",), lambda results: _gateway(results, gateway_body)),
+    "gateway-highlights": Region(
+        ("gateway.json",), lambda results: _gateway(results, gateway_table)
+    ),
 }
 
 
@@ -631,6 +840,8 @@ def outputs(repo: Path = REPO) -> dict[Path, str]:
     out = {path: rewrite(path.read_text(), results) for path in documents(repo)}
     for run in sorted(results.folder.glob("autoscale*.json")):
         out[run.with_suffix(".md")] = summary.markdown(results.load(run.name))
+    if (results.folder / "routing.json").is_file():
+        out[results.folder / "routing.md"] = routing_markdown(results.load("routing.json"))
     return out
 
 

@@ -1,0 +1,3 @@
+module llmfleet.io/bench/gateway
+
+go 1.22
