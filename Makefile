@@ -8,8 +8,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CRD := crds/llmfleet.io_llmdeployments.yaml
-CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
 
 .PHONY: help setup tools e2e-tools vllm crds tables verify lint test test-fast test-parity test-e2e run cluster-up cluster-down bench clean
 
@@ -35,7 +33,7 @@ vllm: ## Install real vLLM (CPU) into a cached venv for the parity tests (~2 min
 	bash tests/parity/install_vllm.sh
 
 crds: $(STAMP) ## Regenerate the CRD YAML (crds/ and the chart) from the API models
-	$(BIN)/llmfleet crds --output $(CRD) --chart-output $(CHART_CRD)
+	$(BIN)/llmfleet crds --output-dir crds --chart-dir charts/llmfleet/templates/crds
 
 tables: $(STAMP) ## Rewrite the figure tables of README.md and bench/ from bench/results/*.json
 	$(BIN)/python bench/tables.py

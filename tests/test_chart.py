@@ -57,13 +57,20 @@ def test_rendered_objects_are_valid(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, "1.33", strict=True)
 
 
-def test_chart_crd_is_the_generated_one() -> None:
-    generated = yaml.safe_load((ROOT / "crds/llmfleet.io_llmdeployments.yaml").read_text())
-    (crd,) = [d for d in render() if d["kind"] == "CustomResourceDefinition"]
-    assert crd["spec"] == generated["spec"]
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    (unkept,) = [d for d in render("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
-    assert not unkept["metadata"].get("annotations")
+def test_chart_crds_are_the_generated_ones() -> None:
+    generated = {
+        crd["metadata"]["name"]: crd
+        for crd in (yaml.safe_load(path.read_text()) for path in (ROOT / "crds").iterdir())
+    }
+    crds = [d for d in render() if d["kind"] == "CustomResourceDefinition"]
+    assert {crd["metadata"]["name"]: crd["spec"] for crd in crds} == {
+        name: crd["spec"] for name, crd in generated.items()
+    }
+    for crd in crds:
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    unkept = [d for d in render("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
+    assert len(unkept) == len(generated)
+    assert not any(crd["metadata"].get("annotations") for crd in unkept)
     assert not [d for d in render("crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
 
 
