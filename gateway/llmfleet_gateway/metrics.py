@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from llmfleet_gateway.admission import WaitingRoom
     from llmfleet_gateway.pool import Pool
 
+TENANT = "tenant"
+"""The label of per-tenant series: the tenant's ``namespace/name`` (empty: an open gateway)."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -73,20 +75,21 @@ class GatewayMetrics:
         reg = self.registry
         self.requests = Counter(
             "llmfleet_gateway_requests",
-            "Requests answered, by model, replica (empty: none) and HTTP status.",
-            ["model", REPLICA, "code"],
+            "Requests answered, by model, replica (empty: none), HTTP status and tenant.",
+            ["model", REPLICA, "code", TENANT],
             registry=reg,
         )
         self.rejected = Counter(
             "llmfleet_gateway_rejected_requests",
-            "Requests refused or expired while waiting: demand the fleet did not serve.",
-            ["model", "reason"],
+            "Requests refused (a full waiting room, a tenant over its limits) or expired while"
+            " waiting, by model, reason and tenant.",
+            ["model", "reason", TENANT],
             registry=reg,
         )
         self.tokens = Counter(
             "llmfleet_gateway_tokens",
-            "Tokens of answered requests, as the engines counted them.",
-            ["model", "kind"],
+            "Tokens of answered requests, as the engines counted them, by model, kind and tenant.",
+            ["model", "kind", TENANT],
             registry=reg,
         )
         self.retries = Counter(
@@ -111,8 +114,8 @@ class GatewayMetrics:
         )
         self.waited = Histogram(
             "llmfleet_gateway_wait_seconds",
-            "Time a request waited for a replica (held or queued), by model and why.",
-            ["model", "reason"],
+            "Time a request waited for a replica (held or queued), by model, why and tenant.",
+            ["model", "reason", TENANT],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )

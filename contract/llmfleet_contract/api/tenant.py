@@ -67,7 +67,9 @@ class LLMTenantSpec(ApiModel):
     api_keys: SecretReference
     """The Secret, in the tenant's namespace, holding the tenant's API keys as hashes: each
     data entry (any name) holds one key's ``sha256:<64 hex digits>`` (``llmfleet key``
-    prints a new key and its hash). Removing an entry revokes that key."""
+    prints a new key and its hash). The Secret must carry the label
+    ``llmfleet.io/api-keys: "true"``: the gateway reads no other Secret. Removing an entry
+    revokes that key."""
     models: Annotated[SetOf[DnsLabel], Field(min_length=1, max_length=256)]
     """The LLMDeployments, by name in the tenant's namespace, this tenant may call (by any
     of their served names); one that does not admit the tenant in its
