@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="in a cluster: read no LLMTenants and ask no key (an open gateway)",
     )
     p.add_argument(
+        "--tenant-namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="in a cluster: read LLMTenants and their keys' Secrets here (repeatable); default:"
+        " --watch-namespace, else every namespace",
+    )
+    p.add_argument(
         "--limit-share",
         type=_share,
         default=1.0,
@@ -150,7 +158,12 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
             raise ValueError(f"--tenants {args.tenants}: {error.strerror}") from None
     cluster = None
     if not given:
-        cluster = Cluster(args.watch_namespace, args.kubeconfig, tenants=not args.no_tenants)
+        cluster = Cluster(
+            args.watch_namespace,
+            args.kubeconfig,
+            tenants=not args.no_tenants,
+            tenant_namespaces=tuple(args.tenant_namespace),
+        )
     return GatewaySettings(
         models=models,
         replicas=dict(given),

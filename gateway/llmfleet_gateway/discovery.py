@@ -52,6 +52,9 @@ class Cluster:
     """A kubeconfig file; None: in-cluster configuration, else the default kubeconfig."""
     tenants: bool = True
     """Watch LLMTenants and their Secrets, and ask every request for a tenant's key."""
+    tenant_namespaces: tuple[str, ...] = ()
+    """Where to read LLMTenants and their keys' Secrets (a Role in each grants it); empty:
+    ``namespace``, else every namespace."""
 
 
 def models_of(body: Manifest) -> list[Model]:
@@ -177,7 +180,9 @@ async def watch_cluster(
     except config.ConfigException:
         await config.load_kube_config(config_file=cluster.kubeconfig)
     namespace = cluster.namespace
-    deployments, pods, tenant_objects, secrets = _Objects(), _Objects(), _Objects(), _Objects()
+    deployments, pods = _Objects(), _Objects()
+    tenant_objects: list[_Objects] = []
+    secrets: list[_Objects] = []
     changed = asyncio.Event()
     async with client.ApiClient() as api:
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
@@ -193,31 +198,36 @@ async def watch_cluster(
                 ),
                 (pods, core.list_namespaced_pod, (namespace,), {"label_selector": OWNER}),
             ]
-            if cluster.tenants:
-                watched += [
-                    (
-                        tenant_objects,
-                        custom.list_namespaced_custom_object,
-                        (GROUP, VERSION, namespace, tenant.PLURAL),
-                        {},
-                    ),
-                    (secrets, core.list_namespaced_secret, (namespace,), keys),
-                ]
         else:
             watched = [
                 (deployments, custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL), {}),
                 (pods, core.list_pod_for_all_namespaces, (), {"label_selector": OWNER}),
             ]
-            if cluster.tenants:
-                watched += [
-                    (
-                        tenant_objects,
-                        custom.list_cluster_custom_object,
-                        (GROUP, VERSION, tenant.PLURAL),
-                        {},
-                    ),
-                    (secrets, core.list_secret_for_all_namespaces, (), keys),
-                ]
+        if cluster.tenants:
+            where = cluster.tenant_namespaces or ((namespace,) if namespace else ())
+            for place in where or (None,):
+                tenant_objects.append(_Objects())
+                secrets.append(_Objects())
+                if place is None:
+                    watched += [
+                        (
+                            tenant_objects[-1],
+                            custom.list_cluster_custom_object,
+                            (GROUP, VERSION, tenant.PLURAL),
+                            {},
+                        ),
+                        (secrets[-1], core.list_secret_for_all_namespaces, (), keys),
+                    ]
+                else:
+                    watched += [
+                        (
+                            tenant_objects[-1],
+                            custom.list_namespaced_custom_object,
+                            (GROUP, VERSION, place, tenant.PLURAL),
+                            {},
+                        ),
+                        (secrets[-1], core.list_namespaced_secret, (place,), keys),
+                    ]
 
         async def follow(objects: _Objects, lister: Any, args: tuple[Any, ...], kw: Any) -> None:
             version: str | None = None  # None: list (again) before watching
@@ -269,7 +279,12 @@ async def watch_cluster(
                 if not all(objects.listed for objects, *_ in watched):
                     continue
                 if cluster.tenants:
-                    on_tenants(tenants.build(tenant_objects.items.values(), secrets.items.values()))
+                    on_tenants(
+                        tenants.build(
+                            [item for objects in tenant_objects for item in objects.items.values()],
+                            [item for objects in secrets for item in objects.items.values()],
+                        )
+                    )
                 update(pool, deployments.items.values(), pods.items.values())
                 pool.synced = True
         finally:
