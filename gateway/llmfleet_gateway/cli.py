@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="this replica's share of each tenant limit: 1/N for N gateway replicas",
     )
     p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="a Redis the gateway replicas share (redis://HOST:PORT/DB): tenant limits exact"
+        " across them, leased in batches; unreachable, each replica falls back to its share",
+    )
+    p.add_argument(
         "--default-max-tokens",
         type=_count,
         default=4096,
@@ -170,6 +176,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         cluster=cluster,
         tenants=tenants,
         limit_share=args.limit_share,
+        redis_url=args.redis,
         default_max_tokens=args.default_max_tokens,
         routing=RoutingSettings(max_in_flight=args.max_in_flight),
         wait_limit=args.wait_limit,

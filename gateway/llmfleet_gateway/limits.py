@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from llmfleet_gateway.forward import RateLimitedError
+from llmfleet_gateway.quota import Store, lease_size
 from llmfleet_gateway.tenants import Tenant
 
 MINUTE_S = 60.0
@@ -52,6 +53,24 @@ class Window:
     taken: int = 0
     capacity: int = 0
     """What this gateway may take in the window: its share, or what it leased."""
+    key: str = ""
+    """Its name in the quota store."""
+    shared: bool = False
+    """Leasing from the quota store (else: the local share)."""
+    leased: int = 0
+    """What the quota store counts for this replica in the window."""
+    exhausted: bool = False
+    """The store granted nothing more: the limit is spent across every replica."""
+    granted_total: int = 0
+    """Every replica's leases in the window, as the store said at the last lease."""
+
+
+class _ShortLeaseError(Exception):
+    """A window's lease is short: ask the store for more before deciding."""
+
+    def __init__(self, window: Window, limit: int, need: int, ttl_s: int) -> None:
+        super().__init__(window.key)
+        self.window, self.limit, self.need, self.ttl_s = window, limit, need, ttl_s
 
 
 @dataclass(frozen=True)
@@ -73,11 +92,17 @@ class _Account:
 class Limits:
     """Every tenant's windows at this gateway."""
 
-    def __init__(self, share: float = 1.0, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        share: float = 1.0,
+        wall: Callable[[], float] = time.time,
+        store: Store | None = None,
+    ) -> None:
         if not 0 < share <= 1:
             raise ValueError(f"the limit share must be in (0, 1], got {share}")
         self.share = share
         self.wall = wall
+        self.store = store
         self.accounts: dict[tuple[str, str], _Account] = {}
 
     # -- the windows -----------------------------------------------------------------
@@ -100,7 +125,12 @@ class Limits:
         account = self.accounts.setdefault(tenant.key, _Account())
         found = account.windows.get(resource)
         if found is None or found.index != index:
-            found = account.windows[resource] = Window(index, 0, self.capacity(limit))
+            key = f"{tenant.label}:{resource}:{index}"
+            if self.store is not None and self.store.up:
+                found = Window(index, 0, 0, key, shared=True)
+            else:
+                found = Window(index, 0, self.capacity(limit), key)
+            account.windows[resource] = found
         return found
 
     def capacity(self, limit: int) -> int:
@@ -109,11 +139,76 @@ class Limits:
 
     # -- requests ----------------------------------------------------------------------
 
+    async def acquire(self, tenant: Tenant, tokens: int) -> Reservation:
+        """:meth:`admit`, leasing more from the quota store first where a window is short."""
+        for _ in range(len(Resource) + 1):
+            try:
+                return self.admit(tenant, tokens)
+            except _ShortLeaseError as short:
+                await self._lease(short)
+        return self.admit(tenant, tokens)
+
+    async def _lease(self, short: _ShortLeaseError) -> None:
+        window, store = short.window, self.store
+        assert store is not None
+        granted = await store.lease(
+            window.key, short.limit, lease_size(short.limit, short.need), short.ttl_s
+        )
+        if granted is None:  # the store is down: this window runs on the local share
+            self._local(window, short.limit)
+        else:
+            grant, total = granted
+            window.granted_total = total
+            window.exhausted = grant == 0
+            window.capacity += grant
+            window.leased += grant
+
+    def _local(self, window: Window, limit: int) -> None:
+        window.shared = False
+        window.capacity = max(window.capacity, self.capacity(limit))
+
+    def _take(self, window: Window, need: int, resource: Resource) -> None:
+        """Count ``need`` on ``window``. What goes beyond the store's count for this replica
+        (the store down, or a request that used more than it reserved) is added there at
+        the next sync, so the other replicas' leases leave room for it."""
+        before = window.taken
+        window.taken += need
+        over = window.taken - max(before, window.leased)
+        if self.store is None or over <= 0:
+            return
+        ttl = int(DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S) + 60
+        self.store.add(window.key, over, ttl)
+        window.leased += over
+        if window.shared:
+            window.capacity = max(window.capacity, window.leased)
+
+    def ceiling(self, limit: int) -> int:
+        """The most one window can admit at this replica: the whole limit when leasing (the
+        store keeps the replicas within it), else the share."""
+        return limit if self.store is not None and self.store.up else self.capacity(limit)
+
+    def _room(self, tenant: Tenant, resource: Resource, window: Window | None, need: int) -> bool:
+        """Whether ``window`` can take ``need`` now (:class:`_ShortLeaseError`: a lease may
+        add room)."""
+        if window is None or window.taken + need <= window.capacity:
+            return True
+        limit = self.limit(tenant, resource)
+        assert limit is not None
+        if window.shared and not window.exhausted:
+            if self.store is not None and self.store.up:
+                ttl = int(DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S) + 60
+                raise _ShortLeaseError(window, limit, window.taken + need - window.capacity, ttl)
+            self._local(window, limit)
+            return window.taken + need <= window.capacity
+        return False
+
     def admit(self, tenant: Tenant, tokens: int) -> Reservation:
-        """Take one request and ``tokens`` for ``tenant``; RateLimitedError when over."""
+        """Take one request and ``tokens`` for ``tenant``; RateLimitedError when over (and
+        :class:`_ShortLeaseError`, for :meth:`acquire`, when a lease may make room)."""
         now = self.wall()
         account = self.accounts.setdefault(tenant.key, _Account())
-        concurrent = tenant.limits.concurrent_requests
+        limits = tenant.limits
+        concurrent = limits.concurrent_requests
         if concurrent is not None and account.in_flight >= math.ceil(concurrent * self.share):
             raise RateLimitedError(
                 f"Tenant {tenant.name} has {concurrent} requests in flight, its limit;"
@@ -121,38 +216,45 @@ class Limits:
                 1.0,
                 headers=self.headers(tenant),
             )
+        if limits.tokens_per_minute is not None and tokens > self.ceiling(limits.tokens_per_minute):
+            raise RateLimitedError(
+                f"The request needs {tokens} tokens (prompt and max_tokens), more than tenant"
+                f" {tenant.name} may use in a minute ({limits.tokens_per_minute}):"
+                " lower max_tokens or shorten the prompt.",
+                _until_next(now, MINUTE_S),
+                headers=self.headers(tenant),
+                retry=False,
+            )
         requests = self.window(tenant, Resource.REQUESTS, now)
         minute = self.window(tenant, Resource.TOKENS, now)
         day = self.window(tenant, Resource.DAY_TOKENS, now)
-        if day is not None and day.taken + tokens > day.capacity:
+        if not self._room(tenant, Resource.DAY_TOKENS, day, tokens):
             raise RateLimitedError(
-                f"Tenant {tenant.name} has spent its budget of {tenant.limits.tokens_per_day}"
+                f"Tenant {tenant.name} has spent its budget of {limits.tokens_per_day}"
                 " tokens for today (UTC).",
                 _until_next(now, DAY_S),
                 code="insufficient_quota",
                 headers=self.headers(tenant),
                 retry=False,
             )
-        if minute is not None and tokens > minute.capacity:
-            raise RateLimitedError(
-                f"The request needs {tokens} tokens (prompt and max_tokens), more than tenant"
-                f" {tenant.name} may use in a minute ({tenant.limits.tokens_per_minute}):"
-                " lower max_tokens or shorten the prompt.",
-                _until_next(now, MINUTE_S),
-                headers=self.headers(tenant),
-                retry=False,
-            )
-        for window, need, what in ((requests, 1, "requests"), (minute, tokens, "tokens")):
-            if window is not None and window.taken + need > window.capacity:
+        for resource, window, need in (
+            (Resource.REQUESTS, requests, 1),
+            (Resource.TOKENS, minute, tokens),
+        ):
+            if not self._room(tenant, resource, window, need):
                 raise RateLimitedError(
-                    f"Tenant {tenant.name} is over its {what} per minute; retry after the"
+                    f"Tenant {tenant.name} is over its {resource} per minute; retry after the"
                     " window resets.",
                     _until_next(now, MINUTE_S),
                     headers=self.headers(tenant),
                 )
-        for window, need in ((requests, 1), (minute, tokens), (day, tokens)):
+        for resource, window, need in (
+            (Resource.REQUESTS, requests, 1),
+            (Resource.TOKENS, minute, tokens),
+            (Resource.DAY_TOKENS, day, tokens),
+        ):
             if window is not None:
-                window.taken += need
+                self._take(window, need, resource)
         account.in_flight += 1
         return Reservation(
             tenant,
@@ -163,8 +265,8 @@ class Limits:
 
     def settle(self, reservation: Reservation, used: int) -> None:
         """The request ended having used ``used`` tokens: give back the rest of its
-        reservation, or charge what it used beyond, in the windows it was taken from while
-        they last (a later window is charged for an excess)."""
+        reservation (to this replica's window: a lease is not returned), or charge what it
+        used beyond, in the windows it was taken from while they last (else the current)."""
         tenant = reservation.tenant
         account = self.accounts.get(tenant.key)
         if account is None:
@@ -178,22 +280,28 @@ class Limits:
             window = self.window(tenant, resource, now)
             if window is None:
                 continue
-            if window.index == index:
+            if used > reservation.tokens:
+                self._take(window, used - reservation.tokens, resource)
+            elif window.index == index:
                 window.taken = max(0, window.taken + used - reservation.tokens)
-            elif used > reservation.tokens:
-                window.taken += used - reservation.tokens
 
     def headers(self, tenant: Tenant) -> dict[str, str]:
-        """OpenAI's ``x-ratelimit-*`` headers for the tenant's minute windows."""
+        """OpenAI's ``x-ratelimit-*`` headers for the tenant's minute windows, as this
+        replica knows them (leasing: the limit less what the store has granted, plus what
+        this replica's lease has left)."""
         now = self.wall()
         reset = f"{max(1, round(_until_next(now, MINUTE_S) * 1000))}ms"
         out: dict[str, str] = {}
         for resource in (Resource.REQUESTS, Resource.TOKENS):
             window = self.window(tenant, resource, now)
-            if window is None:
+            limit = self.limit(tenant, resource)
+            if window is None or limit is None:
                 continue
-            out[f"x-ratelimit-limit-{resource}"] = str(window.capacity)
-            out[f"x-ratelimit-remaining-{resource}"] = str(max(0, window.capacity - window.taken))
+            left = window.capacity - window.taken
+            if window.shared:
+                left += max(0, limit - window.granted_total) if not window.exhausted else 0
+            out[f"x-ratelimit-limit-{resource}"] = str(self.ceiling(limit))
+            out[f"x-ratelimit-remaining-{resource}"] = str(max(0, left))
             out[f"x-ratelimit-reset-{resource}"] = reset
         return out
 

@@ -43,6 +43,7 @@ from llmfleet_gateway.limits import Limits, Reservation
 from llmfleet_gateway.metrics import GatewayMetrics
 from llmfleet_gateway.pool import Model, Pool, Replica, scrape_forever
 from llmfleet_gateway.prefix import PrefixIndex, checkpoints
+from llmfleet_gateway.quota import Store, sync_forever
 from llmfleet_gateway.routing import Choice, RouteReason, RouteRequest, RoutingSettings, choose
 from llmfleet_gateway.tenants import Directory, Tenant, may_use
 
@@ -76,6 +77,9 @@ class GatewaySettings:
     ``Cluster.tenants``, discovery replaces it as LLMTenants and their Secrets change."""
     limit_share: float = 1.0
     """This replica's share of every tenant limit (1 / gateway replicas)."""
+    redis_url: str | None = None
+    """A Redis shared by the gateway replicas: tenant limits leased from it, exact across
+    them (:mod:`.quota`); None: each replica enforces its share."""
     default_max_tokens: int = 4096
     """For a tenant with token limits, a request without ``max_tokens`` reserves this many
     completion tokens and is capped at them, so that no answer outgrows its reservation."""
@@ -101,16 +105,19 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.directory = self.settings.tenants
-        self.limits = Limits(self.settings.limit_share, self.wall)
+        store = None if self.settings.redis_url is None else Store(self.settings.redis_url)
+        self.limits = Limits(self.settings.limit_share, self.wall, store)
         self.room = WaitingRoom(self.settings.wait_limit)
         self.prefixes = PrefixIndex(self.settings.prefix_capacity, self.settings.prefix_ttl_seconds)
-        self.metrics = GatewayMetrics(self.pool, self.room)
+        self.metrics = GatewayMetrics(self.pool, self.room, store)
 
     def set_tenants(self, directory: Directory) -> None:
         self.directory = directory
 
 
 GATEWAY = web.AppKey("llmfleet_gateway", Gateway)
+QUOTA_SYNC_SECONDS = 0.1
+"""How often what the replica counted beyond its leases goes to the quota store."""
 log = logging.getLogger("llmfleet.gateway")
 access = logging.getLogger("llmfleet.gateway.access")
 """One JSON line per routed request (``request_id``, model, status, replica, tokens, waits,
@@ -155,6 +162,9 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
                 gateway.pool, gateway.session, gateway.clock, gateway.settings.scrape_seconds
             )
         )
+    if (store := gateway.limits.store) is not None:
+        store.connect()
+        tasks.append(sync_forever(store, QUOTA_SYNC_SECONDS))
     if (cluster := gateway.settings.cluster) is not None:
         gateway.pool.synced = False
         if cluster.tenants:
@@ -168,6 +178,8 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*gateway.tasks, return_exceptions=True)
     await gateway.session.close()
+    if gateway.limits.store is not None:
+        await gateway.limits.store.close()
 
 
 def _stopped(task: asyncio.Task[None]) -> None:
@@ -208,6 +220,9 @@ async def _health(request: web.Request) -> web.Response:
         return web.Response(status=503, text="discovering the cluster's models")
     if any(task.done() for task in gateway.tasks):
         return web.Response(status=503, text="a background loop stopped: see the log")
+    store = gateway.limits.store
+    if store is not None and not store.up:
+        return web.Response(text="ok; the quota store is unreachable: limits on local shares")
     return web.Response(text="ok")
 
 
@@ -260,7 +275,7 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
     if tenant is not None:
         incoming, raw, tokens = _reserve(gateway, tenant, incoming, raw)
         try:
-            reservation = gateway.limits.admit(tenant, tokens)
+            reservation = await gateway.limits.acquire(tenant, tokens)
         except forward.RateLimitedError:
             gateway.metrics.rejected.labels(model.name, "TenantLimit", tenant.label).inc()
             raise
