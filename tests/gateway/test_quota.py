@@ -43,10 +43,9 @@ class Redis:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed: run `make tools`"
+        flags = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-            + ["--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
+            [binary, "--port", str(self.port), *flags], stdout=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
         while True:
