@@ -1,32 +1,27 @@
 """The built-in autoscaler on the local control plane, with simulator engines under load.
 
-Cases: through a real Prometheus that discovers the pods via the API server, a load ramp
-scales a deployment up to maxReplicas (ScalingLimited says so; the status shows the
-startup time it learned) and, once the load ends,
-down to minReplicas no sooner than the scale-down stabilization window, each change an
-Event and a decision with its reason; on a scale-down the replica with a request in
-flight stays (pod-deletion-cost) and its stream finishes (read by direct scrapes, the
-default source); a stopped Prometheus holds the replicas with MetricsAvailable=False and
-a Warning Event, and its return resumes scaling; a model scales to zero when idle, and a
-request sent through the real gateway (discovering the namespace's LLMDeployments and pods)
-is held while the model has no replica, wakes it (the gateway's pending-requests gauge, read
-through Prometheus) and is answered.
+Cases: through a real Prometheus that discovers the pods via the API server, a load ramp sent
+through the real gateway scales a deployment up to maxReplicas (ScalingLimited says so; the
+status shows the startup time it learned) and, once the load ends, down to minReplicas no
+sooner than the scale-down stabilization window, each change an Event and a decision with
+its reason; on a scale-down the replica with a request in flight stays (pod-deletion-cost)
+and its stream finishes (read by direct scrapes, the default source); a stopped Prometheus
+holds the replicas with MetricsAvailable=False and a Warning Event, and its return resumes
+scaling; a model scales to zero when idle, and a request sent through the real gateway
+(discovering the namespace's LLMDeployments and pods) is held while the model has no
+replica, wakes it (the gateway's pending-requests gauge, read through Prometheus) and is
+answered.
 
 The engines are simulator pods (examples/llama-8b-simulated-autoscaled.yaml: profile
-``fast`` slowed 20x, two slots each, a 2 s control period), loaded by
-the official ``openai`` client from this process through the pods' addresses in
-``status.endpoints``, the least busy first, except in the scale-from-zero case, which
-goes through the gateway.
+``fast`` slowed 20x, two slots each, a 2 s control period), loaded by clients of the
+official ``openai`` client in this process through the real gateway (``traffic.py``), except
+in the scale-down case, which sends its one stream straight to the pod it means to keep busy.
 """
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +30,6 @@ import pytest
 import yaml
 from kit import (
     EXAMPLES,
-    REPO,
     LocalPrometheus,
     apply,
     apply_ready,
@@ -45,13 +39,11 @@ from kit import (
     wait_for,
 )
 from kubernetes.client import ApiClient, CoreV1Api
-from localop import GATEWAY_ACCOUNT, LocalOperator, kubectl, service_account_kubeconfig
-from openai import OpenAI
+from localop import LocalOperator, kubectl
+from traffic import Streams, complete, gateway
 
 from llmfleet_operator.metrics import DirectScrape, Target
-from tests.runtime.conftest import free_port
 
-MODEL = "llama-8b"
 AUTOSCALED = EXAMPLES / "llama-8b-simulated-autoscaled.yaml"
 
 
@@ -67,66 +59,6 @@ def autoscaled(name: str, **scaling: Any) -> dict[str, Any]:
 def status(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
     found: dict[str, Any] = get(api, namespace, name).get("status") or {}
     return found
-
-
-def complete(endpoint: str, max_tokens: int) -> str:
-    """Stream one completion from an engine; its finish reason."""
-    client = OpenAI(base_url=f"http://{endpoint}/v1", api_key="unused", max_retries=0)
-    finish = ""
-    stream = client.completions.create(
-        model=MODEL, prompt="count to a thousand", max_tokens=max_tokens, stream=True
-    )
-    for chunk in stream:
-        finish = chunk.choices[0].finish_reason or finish if chunk.choices else finish
-    return finish
-
-
-class Load:
-    """``streams`` clients, each sending one completion after another to the engine with
-    the fewest requests in flight from this load (a stand-in for the gateway's router)."""
-
-    def __init__(self, api: ApiClient, namespace: str, name: str, streams: int) -> None:
-        self.api, self.namespace, self.name = api, namespace, name
-        self.in_flight: dict[str, int] = {}
-        self.errors: list[str] = []
-        self.done = 0
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._client) for _ in range(streams)]
-
-    def _pick(self) -> str | None:
-        endpoints = status(self.api, self.namespace, self.name).get("endpoints") or []
-        with self.lock:
-            if not endpoints:
-                return None
-            chosen: str = min(endpoints, key=lambda e: (self.in_flight.get(e, 0), e))
-            self.in_flight[chosen] = self.in_flight.get(chosen, 0) + 1
-            return chosen
-
-    def _client(self) -> None:
-        while not self.stopping.is_set():
-            endpoint = self._pick()
-            if endpoint is None:
-                time.sleep(0.2)
-                continue
-            try:
-                if complete(endpoint, 50) != "length":
-                    self.errors.append(f"{endpoint}: stream ended early")
-            except Exception as error:  # every failure is a lost request: report it
-                self.errors.append(f"{endpoint}: {error!r}")
-            with self.lock:
-                self.in_flight[endpoint] -= 1
-                self.done += 1
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
 
 
 def patch_scaling(kubeconfig: Path, namespace: str, name: str, **fields: Any) -> None:
@@ -174,12 +106,16 @@ def test_a_load_ramp_scales_up_and_the_end_of_load_scales_down_after_the_window(
     api_client: ApiClient,
     kubeconfig: Path,
     namespace: str,
+    tmp_path: Path,
 ) -> None:
     manifest = autoscaled("ramp", metrics=through(prometheus))
     window = manifest["spec"]["autoscaling"]["scaleDown"]["stabilizationWindowSeconds"]
     assert window > 6  # the stable window alone would scale down after 6 s
     name = apply_ready(api_client, kubeconfig, namespace, manifest)
-    with Load(api_client, namespace, name, streams=10) as load:
+    with (
+        gateway(kubeconfig, namespace, tmp_path / "gateway.log") as address,
+        Streams(address, clients=10, max_tokens=50) as load,
+    ):
         wait_for("3 ready replicas under load", lambda: settled(api_client, namespace, name, 3))
         limited = wait_for(
             "ScalingLimited at maxReplicas",
@@ -305,44 +241,6 @@ def test_a_stopped_prometheus_holds_replicas_and_its_return_resumes_scaling(
     prometheus.start()
     wait_for("metrics back", lambda: metrics("MetricsFresh"), timeout=60)
     wait_for("scaled down once metrics returned", lambda: settled(api_client, namespace, name, 1))
-
-
-@contextmanager
-def gateway(kubeconfig: Path, namespace: str, log: Path) -> Iterator[str]:
-    """The real gateway, discovering the namespace's LLMDeployments and pods with the chart's
-    least-privilege service account (its token only); yields its ``host:port``."""
-    port = free_port()
-    account = service_account_kubeconfig(
-        kubeconfig, log.with_suffix(".kubeconfig"), GATEWAY_ACCOUNT
-    )
-    command = [
-        str(REPO / ".venv" / "bin" / "llmfleet"),
-        "gateway",
-        "--kubeconfig",
-        str(account),
-        "--watch-namespace",
-        namespace,
-        "--port",
-        str(port),
-        "--hold-seconds",
-        "240",
-    ]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for("the gateway", lambda: http_ok(f"127.0.0.1:{port}", "/health"), timeout=30)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def http_ok(address: str, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.mark.timeout(300)
