@@ -3,10 +3,10 @@ client.
 
 The chart is upgraded to let its gateway read this test's namespace's tenants (a Role for
 Secrets there, nothing cluster-wide); the gateway runs with the chart's service account's
-token. Two simulated LLMDeployments, ``x`` and ``y``, and two LLMTenants with their keys'
+token. Two simulated LLMDeployments, ``left`` and ``right``, and two LLMTenants with their keys'
 Secrets, applied with kubectl as a user would.
 
-Cases: tenant A lists and calls only ``x``; ``y`` answers A exactly as a model that does not
+Cases: tenant A lists and calls only ``left``; ``right`` answers A exactly as a model that does not
 exist; a wrong key is AuthenticationError; A over its requests per minute gets RateLimitError
 at once, with the ``x-ratelimit-*`` headers, while B goes on being answered; a key removed
 from its Secret stops working within seconds.
@@ -75,31 +75,31 @@ def test_tenants_see_call_and_lose_only_what_their_objects_say(
     tmp_path: Path,
 ) -> None:
     install_chart(kubeconfig, f"gateway.tenants.namespaces={{{SYSTEM},{namespace}}}")
-    for name in ("x", "y"):
+    for name in ("left", "right"):
         apply_ready(api_client, kubeconfig, namespace, model(name))
     key_a, key_b = (f"sk-e2e-{secrets.token_hex(16)}" for _ in range(2))
-    tenant(kubeconfig, namespace, "a", ["x"], key_a)
-    tenant(kubeconfig, namespace, "b", ["y"], key_b)
+    tenant(kubeconfig, namespace, "a", ["left"], key_a)
+    tenant(kubeconfig, namespace, "b", ["right"], key_b)
     with gateway(kubeconfig, namespace, tmp_path / "gateway.log", tenants=True) as address:
         a, b = client(address, key_a), client(address, key_b)
-        wait_for("tenant a's model", lambda: [m.id for m in a.models.list()] == ["x"])
-        assert [m.id for m in b.models.list()] == ["y"]
-        first = a.completions.with_raw_response.create(model="x", prompt="hi", max_tokens=2)
+        wait_for("tenant a's model", lambda: [m.id for m in a.models.list()] == ["left"])
+        assert [m.id for m in b.models.list()] == ["right"]
+        first = a.completions.with_raw_response.create(model="left", prompt="hi", max_tokens=2)
         assert first.headers["x-ratelimit-remaining-requests"] == str(RPM - 1)
         with pytest.raises(openai.NotFoundError) as hidden:
-            a.completions.create(model="y", prompt="hi", max_tokens=2)
+            a.completions.create(model="right", prompt="hi", max_tokens=2)
         assert hidden.value.code == "model_not_found"
         with pytest.raises(openai.AuthenticationError):
-            client(address, "sk-wrong").completions.create(model="x", prompt="hi", max_tokens=2)
+            client(address, "sk-wrong").completions.create(model="left", prompt="hi", max_tokens=2)
 
         for _ in range(RPM - 1):
-            assert a.completions.create(model="x", prompt="hi", max_tokens=2).choices
+            assert a.completions.create(model="left", prompt="hi", max_tokens=2).choices
         with pytest.raises(openai.RateLimitError) as over:
-            a.completions.create(model="x", prompt="hi", max_tokens=2)
+            a.completions.create(model="left", prompt="hi", max_tokens=2)
         headers = over.value.response.headers
         assert headers["x-ratelimit-remaining-requests"] == "0"
         assert int(headers["retry-after"]) <= 60
-        assert b.completions.create(model="y", prompt="hi", max_tokens=2).choices
+        assert b.completions.create(model="right", prompt="hi", max_tokens=2).choices
 
         replaced = {"stringData": {"laptop": key_hash("sk-another")}, "data": None}
         patched = kubectl(
