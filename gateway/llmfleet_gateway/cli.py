@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import logging.handlers
 import signal
 import sys
 from collections.abc import Sequence
@@ -200,9 +202,29 @@ async def serve(settings: GatewaySettings, host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ACCESS_FLUSH_SECONDS)
+        for handler in logging.getLogger(ACCESS_LOGGER).handlers:
+            handler.flush()
     await runner.cleanup()
+    logging.shutdown()
     return 0
+
+
+ACCESS_LOGGER = "llmfleet.gateway.access"
+ACCESS_FLUSH_SECONDS = 0.5
+"""The access log is written in batches, at most this late: a write and flush per request
+cost a tenth of the gateway's CPU (measured, bench/gateway)."""
+
+
+def _access_log() -> None:
+    """One JSON line per request on stdout, as it is, buffered; the other logs as they are."""
+    out = logging.StreamHandler(sys.stdout)
+    out.setFormatter(logging.Formatter("%(message)s"))
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.addHandler(logging.handlers.MemoryHandler(1024, flushLevel=logging.CRITICAL, target=out))
+    access.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _access_log()
     try:
         settings = settings_from_args(args)
     except ValueError as error:

@@ -11,6 +11,7 @@ the stream with an error event. A held stream's heartbeats (SSE comments) do not
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from enum import Enum
 
@@ -164,6 +165,7 @@ class Exchange:
     def access_record(self, now: float) -> dict[str, object]:
         """The access log's line for this request: never a prompt, a key or a header."""
         return {
+            "time": round(time.time(), 3),
             "request_id": self.request[REQUEST_ID_KEY],
             "path": self.request.path,
             "model": self.incoming.model,
