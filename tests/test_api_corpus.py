@@ -16,15 +16,17 @@ import pytest
 import yaml
 
 from llmfleet_contract.api import LLMDeployment
-from llmfleet_contract.validation import model_errors, schema_errors
-from tests.corpus import EXAMPLES, INVALID, load_invalid
+from llmfleet_contract.validation import kind_of, model_errors, schema_errors
+from tests.corpus import EXAMPLES, INVALID, TENANT_EXAMPLES, load_invalid
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXAMPLES + TENANT_EXAMPLES, ids=lambda p: p.stem)
 def test_example_is_valid(path: Path) -> None:
-    manifest = yaml.safe_load(path.read_text())
-    assert schema_errors(manifest) == []
-    assert model_errors(manifest) == []
+    ours = [doc for doc in yaml.safe_load_all(path.read_text()) if kind_of(doc)]
+    assert ours
+    for manifest in ours:
+        assert schema_errors(manifest) == []
+        assert model_errors(manifest) == []
 
 
 def test_there_are_examples_of_each_shape() -> None:
@@ -66,7 +68,7 @@ def test_model_refuses(path: Path) -> None:
 
 
 def test_every_cel_rule_has_a_refused_case() -> None:
-    from llmfleet_contract.crd import openapi_schema
+    from llmfleet_contract.crd import KINDS, openapi_schema
 
     messages: list[str] = []
 
@@ -76,7 +78,8 @@ def test_every_cel_rule_has_a_refused_case() -> None:
             for child in node.values():
                 collect(child)
 
-    collect(openapi_schema())
+    for kind in KINDS:
+        collect(openapi_schema(kind))
     covered = {load_invalid(p).message for p in INVALID}
     untested = [m for m in set(messages) if not any(c in m for c in covered)]
     assert untested == []

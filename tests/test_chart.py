@@ -57,13 +57,20 @@ def test_rendered_objects_are_valid(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, "1.33", strict=True)
 
 
-def test_chart_crd_is_the_generated_one() -> None:
-    generated = yaml.safe_load((ROOT / "crds/llmfleet.io_llmdeployments.yaml").read_text())
-    (crd,) = [d for d in render() if d["kind"] == "CustomResourceDefinition"]
-    assert crd["spec"] == generated["spec"]
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    (unkept,) = [d for d in render("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
-    assert not unkept["metadata"].get("annotations")
+def test_chart_crds_are_the_generated_ones() -> None:
+    generated = {
+        crd["metadata"]["name"]: crd
+        for crd in (yaml.safe_load(path.read_text()) for path in (ROOT / "crds").iterdir())
+    }
+    crds = [d for d in render() if d["kind"] == "CustomResourceDefinition"]
+    assert {crd["metadata"]["name"]: crd["spec"] for crd in crds} == {
+        name: crd["spec"] for name, crd in generated.items()
+    }
+    for crd in crds:
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    unkept = [d for d in render("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
+    assert len(unkept) == len(generated)
+    assert not any(crd["metadata"].get("annotations") for crd in unkept)
     assert not [d for d in render("crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
 
 
@@ -105,12 +112,38 @@ def test_the_operator_reads_every_gateway_replica_by_default() -> None:
     assert not [a for a in operator_args("gateway.enabled=false") if "gateway" in a]
 
 
-def test_gateway_reads_llmdeployments_and_pods_and_writes_nothing() -> None:
-    role = component(render(), "ClusterRole", "release-gateway")
+def test_gateway_reads_llmdeployments_pods_and_tenants_and_writes_nothing() -> None:
+    docs = render()
+    role = component(docs, "ClusterRole", "release-gateway")
     assert role["rules"] == [
         {"apiGroups": ["llmfleet.io"], "resources": ["llmdeployments"], "verbs": READ},
         {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
+        {"apiGroups": ["llmfleet.io"], "resources": ["llmtenants"], "verbs": READ},
     ]
+    # Secrets: only in the tenants' namespaces (default: the release's), never cluster-wide.
+    [keys] = [d for d in docs if d["kind"] == "Role" and "tenant-keys" in d["metadata"]["name"]]
+    assert keys["metadata"]["namespace"] == "llmfleet-system"
+    assert keys["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": READ}]
+    binding = component(docs, "RoleBinding", "release-gateway-tenant-keys")
+    assert binding["subjects"][0]["name"] == "release-gateway"
+    args = component(docs, "Deployment", "release-gateway")["spec"]["template"]["spec"]
+    given = args["containers"][0]["args"]
+    assert "--tenant-namespace=llmfleet-system" in given
+    assert "--limit-share=0.1" in given  # 1/maxReplicas: the replicas never exceed a limit
+
+    teams = render("gateway.tenants.namespaces={team-a,team-b}")
+    places = sorted(
+        d["metadata"]["namespace"] for d in teams if "tenant-keys" in d["metadata"]["name"]
+    )
+    assert places == ["team-a", "team-a", "team-b", "team-b"]
+    open_ = render("gateway.tenants.enabled=false")
+    assert not [d for d in open_ if "tenant-keys" in d["metadata"]["name"]]
+    assert len(component(open_, "ClusterRole", "release-gateway")["rules"]) == 2
+    open_args = component(open_, "Deployment", "release-gateway")["spec"]["template"]["spec"]
+    assert "--no-tenants" in open_args["containers"][0]["args"]
+    fixed = render("gateway.autoscaling.enabled=false", "gateway.replicas=4")
+    fixed_args = component(fixed, "Deployment", "release-gateway")["spec"]["template"]["spec"]
+    assert "--limit-share=0.25" in fixed_args["containers"][0]["args"]
 
 
 def test_gateway_objects_and_their_switches() -> None:

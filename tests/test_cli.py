@@ -3,7 +3,7 @@
 Cases: ``validate`` passes the examples (exit 0) and fails a folder with one bad spec
 (exit 1) printing the object, field path and rule like the API server; other kinds
 and ``List`` items are handled; unreadable input is an error, never a silent pass;
-``crds`` prints the committed CRD; unknown commands exit 2 with the usage.
+``crds`` prints the committed CRDs; unknown commands exit 2 with the usage.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import pytest
 import yaml
 
 from llmfleet.cli import main
-from tests.corpus import EXAMPLES, INVALID, ROOT
+from llmfleet_contract.api.tenant import key_hash
+from tests.corpus import EXAMPLES, INVALID, ROOT, TENANT_EXAMPLES
 
 
 def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "-f", str(ROOT / "examples")]) == 0
-    assert f"{len(EXAMPLES)} LLMDeployment(s) checked, 0 invalid" in capsys.readouterr().out
+    checked = len(EXAMPLES) + len(TENANT_EXAMPLES)
+    assert f"{checked} object(s) checked, 0 invalid" in capsys.readouterr().out
 
 
 def test_validate_reports_like_the_api_server(
@@ -35,7 +37,7 @@ def test_validate_reports_like_the_api_server(
         '  * spec.autoscaling.minReplicas: Invalid value: "object":'
         " minReplicas must be less than or equal to maxReplicas" in captured.err
     )
-    assert "2 LLMDeployment(s) checked, 1 invalid" in captured.out
+    assert "2 object(s) checked, 1 invalid" in captured.out
 
 
 def test_validate_every_invalid_case_fails() -> None:
@@ -53,7 +55,7 @@ def test_validate_skips_other_kinds_and_reads_lists(
     assert main(["validate", "-f", str(tmp_path / "all.yaml")]) == 1
     captured = capsys.readouterr()
     assert "all.yaml[2].items[0]: The LLMDeployment" in captured.err
-    assert "1 LLMDeployment(s) checked, 1 invalid" in captured.out
+    assert "1 object(s) checked, 1 invalid" in captured.out
 
 
 @pytest.mark.parametrize(
@@ -70,9 +72,23 @@ def test_validate_unreadable_input_fails(
     assert expected in capsys.readouterr().err
 
 
-def test_crds_prints_the_committed_crd(capsys: pytest.CaptureFixture[str]) -> None:
+def test_crds_prints_the_committed_crds(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["crds"]) == 0
-    assert capsys.readouterr().out == (ROOT / "crds/llmfleet.io_llmdeployments.yaml").read_text()
+    files = sorted((ROOT / "crds").iterdir(), key=lambda path: "tenant" in path.name)
+    assert capsys.readouterr().out == "---\n".join(path.read_text() for path in files)
+
+
+def test_key_prints_a_new_key_and_its_hash(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["key", "--name", "laptop"]) == 0
+    first = capsys.readouterr().out
+    assert main(["key", "--name", "laptop"]) == 0
+    second = capsys.readouterr().out
+    lines = first.splitlines()
+    new = lines[1].removeprefix("# ")
+    assert new.startswith("sk-llmfleet-")
+    assert len(new) > 40
+    assert yaml.safe_load(first) == {"laptop": key_hash(new)}
+    assert first != second
 
 
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:

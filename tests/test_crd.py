@@ -1,7 +1,7 @@
-"""The generated CRD: committed as generated, accepted by Kubernetes, structural, documented.
+"""The generated CRDs: committed as generated, accepted by Kubernetes, structural, documented.
 
-Cases:
-- ``crds/`` and the chart's CRD template are exactly what the models generate now;
+Cases, for every kind (LLMDeployment, LLMTenant):
+- ``crds/`` and the chart's CRD templates are exactly what the models generate now;
 - kubernetes-validate (the API server's own schemas) accepts the CRD object;
 - the schema is structural: every node has a type (or is int-or-string / preserves
   unknown fields), no ``anyOf`` branch carries a type outside int-or-string,
@@ -19,23 +19,40 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llmfleet_contract.crd import build_crd, openapi_schema, render_chart_template, render_yaml
+from llmfleet_contract.crd import (
+    KINDS,
+    LLMDEPLOYMENTS,
+    CrdKind,
+    build_crd,
+    openapi_schema,
+    render_chart_template,
+    render_yaml,
+)
 from tests.corpus import ROOT
 
-CRD_FILE = ROOT / "crds" / "llmfleet.io_llmdeployments.yaml"
-CHART_CRD_FILE = ROOT / "charts/llmfleet/templates/crds/llmfleet.io_llmdeployments.yaml"
+by_kind = pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.kind)
 
 
-def test_committed_crd_is_generated() -> None:
-    assert CRD_FILE.read_text() == render_yaml(build_crd()), "run `make crds` and commit"
+@by_kind
+def test_committed_crd_is_generated(kind: CrdKind) -> None:
+    committed = (ROOT / "crds" / kind.file_name).read_text()
+    assert committed == render_yaml(build_crd(kind)), "run `make crds` and commit"
 
 
-def test_chart_crd_is_generated() -> None:
-    assert CHART_CRD_FILE.read_text() == render_chart_template(build_crd()), "run `make crds`"
+@by_kind
+def test_chart_crd_is_generated(kind: CrdKind) -> None:
+    committed = (ROOT / "charts/llmfleet/templates/crds" / kind.file_name).read_text()
+    assert committed == render_chart_template(build_crd(kind)), "run `make crds`"
 
 
-def test_kubernetes_validate_accepts_the_crd() -> None:
-    crd = yaml.safe_load(CRD_FILE.read_text())
+def test_no_other_crd_is_committed() -> None:
+    files = {path.name for path in (ROOT / "crds").iterdir()}
+    assert files == {kind.file_name for kind in KINDS}
+
+
+@by_kind
+def test_kubernetes_validate_accepts_the_crd(kind: CrdKind) -> None:
+    crd = yaml.safe_load((ROOT / "crds" / kind.file_name).read_text())
     kubernetes_validate.validate(crd, "1.33", strict=True)
 
 
@@ -50,7 +67,12 @@ def _nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, 
     return found
 
 
-@pytest.mark.parametrize(("path", "node"), _nodes(openapi_schema()), ids=lambda v: str(v)[:60])
+ALL_NODES = [
+    (f"{kind.kind}{path}", node) for kind in KINDS for path, node in _nodes(openapi_schema(kind))
+]
+
+
+@pytest.mark.parametrize(("path", "node"), ALL_NODES, ids=lambda v: str(v)[:60])
 def test_node_is_structural(path: str, node: dict[str, Any]) -> None:
     int_or_string = node.get("x-kubernetes-int-or-string") is True
     assert "type" in node or int_or_string, f"{path} has no type"
@@ -60,10 +82,11 @@ def test_node_is_structural(path: str, node: dict[str, Any]) -> None:
     assert not {"$ref", "const", "title"} & node.keys(), path
 
 
-@pytest.mark.parametrize(("path", "node"), _nodes(openapi_schema()), ids=lambda v: str(v)[:60])
+@pytest.mark.parametrize(("path", "node"), ALL_NODES, ids=lambda v: str(v)[:60])
 def test_field_is_documented(path: str, node: dict[str, Any]) -> None:
     documented_by_kubernetes = {".metadata", ".apiVersion", ".kind"}
-    if path and not path.endswith(("[]", "{}")) and path not in documented_by_kubernetes:
+    own = path.partition(".")[1] + path.partition(".")[2]
+    if own and not own.endswith(("[]", "{}")) and own not in documented_by_kubernetes:
         assert node.get("description", "").strip(), f"{path} has no description"
 
 
@@ -77,13 +100,19 @@ def _resolve(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
     return node
 
 
-def test_scale_subresource_and_columns_point_at_fields() -> None:
-    version = build_crd()["spec"]["versions"][0]
+def test_scale_subresource_points_at_fields() -> None:
+    version = build_crd(LLMDEPLOYMENTS)["spec"]["versions"][0]
     schema = version["schema"]["openAPIV3Schema"]
     scale = version["subresources"]["scale"]
     assert _resolve(schema, scale["specReplicasPath"])["type"] == "integer"
     assert _resolve(schema, scale["statusReplicasPath"])["type"] == "integer"
     assert _resolve(schema, scale["labelSelectorPath"])["type"] == "string"
+
+
+@by_kind
+def test_printer_columns_point_at_fields(kind: CrdKind) -> None:
+    version = build_crd(kind)["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
     for column in version["additionalPrinterColumns"]:
         if column["jsonPath"].startswith(".metadata"):
             continue
@@ -91,10 +120,11 @@ def test_scale_subresource_and_columns_point_at_fields() -> None:
         assert _resolve(schema, path), column
 
 
-def test_lists_and_strings_are_bounded() -> None:
+@by_kind
+def test_lists_and_strings_are_bounded(kind: CrdKind) -> None:
     unbounded = [
         path
-        for path, node in _nodes(openapi_schema())
+        for path, node in _nodes(openapi_schema(kind))
         if (node.get("type") == "array" and "maxItems" not in node)
         or (
             node.get("type") == "string"

@@ -12,7 +12,8 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("llmfleet_contract.commands:crds", "print or write the generated CRD YAML"),
-    "validate": ("llmfleet_contract.commands:validate", "check LLMDeployment manifests offline"),
+    "validate": ("llmfleet_contract.commands:validate", "check llmfleet manifests offline"),
+    "key": ("llmfleet_contract.commands:key", "make a tenant API key and its hash"),
     "operator": ("llmfleet_operator.operator_main:main", "run the LLMDeployment operator"),
     "launch": ("llmfleet_runtime.launcher.cli:main", "start this pod's vLLM engine and drain it"),
     "engine-sim": ("llmfleet_runtime.simulator.cli:main", "run the vLLM-faithful engine simulator"),

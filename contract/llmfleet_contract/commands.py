@@ -1,8 +1,9 @@
-"""``llmfleet crds`` and ``llmfleet validate``: the API's own command-line tools."""
+"""``llmfleet crds``, ``validate`` and ``key``: the API's own command-line tools."""
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from llmfleet_contract.crd import build_crd, render_chart_template, render_yaml
-from llmfleet_contract.validation import is_llmdeployment
+from llmfleet_contract.api.tenant import key_hash
+from llmfleet_contract.crd import KINDS, build_crd, render_chart_template, render_yaml
+from llmfleet_contract.validation import kind_of
 from llmfleet_contract.validation import validate as validate_manifest
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -20,16 +22,33 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 def crds(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="llmfleet crds", description="Generate the CRD YAML.")
-    parser.add_argument("--output", type=Path, help="write the CRD here instead of stdout")
-    parser.add_argument("--chart-output", type=Path, help="also write the Helm chart template here")
+    parser.add_argument(
+        "--output-dir", type=Path, help="write one file per CRD here instead of stdout"
+    )
+    parser.add_argument("--chart-dir", type=Path, help="also write the Helm chart templates here")
     args = parser.parse_args(argv)
-    crd = build_crd()
-    if args.output is None:
-        sys.stdout.write(render_yaml(crd))
-    else:
-        _write(args.output, render_yaml(crd))
-    if args.chart_output is not None:
-        _write(args.chart_output, render_chart_template(crd))
+    for kind in KINDS:
+        crd = build_crd(kind)
+        if args.output_dir is None:
+            sys.stdout.write(("---\n" if kind != KINDS[0] else "") + render_yaml(crd))
+        else:
+            _write(args.output_dir / kind.file_name, render_yaml(crd))
+        if args.chart_dir is not None:
+            _write(args.chart_dir / kind.file_name, render_chart_template(crd))
+    return 0
+
+
+def key(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="llmfleet key",
+        description="Make a new API key for a tenant. The key goes to the tenant and is"
+        " shown once; the hash goes into the Secret the LLMTenant's spec.apiKeys names.",
+    )
+    parser.add_argument("--name", default="key", help="the Secret entry's name (default: key)")
+    args = parser.parse_args(argv)
+    new = "sk-llmfleet-" + secrets.token_urlsafe(32)
+    print(f"# the key, for the tenant only (not stored anywhere):\n# {new}")
+    print(f"# the Secret's stringData entry:\n{args.name}: {key_hash(new)}")
     return 0
 
 
@@ -41,8 +60,9 @@ def _write(path: Path, text: str) -> None:
 def validate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="llmfleet validate",
-        description="Check LLMDeployment manifests against the schema, its CEL rules and the"
-        " operator's model, as the API server would at `kubectl apply`. Other kinds are skipped.",
+        description="Check LLMDeployment and LLMTenant manifests against the schema, its CEL"
+        " rules and the model, as the API server would at `kubectl apply`. Other kinds are"
+        " skipped.",
     )
     parser.add_argument(
         "-f",
@@ -60,17 +80,18 @@ def validate(argv: list[str]) -> int:
             print(f"{source}: {document.reason}", file=sys.stderr)
             invalid += 1
             continue
-        if not is_llmdeployment(document):
+        kind = kind_of(document)
+        if kind is None:
             continue
         checked += 1
         name = (document.get("metadata") or {}).get("name", "<unnamed>")
         errors = validate_manifest(document)
         if errors:
             invalid += 1
-            print(f'{source}: The LLMDeployment "{name}" is invalid:', file=sys.stderr)
+            print(f'{source}: The {kind.kind} "{name}" is invalid:', file=sys.stderr)
             for error in errors:
                 print(f"  * {error}", file=sys.stderr)
-    print(f"{checked} LLMDeployment(s) checked, {invalid} invalid")
+    print(f"{checked} object(s) checked, {invalid} invalid")
     return 1 if invalid else 0
 
 

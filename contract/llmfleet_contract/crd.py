@@ -1,4 +1,4 @@
-"""Generate the LLMDeployment CRD from the API models (``llmfleet crds``, ``make crds``).
+"""Generate the CRDs from the API models (``llmfleet crds``, ``make crds``).
 
 Pydantic writes JSON Schema; the API server wants a *structural* OpenAPI v3 schema.
 ``structural()`` bridges the two: it inlines ``$ref``s, drops ``null`` branches and
@@ -10,20 +10,21 @@ default, so the API server fills them in (CEL rules rely on those being present)
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from llmfleet_contract.api import resource
-from llmfleet_contract.api.resource import LLMDeployment
-
-CRD_NAME = f"{resource.PLURAL}.{resource.GROUP}"
+from llmfleet_contract.api import resource, tenant
+from llmfleet_contract.api.base import ApiModel
+from llmfleet_contract.api.resource import GROUP, VERSION, LLMDeployment
+from llmfleet_contract.api.tenant import LLMTenant
 
 Schema = dict[str, Any]
 
 _DROPPED_KEYS = {"title", "$defs"}
 
-PRINTER_COLUMNS = [
+_LLMDEPLOYMENT_COLUMNS: tuple[Schema, ...] = (
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.source"},
     {"name": "TP", "type": "integer", "jsonPath": ".spec.parallelism.tensorParallelSize"},
     {
@@ -43,7 +44,63 @@ PRINTER_COLUMNS = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-]
+)
+
+
+@dataclass(frozen=True, eq=False)
+class CrdKind:
+    """One kind of the API, and what its CRD says beyond the model's schema (hashed by
+    identity: there is one of each)."""
+
+    model: type[ApiModel]
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    printer_columns: tuple[Schema, ...]
+    subresources: Schema
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+    @property
+    def file_name(self) -> str:
+        """The YAML file's name in ``crds/`` and the chart."""
+        return f"{GROUP}_{self.plural}.yaml"
+
+
+LLMDEPLOYMENTS = CrdKind(
+    LLMDeployment,
+    resource.KIND,
+    resource.PLURAL,
+    resource.SINGULAR,
+    resource.SHORT_NAMES,
+    _LLMDEPLOYMENT_COLUMNS,
+    {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    },
+)
+LLMTENANTS = CrdKind(
+    LLMTenant,
+    tenant.KIND,
+    tenant.PLURAL,
+    tenant.SINGULAR,
+    tenant.SHORT_NAMES,
+    (
+        {"name": "Priority", "type": "string", "jsonPath": ".spec.priority"},
+        {"name": "Models", "type": "string", "jsonPath": ".spec.models"},
+        {"name": "Keys", "type": "string", "jsonPath": ".spec.apiKeys.name"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+    {},
+)
+KINDS = (LLMDEPLOYMENTS, LLMTENANTS)
 
 
 def structural(node: Any, defs: dict[str, Schema]) -> Any:
@@ -122,9 +179,9 @@ def _default_objects(raw: Schema, properties: dict[str, Schema]) -> None:
             prop["default"] = apply_defaults({}, prop)
 
 
-def openapi_schema() -> Schema:
-    """The ``openAPIV3Schema`` of the CRD version."""
-    raw = LLMDeployment.model_json_schema(by_alias=True, mode="validation")
+def openapi_schema(kind: CrdKind = LLMDEPLOYMENTS) -> Schema:
+    """The ``openAPIV3Schema`` of the kind's CRD version."""
+    raw = kind.model.model_json_schema(by_alias=True, mode="validation")
     schema: Schema = structural(raw, raw.get("$defs", {}))
     props = schema["properties"]
     props["apiVersion"] = {"type": "string", "description": "APIVersion of this object."}
@@ -135,40 +192,33 @@ def openapi_schema() -> Schema:
     return schema
 
 
-def build_crd() -> Schema:
+def build_crd(kind: CrdKind = LLMDEPLOYMENTS) -> Schema:
     """The CustomResourceDefinition object."""
+    version: Schema = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": openapi_schema(kind)},
+    }
+    if kind.subresources:
+        version["subresources"] = kind.subresources
+    version["additionalPrinterColumns"] = list(kind.printer_columns)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME},
+        "metadata": {"name": kind.crd_name},
         "spec": {
-            "group": resource.GROUP,
+            "group": GROUP,
             "names": {
-                "kind": resource.KIND,
-                "listKind": f"{resource.KIND}List",
-                "plural": resource.PLURAL,
-                "singular": resource.SINGULAR,
-                "shortNames": list(resource.SHORT_NAMES),
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": list(kind.short_names),
                 "categories": list(resource.CATEGORIES),
             },
             "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": resource.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": openapi_schema()},
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                            "labelSelectorPath": ".status.selector",
-                        },
-                    },
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                }
-            ],
+            "versions": [version],
         },
     }
 

@@ -14,6 +14,8 @@ SPEC_HASH = "llmfleet.io/spec-hash"
 """On pod templates: hash of what shapes the pods; a new value means a rollout."""
 ROLE = "llmfleet.io/role"
 """On pods: their :class:`PodRole`."""
+API_KEYS = "llmfleet.io/api-keys"
+"""On Secrets of tenants' key hashes, set to ``"true"``: the only Secrets the gateway reads."""
 
 
 class PodRole(StrEnum):

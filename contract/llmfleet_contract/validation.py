@@ -1,4 +1,4 @@
-"""Offline validation of LLMDeployment manifests, the way the API server would do it.
+"""Offline validation of LLMDeployment and LLMTenant manifests, the way the API server would.
 
 Called by ``llmfleet validate`` (a GitOps pre-merge step) and by the tests. For each
 document: apply the schema's defaults, refuse unknown fields (kubectl's strict field
@@ -18,9 +18,9 @@ from typing import Any
 import jsonschema
 import pydantic
 
-from llmfleet_contract.api import API_VERSION, GROUP, KIND, LLMDeployment
+from llmfleet_contract.api import API_VERSION, GROUP
 from llmfleet_contract.api.cel import CelError, CelRule, holds
-from llmfleet_contract.crd import apply_defaults, openapi_schema
+from llmfleet_contract.crd import KINDS, LLMDEPLOYMENTS, CrdKind, apply_defaults, openapi_schema
 
 Schema = dict[str, Any]
 Path = tuple[str | int, ...]
@@ -38,8 +38,8 @@ class FieldError:
 
 
 @cache
-def _schema() -> Schema:
-    return openapi_schema()
+def _schema(kind: CrdKind) -> Schema:
+    return openapi_schema(kind)
 
 
 def validate(manifest: dict[str, Any]) -> list[FieldError]:
@@ -57,27 +57,28 @@ def schema_errors(manifest: dict[str, Any]) -> list[FieldError]:
                 f' supported values: "{API_VERSION}"',
             )
         ]
-    schema = _schema()
+    schema = _schema(kind_of(manifest) or LLMDEPLOYMENTS)
     document = apply_defaults(copy.deepcopy(manifest), schema)
     errors = [*_unknown_fields(document, schema, ()), *_schema_errors(document, schema)]
     return errors + list(_cel_errors(coerce_numbers(document, schema), schema, ()))
 
 
 def model_errors(manifest: dict[str, Any]) -> list[FieldError]:
-    """What the operator's pydantic model refuses."""
+    """What the pydantic model (the operator's and the gateway's view) refuses."""
     try:
-        LLMDeployment.model_validate(manifest)
+        (kind_of(manifest) or LLMDEPLOYMENTS).model.model_validate(manifest)
     except pydantic.ValidationError as err:
         return [_pydantic_error(e) for e in err.errors()]
     return []
 
 
-def is_llmdeployment(document: Any) -> bool:
-    return (
-        isinstance(document, dict)
-        and document.get("kind") == KIND
-        and str(document.get("apiVersion", "")).startswith(f"{GROUP}/")
-    )
+def kind_of(document: Any) -> CrdKind | None:
+    """The API kind ``document`` claims to be, or None for any other object."""
+    if not isinstance(document, dict) or not str(document.get("apiVersion", "")).startswith(
+        f"{GROUP}/"
+    ):
+        return None
+    return next((kind for kind in KINDS if kind.kind == document.get("kind")), None)
 
 
 # --- defaults and types, as the API server applies them before validating --------

@@ -1,8 +1,11 @@
-"""Where the models and their replicas are, read from the cluster: LLMDeployments and pods.
+"""Where the models, their replicas and the tenants are, read from the cluster.
 
-Who uses it: :mod:`.cli` runs :func:`watch_cluster` beside the server when no ``--model`` is
+Who uses it: :mod:`.server` runs :func:`watch_cluster` beside the server when no ``--model`` is
 given. It lists and then watches LLMDeployments and the pods they own (label
-``llmfleet.io/deployment``), with kubernetes-asyncio, and after every change gives the pool
+``llmfleet.io/deployment``), and, unless told not to, LLMTenants and the Secrets of their
+keys (label ``llmfleet.io/api-keys: "true"``: the gateway reads no other Secret), with
+kubernetes-asyncio. After every change it gives the server a new tenant directory
+(:func:`.tenants.build`: a removed key stops working at once) and gives the pool
 the models (:func:`models_of`: each served name and LoRA adapter of each valid LLMDeployment)
 and their serving pods (:func:`serving_replicas`: the shared contract's predicate, so a pod that
 starts terminating leaves the pool at once and its requests in flight finish). Pods, not
@@ -15,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 
-from llmfleet_contract.api import GROUP, PLURAL, VERSION, LLMDeployment
-from llmfleet_contract.labels import OWNER
+from llmfleet_contract.api import GROUP, PLURAL, VERSION, LLMDeployment, tenant
+from llmfleet_contract.labels import API_KEYS, OWNER
 from llmfleet_contract.pods import serving_url
+from llmfleet_gateway import tenants
 from llmfleet_gateway.pool import Model, Pool
 
 log = logging.getLogger("llmfleet.gateway.discovery")
@@ -35,6 +40,21 @@ Key = tuple[str, str]
 
 
 _SEEN: dict[tuple[str, str], list[Model]] = {}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where to watch LLMDeployments, their pods and the tenants."""
+
+    namespace: str | None = None
+    """One namespace; None: every namespace the gateway may read."""
+    kubeconfig: str | None = None
+    """A kubeconfig file; None: in-cluster configuration, else the default kubeconfig."""
+    tenants: bool = True
+    """Watch LLMTenants and their Secrets, and ask every request for a tenant's key."""
+    tenant_namespaces: tuple[str, ...] = ()
+    """Where to read LLMTenants and their keys' Secrets (a Role in each grants it); empty:
+    ``namespace``, else every namespace."""
 
 
 def models_of(body: Manifest) -> list[Model]:
@@ -71,7 +91,9 @@ def _models_of(body: Manifest) -> list[Model]:
     names = [*obj.served_names, *(a.name for a in obj.spec.model.lora_adapters or ())]
     namespace = obj.metadata.namespace or ""
     slots = obj.spec.engine.max_num_seqs
-    return [Model(name, obj.metadata.name, namespace, max_num_seqs=slots) for name in names]
+    allowed = obj.spec.serving.tenants
+    admits = None if allowed is None else frozenset(allowed)
+    return [Model(name, obj.metadata.name, namespace, slots, admits) for name in names]
 
 
 def served_models(deployments: Iterable[Manifest]) -> list[Model]:
@@ -144,30 +166,68 @@ class _Objects:
 
 
 async def watch_cluster(
-    pool: Pool, namespace: str | None, kubeconfig: str | None, retry_s: float = 2.0
+    pool: Pool,
+    cluster: Cluster,
+    on_tenants: Callable[[tenants.Directory], None],
+    retry_s: float = 2.0,
 ) -> None:
-    """Keep ``pool`` in line with the cluster until cancelled."""
+    """Keep ``pool`` (and, with ``cluster.tenants``, the tenant directory given to
+    ``on_tenants``) in line with the cluster until cancelled."""
     from kubernetes_asyncio import client, config, watch  # the cluster mode's dependency
 
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        await config.load_kube_config(config_file=kubeconfig)
+        await config.load_kube_config(config_file=cluster.kubeconfig)
+    namespace = cluster.namespace
     deployments, pods = _Objects(), _Objects()
+    tenant_objects: list[_Objects] = []
+    secrets: list[_Objects] = []
     changed = asyncio.Event()
     async with client.ApiClient() as api:
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-        lists: tuple[tuple[Any, tuple[str, ...], dict[str, str]], ...]
+        keys = {"label_selector": f"{API_KEYS}=true"}
+        watched: list[tuple[_Objects, Any, tuple[str, ...], dict[str, str]]]
         if namespace:
-            lists = (
-                (custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL), {}),
-                (core.list_namespaced_pod, (namespace,), {"label_selector": OWNER}),
-            )
+            watched = [
+                (
+                    deployments,
+                    custom.list_namespaced_custom_object,
+                    (GROUP, VERSION, namespace, PLURAL),
+                    {},
+                ),
+                (pods, core.list_namespaced_pod, (namespace,), {"label_selector": OWNER}),
+            ]
         else:
-            lists = (
-                (custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL), {}),
-                (core.list_pod_for_all_namespaces, (), {"label_selector": OWNER}),
-            )
+            watched = [
+                (deployments, custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL), {}),
+                (pods, core.list_pod_for_all_namespaces, (), {"label_selector": OWNER}),
+            ]
+        if cluster.tenants:
+            where = cluster.tenant_namespaces or ((namespace,) if namespace else ())
+            for place in where or (None,):
+                tenant_objects.append(_Objects())
+                secrets.append(_Objects())
+                if place is None:
+                    watched += [
+                        (
+                            tenant_objects[-1],
+                            custom.list_cluster_custom_object,
+                            (GROUP, VERSION, tenant.PLURAL),
+                            {},
+                        ),
+                        (secrets[-1], core.list_secret_for_all_namespaces, (), keys),
+                    ]
+                else:
+                    watched += [
+                        (
+                            tenant_objects[-1],
+                            custom.list_namespaced_custom_object,
+                            (GROUP, VERSION, place, tenant.PLURAL),
+                            {},
+                        ),
+                        (secrets[-1], core.list_namespaced_secret, (place,), keys),
+                    ]
 
         async def follow(objects: _Objects, lister: Any, args: tuple[Any, ...], kw: Any) -> None:
             version: str | None = None  # None: list (again) before watching
@@ -211,17 +271,22 @@ async def watch_cluster(
                         log.warning("Watching the cluster failed, listing again: %s", error)
                         await asyncio.sleep(retry_s)
 
-        tasks = [
-            asyncio.create_task(follow(objects, lister, args, kw))
-            for objects, (lister, args, kw) in zip((deployments, pods), lists, strict=True)
-        ]
+        tasks = [asyncio.create_task(follow(*entry)) for entry in watched]
         try:
             while True:
                 await changed.wait()
                 changed.clear()
-                if deployments.listed and pods.listed:
-                    update(pool, deployments.items.values(), pods.items.values())
-                    pool.synced = True
+                if not all(objects.listed for objects, *_ in watched):
+                    continue
+                if cluster.tenants:
+                    on_tenants(
+                        tenants.build(
+                            [item for objects in tenant_objects for item in objects.items.values()],
+                            [item for objects in secrets for item in objects.items.values()],
+                        )
+                    )
+                update(pool, deployments.items.values(), pods.items.values())
+                pool.synced = True
         finally:
             for task in tasks:
                 task.cancel()

@@ -11,6 +11,7 @@ the stream with an error event. A held stream's heartbeats (SSE comments) do not
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from enum import Enum
 
@@ -52,16 +53,30 @@ class Outcome(Enum):
 
 
 class RateLimitedError(ApiError):
-    """429 with OpenAI's ``rate_limit_exceeded`` and a ``retry-after`` the SDKs honour."""
+    """429 with OpenAI's ``rate_limit_exceeded`` (or ``insufficient_quota``) and a
+    ``retry-after`` the SDKs honour; ``retry=False`` adds ``x-should-retry: false``."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(429, message, "rate_limit_error", None, "rate_limit_exceeded")
+    def __init__(
+        self,
+        message: str,
+        retry_after_s: float,
+        *,
+        code: str = "rate_limit_exceeded",
+        headers: Mapping[str, str] | None = None,
+        retry: bool = True,
+    ) -> None:
+        kind = "insufficient_quota" if code == "insufficient_quota" else "rate_limit_error"
+        super().__init__(429, message, kind, None, code)
         self.retry_after_s = retry_after_s
+        self.extra = dict(headers or {})
+        if not retry:
+            self.extra["x-should-retry"] = "false"
 
     def headers(self) -> dict[str, str]:
         return {
             "retry-after": str(max(1, round(self.retry_after_s))),
             "retry-after-ms": str(max(1, round(self.retry_after_s * 1000))),
+            **self.extra,
         }
 
 
@@ -87,10 +102,15 @@ class Exchange:
         arrived: float,
         metrics: GatewayMetrics,
         clock: Callable[[], float],
+        tenant: str = "",
     ) -> None:
         self.request, self.incoming, self.arrived = request, incoming, arrived
         self.metrics = metrics
         self.clock = clock
+        self.tenant = tenant
+        """The tenant's ``namespace/name`` (empty: an open gateway)."""
+        self.headers: dict[str, str] = {}
+        """Headers of the gateway's own for the answer (the tenant's rate limits)."""
         self.response: web.StreamResponse | None = None
         """Prepared once anything (a heartbeat included) went to the client."""
         self.forwarded = False
@@ -113,6 +133,7 @@ class Exchange:
                     "Content-Type": "text/event-stream",
                     "Cache-Control": "no-cache",
                     REQUEST_ID: self.request[REQUEST_ID_KEY],
+                    **self.headers,
                 },
             )
             await self.response.prepare(self.request)
@@ -127,7 +148,9 @@ class Exchange:
         """Answer ``error``: a status and body before the stream began, an event after."""
         self.status = error.status
         if self.response is None:
-            return error_response(error)
+            answer = error_response(error)
+            answer.headers.update(self.headers)
+            return answer
         with contextlib.suppress(ConnectionError):
             await self.response.write(error_event(error) + DONE)
         return self.response
@@ -135,14 +158,18 @@ class Exchange:
     def count(self, replica: str) -> None:
         """Count the answer once it is settled (``replica`` empty: none answered)."""
         self.replica = replica
-        self.metrics.requests.labels(self.incoming.model, replica, str(self.status)).inc()
+        self.metrics.requests.labels(
+            self.incoming.model, replica, str(self.status), self.tenant
+        ).inc()
 
     def access_record(self, now: float) -> dict[str, object]:
         """The access log's line for this request: never a prompt, a key or a header."""
         return {
+            "time": round(time.time(), 3),
             "request_id": self.request[REQUEST_ID_KEY],
             "path": self.request.path,
             "model": self.incoming.model,
+            "tenant": self.tenant,
             "stream": self.incoming.stream,
             "status": self.status,
             "replica": self.replica,
@@ -161,7 +188,9 @@ class Exchange:
             value = usage.get(kind)
             if isinstance(value, int) and value > 0:
                 self.usage[kind] = value
-                self.metrics.tokens.labels(model, kind.removesuffix("_tokens")).inc(value)
+                self.metrics.tokens.labels(model, kind.removesuffix("_tokens"), self.tenant).inc(
+                    value
+                )
 
 
 class Attempt:
@@ -267,6 +296,7 @@ async def _whole(
         headers={
             "Content-Type": content_type,
             REQUEST_ID: exchange.request[REQUEST_ID_KEY],
+            **exchange.headers,
             **headers,
         },
     )

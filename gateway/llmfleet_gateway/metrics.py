@@ -27,15 +27,18 @@ from llmfleet_contract.metrics import (
 if TYPE_CHECKING:
     from llmfleet_gateway.admission import WaitingRoom
     from llmfleet_gateway.pool import Pool
+    from llmfleet_gateway.quota import Store
 
+TENANT = "tenant"
+"""The label of per-tenant series: the tenant's ``namespace/name`` (empty: an open gateway)."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class _Live(Collector):
     """Gauges read off the live state at each scrape."""
 
-    def __init__(self, pool: Pool, room: WaitingRoom) -> None:
-        self._pool, self._room = pool, room
+    def __init__(self, pool: Pool, room: WaitingRoom, store: Store | None) -> None:
+        self._pool, self._room, self._store = pool, room, store
 
     def collect(self) -> Iterator[Metric]:
         pending = GaugeMetricFamily(
@@ -62,31 +65,38 @@ class _Live(Collector):
             tokens.add_metric([replica.name, namespace], replica.pending_prefill_tokens)
             in_flight.add_metric([replica.name, deployment, namespace], replica.in_flight)
         yield from (pending, tokens, in_flight)
+        if self._store is not None:
+            yield GaugeMetricFamily(
+                "llmfleet_gateway_quota_store_up",
+                "1 while the quota store (Redis) answers; 0: tenant limits on local shares.",
+                value=1 if self._store.up else 0,
+            )
 
 
 class GatewayMetrics:
     """The counters and histograms, and the registry that renders them with the live gauges."""
 
-    def __init__(self, pool: Pool, room: WaitingRoom) -> None:
+    def __init__(self, pool: Pool, room: WaitingRoom, store: Store | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_Live(pool, room))
+        self.registry.register(_Live(pool, room, store))
         reg = self.registry
         self.requests = Counter(
             "llmfleet_gateway_requests",
-            "Requests answered, by model, replica (empty: none) and HTTP status.",
-            ["model", REPLICA, "code"],
+            "Requests answered, by model, replica (empty: none), HTTP status and tenant.",
+            ["model", REPLICA, "code", TENANT],
             registry=reg,
         )
         self.rejected = Counter(
             "llmfleet_gateway_rejected_requests",
-            "Requests refused or expired while waiting: demand the fleet did not serve.",
-            ["model", "reason"],
+            "Requests refused (a full waiting room, a tenant over its limits) or expired while"
+            " waiting, by model, reason and tenant.",
+            ["model", "reason", TENANT],
             registry=reg,
         )
         self.tokens = Counter(
             "llmfleet_gateway_tokens",
-            "Tokens of answered requests, as the engines counted them.",
-            ["model", "kind"],
+            "Tokens of answered requests, as the engines counted them, by model, kind and tenant.",
+            ["model", "kind", TENANT],
             registry=reg,
         )
         self.retries = Counter(
@@ -111,8 +121,8 @@ class GatewayMetrics:
         )
         self.waited = Histogram(
             "llmfleet_gateway_wait_seconds",
-            "Time a request waited for a replica (held or queued), by model and why.",
-            ["model", "reason"],
+            "Time a request waited for a replica (held or queued), by model, why and tenant.",
+            ["model", "reason", TENANT],
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )

@@ -42,6 +42,9 @@ class Model:
     """The LLMDeployment's namespace (metric label ``llmdeployment_namespace``)."""
     max_num_seqs: int = 256
     """Slots per replica (the engine does not export it)."""
+    tenants: frozenset[str] | None = None
+    """The LLMDeployment's ``spec.serving.tenants``: the only tenants it admits (None: any
+    tenant that lists it)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -109,6 +112,15 @@ class Replica:
         self.scraped_at = now
 
 
+@dataclass(frozen=True)
+class Waiter:
+    """A waiting request's place: its priority (0 first), tenant and wake-up event."""
+
+    rank: int
+    tenant: str
+    event: asyncio.Event
+
+
 @dataclass
 class Pool:
     """Every model and every LLMDeployment's replicas. One per gateway process, on its app."""
@@ -120,11 +132,13 @@ class Pool:
     whichever name a request used."""
     synced: bool = True
     """False until cluster discovery has listed everything once (the gateway is not ready)."""
-    queues: dict[tuple[str, str], dict[int, asyncio.Event]] = field(default_factory=dict)
+    queues: dict[tuple[str, str], dict[int, Waiter]] = field(default_factory=dict)
     """Per LLMDeployment, its waiting requests in arrival order, each with the event that
-    wakes it: a freed slot wakes the oldest (:meth:`pass_on`), new capacity every one
+    wakes it: a freed slot wakes the next in line (:meth:`pass_on`), new capacity every one
     (:meth:`wake`)."""
     tickets: int = 0
+    turns: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    """Per LLMDeployment, when each tenant's waiting request was last woken for a slot."""
 
     def set_models(self, models: Iterable[Model]) -> None:
         """Serve exactly ``models``; an LLMDeployment no model names any more loses its
@@ -134,6 +148,7 @@ class Pool:
         for key in [key for key in self.groups if key not in keys]:
             self.set_replicas(key, ())
             del self.groups[key]
+            self.turns.pop(key, None)
         for key in keys:
             self.groups.setdefault(key, {})
         self.wake()
@@ -173,17 +188,20 @@ class Pool:
     def queued(self, key: tuple[str, str]) -> int:
         return len(self.queues.get(key, ()))
 
-    def join(self, key: tuple[str, str]) -> int:
-        """A place at the back of ``key``'s queue."""
+    def join(self, key: tuple[str, str], rank: int = 0, tenant: str = "") -> int:
+        """A place in ``key``'s queue for a request of ``tenant`` with priority ``rank``
+        (0 first)."""
         self.tickets += 1
-        self.queues.setdefault(key, {})[self.tickets] = asyncio.Event()
+        self.queues.setdefault(key, {})[self.tickets] = Waiter(rank, tenant, asyncio.Event())
         return self.tickets
 
     def waiter(self, key: tuple[str, str], ticket: int) -> asyncio.Event:
         """A fresh event for the ticket, keeping its place (take it before looking, so no
         wake-up is lost)."""
-        event = self.queues.setdefault(key, {})[ticket] = asyncio.Event()
-        return event
+        queue = self.queues.setdefault(key, {})
+        found = queue.get(ticket) or Waiter(0, "", asyncio.Event())
+        queue[ticket] = Waiter(found.rank, found.tenant, asyncio.Event())
+        return queue[ticket].event
 
     def leave(self, key: tuple[str, str], ticket: int) -> None:
         queue = self.queues.get(key, {})
@@ -192,18 +210,31 @@ class Pool:
             self.queues.pop(key, None)
 
     def pass_on(self, key: tuple[str, str]) -> None:
-        """A slot of ``key`` freed: wake its oldest waiting request (it leaves the queue
-        only when it has a replica, so a wake-up it cannot use goes to it again next time)."""
-        for event in self.queues.get(key, {}).values():
-            if not event.is_set():
-                event.set()
-                return
+        """A slot of ``key`` freed: wake the next waiting request (it leaves the queue only
+        when it has a replica, so a wake-up it cannot use goes to it again next time).
+
+        Next means: the first priority; within it, the tenant whose request was woken
+        longest ago (so a tenant's flood waits behind its own requests, not in front of
+        another tenant's); within the tenant, the oldest."""
+        turns = self.turns.setdefault(key, {})
+        best: tuple[int, int, int] | None = None
+        chosen: Waiter | None = None
+        for ticket, waiter in self.queues.get(key, {}).items():
+            if waiter.event.is_set():
+                continue
+            order = (waiter.rank, turns.get(waiter.tenant, -1), ticket)
+            if best is None or order < best:
+                best, chosen = order, waiter
+        if chosen is not None:
+            self.tickets += 1
+            turns[chosen.tenant] = self.tickets
+            chosen.event.set()
 
     def wake(self, key: tuple[str, str] | None = None) -> None:
         """Capacity appeared for ``key`` (None: every LLMDeployment): wake every waiter."""
         for found in [key] if key is not None else list(self.queues):
-            for event in self.queues.get(found, {}).values():
-                event.set()
+            for waiter in self.queues.get(found, {}).values():
+                waiter.event.set()
 
 
 async def scrape_once(

@@ -5,18 +5,23 @@ factory taking its settings and clock (no globals). Routes: ``POST /v1/chat/comp
 ``/v1/completions`` (routed to a replica, streams passed through as the engine writes them),
 ``GET /v1/models``, ``/health`` and ``/metrics``. Every answer carries ``x-request-id``.
 
-A request goes: parse (:mod:`.incoming`), pick a replica (:func:`.routing.choose` on the pool's
+A request goes: authenticate its tenant (:mod:`.tenants`: a 401 without a valid key, a 404 for
+a model the tenant may not use, exactly as for one that does not exist), parse
+(:mod:`.incoming`), admit it within the tenant's limits (:mod:`.limits`: 429 with OpenAI's
+rate-limit headers), pick a replica (:func:`.routing.choose` on the pool's
 view), wait in the waiting room when none can take it (:mod:`.admission`: held while its model
 has no ready replica, queued while every replica is saturated; bounded, with a time to live),
 forward (:mod:`.forward`), account, and log one JSON line without the prompt or any header
 (``llmfleet.gateway.access``). A connection error or a 503 before the first byte sends it
-to another replica, once per replica.
+to another replica, once per replica. Waiting requests are woken by tenant priority, then in
+turn among tenants, then in arrival order (:meth:`.pool.Pool.pass_on`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -28,15 +33,19 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from llmfleet_contract.api import TenantPriority
 from llmfleet_contract.openai import ApiError
 from llmfleet_gateway import forward
 from llmfleet_gateway.admission import Wait, WaitingRoom
-from llmfleet_gateway.discovery import watch_cluster
+from llmfleet_gateway.discovery import Cluster, watch_cluster
 from llmfleet_gateway.incoming import ClientRequest, parse
+from llmfleet_gateway.limits import Limits, Reservation
 from llmfleet_gateway.metrics import GatewayMetrics
 from llmfleet_gateway.pool import Model, Pool, Replica, scrape_forever
 from llmfleet_gateway.prefix import PrefixIndex, checkpoints
+from llmfleet_gateway.quota import Store, sync_forever
 from llmfleet_gateway.routing import Choice, RouteReason, RouteRequest, RoutingSettings, choose
+from llmfleet_gateway.tenants import Directory, Tenant, may_use
 
 
 @dataclass(frozen=True)
@@ -63,16 +72,17 @@ class GatewaySettings:
     prefix_ttl_seconds: float = 120.0
     cluster: Cluster | None = None
     """Discover models and replicas from the cluster's LLMDeployments and pods."""
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Where to watch LLMDeployments and their pods."""
-
-    namespace: str | None = None
-    """One namespace; None: every namespace the gateway may read."""
-    kubeconfig: str | None = None
-    """A kubeconfig file; None: in-cluster configuration, else the default kubeconfig."""
+    tenants: Directory = field(default_factory=lambda: Directory(open=True))
+    """The tenants and their keys; open (no key asked) by default. In a cluster with
+    ``Cluster.tenants``, discovery replaces it as LLMTenants and their Secrets change."""
+    limit_share: float = 1.0
+    """This replica's share of every tenant limit (1 / gateway replicas)."""
+    redis_url: str | None = None
+    """A Redis shared by the gateway replicas: tenant limits leased from it, exact across
+    them (:mod:`.quota`); None: each replica enforces its share."""
+    default_max_tokens: int = 4096
+    """For a tenant with token limits, a request without ``max_tokens`` reserves this many
+    completion tokens and is capped at them, so that no answer outgrows its reservation."""
 
 
 @dataclass
@@ -81,6 +91,7 @@ class Gateway:
 
     settings: GatewaySettings
     clock: Callable[[], float]
+    wall: Callable[[], float] = time.time
     pool: Pool = field(default_factory=Pool)
     room: WaitingRoom = field(init=False)
     prefixes: PrefixIndex = field(init=False)
@@ -88,14 +99,25 @@ class Gateway:
     session: aiohttp.ClientSession | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     """The scrape and discovery loops; one that stops makes the gateway unready."""
+    directory: Directory = field(init=False)
+    """The tenants now (replaced whole by discovery)."""
+    limits: Limits = field(init=False)
 
     def __post_init__(self) -> None:
+        self.directory = self.settings.tenants
+        store = None if self.settings.redis_url is None else Store(self.settings.redis_url)
+        self.limits = Limits(self.settings.limit_share, self.wall, store)
         self.room = WaitingRoom(self.settings.wait_limit)
         self.prefixes = PrefixIndex(self.settings.prefix_capacity, self.settings.prefix_ttl_seconds)
-        self.metrics = GatewayMetrics(self.pool, self.room)
+        self.metrics = GatewayMetrics(self.pool, self.room, store)
+
+    def set_tenants(self, directory: Directory) -> None:
+        self.directory = directory
 
 
 GATEWAY = web.AppKey("llmfleet_gateway", Gateway)
+QUOTA_SYNC_SECONDS = 0.1
+"""How often what the replica counted beyond its leases goes to the quota store."""
 log = logging.getLogger("llmfleet.gateway")
 access = logging.getLogger("llmfleet.gateway.access")
 """One JSON line per routed request (``request_id``, model, status, replica, tokens, waits,
@@ -103,11 +125,15 @@ time to first token): never a prompt, a key or a header."""
 
 
 def create_app(
-    settings: GatewaySettings, *, clock: Callable[[], float] = time.monotonic
+    settings: GatewaySettings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
 ) -> web.Application:
-    """Build the aiohttp application of one gateway."""
+    """Build the aiohttp application of one gateway (``wall``: the clock of the tenants'
+    limit windows)."""
     app = web.Application(middlewares=[_request_ids], client_max_size=settings.max_body_bytes)
-    gateway = Gateway(settings, clock)
+    gateway = Gateway(settings, clock, wall)
     app[GATEWAY] = gateway
     gateway.pool.set_models(settings.models)
     app.cleanup_ctx.append(_run)
@@ -136,9 +162,14 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
                 gateway.pool, gateway.session, gateway.clock, gateway.settings.scrape_seconds
             )
         )
+    if (store := gateway.limits.store) is not None:
+        store.connect()
+        tasks.append(sync_forever(store, QUOTA_SYNC_SECONDS))
     if (cluster := gateway.settings.cluster) is not None:
         gateway.pool.synced = False
-        tasks.append(watch_cluster(gateway.pool, cluster.namespace, cluster.kubeconfig))
+        if cluster.tenants:
+            gateway.directory = Directory()  # nobody until the tenants are listed
+        tasks.append(watch_cluster(gateway.pool, cluster, gateway.set_tenants))
     gateway.tasks = [asyncio.create_task(task) for task in tasks]
     for task in gateway.tasks:
         task.add_done_callback(_stopped)
@@ -147,6 +178,8 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     await asyncio.gather(*gateway.tasks, return_exceptions=True)
     await gateway.session.close()
+    if gateway.limits.store is not None:
+        await gateway.limits.store.close()
 
 
 def _stopped(task: asyncio.Task[None]) -> None:
@@ -187,6 +220,9 @@ async def _health(request: web.Request) -> web.Response:
         return web.Response(status=503, text="discovering the cluster's models")
     if any(task.done() for task in gateway.tasks):
         return web.Response(status=503, text="a background loop stopped: see the log")
+    store = gateway.limits.store
+    if store is not None and not store.up:
+        return web.Response(text="ok; the quota store is unreachable: limits on local shares")
     return web.Response(text="ok")
 
 
@@ -198,10 +234,13 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _models(request: web.Request) -> web.Response:
+    """The models the caller may use, and no other."""
     gateway = request.app[GATEWAY]
+    tenant = _tenant(gateway, request)
     data = [
         {"id": model.name, "object": "model", "created": 0, "owned_by": "llmfleet"}
         for model in gateway.pool.models.values()
+        if may_use(tenant, model)
     ]
     return web.Response(
         body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
@@ -216,22 +255,75 @@ async def _completions(request: web.Request) -> web.StreamResponse:
     return await _generate(request, "/v1/completions", chat=False)
 
 
+def _tenant(gateway: Gateway, request: web.Request) -> Tenant | None:
+    """The request's tenant (None: an open gateway); 401 without a valid key."""
+    directory = gateway.directory
+    if directory.open:
+        return None
+    return directory.authenticate(request.headers.get("Authorization"))
+
+
 async def _generate(request: web.Request, path: str, *, chat: bool) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
+    tenant = _tenant(gateway, request)
     raw = await request.read()
     incoming = parse(raw, chat=chat)
-    if incoming.model not in gateway.pool.models:
+    model = gateway.pool.models.get(incoming.model)
+    if model is None or not may_use(tenant, model):
         raise _unknown(incoming.model)
-    exchange = forward.Exchange(request, incoming, gateway.clock(), gateway.metrics, gateway.clock)
+    reservation: Reservation | None = None
+    if tenant is not None:
+        incoming, raw, tokens = _reserve(gateway, tenant, incoming, raw)
+        try:
+            reservation = await gateway.limits.acquire(tenant, tokens)
+        except forward.RateLimitedError:
+            gateway.metrics.rejected.labels(model.name, "TenantLimit", tenant.label).inc()
+            raise
+    label = "" if tenant is None else tenant.label
+    exchange = forward.Exchange(
+        request, incoming, gateway.clock(), gateway.metrics, gateway.clock, label
+    )
     try:
-        return await _route(gateway, exchange, path, raw)
+        if tenant is not None:
+            exchange.headers.update(gateway.limits.headers(tenant))
+        return await _route(gateway, exchange, path, raw, tenant)
     finally:
+        if reservation is not None:
+            used = exchange.usage
+            spent = used.get("prompt_tokens", 0) + used.get("completion_tokens", 0)
+            gateway.limits.settle(reservation, spent if used else reservation.tokens)
         if access.isEnabledFor(logging.INFO):
             access.info(orjson.dumps(exchange.access_record(gateway.clock())).decode())
 
 
+def _reserve(
+    gateway: Gateway, tenant: Tenant, incoming: ClientRequest, raw: bytes
+) -> tuple[ClientRequest, bytes, int]:
+    """The tokens a tenant's request reserves: its prompt's estimate plus its ``max_tokens``.
+    Without one, and under a token limit, the request is capped at the default, so its
+    answer cannot outgrow what it reserved."""
+    body = incoming.body
+    asked = body.get("max_completion_tokens", body.get("max_tokens"))
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+        return incoming, raw, incoming.prompt_tokens + asked
+    cap = gateway.settings.default_max_tokens
+    limits = tenant.limits
+    if limits.tokens_per_minute is None and limits.tokens_per_day is None:
+        return incoming, raw, incoming.prompt_tokens + cap
+    capped = {**body, "max_tokens": cap}
+    return (
+        dataclasses.replace(incoming, body=capped),
+        orjson.dumps(capped),
+        (incoming.prompt_tokens + cap),
+    )
+
+
 async def _route(
-    gateway: Gateway, exchange: forward.Exchange, path: str, raw: bytes
+    gateway: Gateway,
+    exchange: forward.Exchange,
+    path: str,
+    raw: bytes,
+    tenant: Tenant | None,
 ) -> web.StreamResponse:
     """Send the request to replicas until one answers it, or answer the error."""
     incoming = exchange.incoming
@@ -240,7 +332,7 @@ async def _route(
     tried: set[str] = set()
     try:
         while True:
-            replica, cached = await _replica(gateway, exchange, blocks, tried)
+            replica, cached = await _replica(gateway, exchange, blocks, tried, tenant)
             tried.add(replica.name)
             prefill = max(1, incoming.prompt_tokens - cached * forward.BLOCK_TOKENS)
             try:
@@ -274,12 +366,16 @@ def _others(gateway: Gateway, model: str, tried: set[str]) -> bool:
 
 
 async def _replica(
-    gateway: Gateway, exchange: forward.Exchange, blocks: tuple[int, ...], tried: set[str]
+    gateway: Gateway,
+    exchange: forward.Exchange,
+    blocks: tuple[int, ...],
+    tried: set[str],
+    tenant: Tenant | None,
 ) -> tuple[Replica, int]:
     """A replica for the request and the prompt blocks it is believed to hold, waiting in the
     room while there is none; ApiError (429, 503, 404) when the room is full, the wait runs
-    out or the model is gone. Waiters are served in arrival order: a freed slot wakes the
-    oldest, and a newcomer queues behind them."""
+    out or the model is gone. A freed slot wakes the next waiter (:meth:`Pool.pass_on`), and
+    a newcomer queues behind those waiting."""
     model = exchange.incoming.model
     key = gateway.pool.models[model].key
     entered: Wait | None = None
@@ -306,9 +402,11 @@ async def _replica(
             now = gateway.clock()
             if entered is None:
                 if not gateway.room.enter(model):
-                    raise _refused(gateway, model, "WaitingRoomFull", _wait_seconds(gateway, why))
+                    retry = _wait_seconds(gateway, why)
+                    raise _refused(gateway, exchange, "WaitingRoomFull", retry)
                 entered, deadline = why, now + _wait_seconds(gateway, why)
-                ticket = gateway.pool.join(key)
+                rank = 0 if tenant is None or tenant.priority is TenantPriority.INTERACTIVE else 1
+                ticket = gateway.pool.join(key, rank, exchange.tenant)
                 wake = gateway.pool.waiter(key, ticket)
             elif why is Wait.QUEUED and entered is Wait.HELD:
                 # Held until replicas came, then queued behind them: the queue's own wait,
@@ -317,7 +415,7 @@ async def _replica(
             assert deadline is not None
             assert wake is not None
             if now >= deadline:
-                raise _expired(gateway, model, entered)
+                raise _expired(gateway, exchange, entered)
             heartbeat = gateway.settings.heartbeat_seconds
             if exchange.incoming.stream and now - beat >= heartbeat:
                 beat = now
@@ -333,7 +431,7 @@ async def _replica(
             gateway.room.leave(model)
             waited = gateway.clock() - started
             exchange.waited_s += waited
-            gateway.metrics.waited.labels(model, entered.value).observe(waited)
+            gateway.metrics.waited.labels(model, entered.value, exchange.tenant).observe(waited)
 
 
 def _choose(
@@ -365,15 +463,17 @@ def _wait_seconds(gateway: Gateway, why: Wait) -> float:
     return settings.hold_seconds if why is Wait.HELD else settings.queue_seconds
 
 
-def _refused(gateway: Gateway, model: str, reason: str, retry_s: float) -> ApiError:
-    gateway.metrics.rejected.labels(model, reason).inc()
+def _refused(gateway: Gateway, exchange: forward.Exchange, reason: str, retry_s: float) -> ApiError:
+    model = exchange.incoming.model
+    gateway.metrics.rejected.labels(model, reason, exchange.tenant).inc()
     return forward.RateLimitedError(
         f"The model `{model}` has too many requests waiting; retry later.", retry_s
     )
 
 
-def _expired(gateway: Gateway, model: str, why: Wait) -> ApiError:
-    gateway.metrics.rejected.labels(model, f"{why.value}Expired").inc()
+def _expired(gateway: Gateway, exchange: forward.Exchange, why: Wait) -> ApiError:
+    model = exchange.incoming.model
+    gateway.metrics.rejected.labels(model, f"{why.value}Expired", exchange.tenant).inc()
     if why is Wait.QUEUED:
         return forward.RateLimitedError(
             f"Every replica of `{model}` stayed busy for {gateway.settings.queue_seconds:g} s;"

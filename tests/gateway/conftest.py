@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -39,6 +40,8 @@ class Stack:
 
     settings: GatewaySettings
     engines: int = 2
+    wall: Callable[[], float] = time.time
+    """The gateway's wall clock (tenant limit windows)."""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     runners: list[web.AppRunner] = field(default_factory=list)
     engine_urls: list[str] = field(default_factory=list)
@@ -71,7 +74,7 @@ class Stack:
         replicas = dict(self.settings.replicas)
         if not replicas and self.engine_urls:
             replicas = {self.settings.models[0].name: tuple(self.engine_urls)}
-        app = create_app(replace(self.settings, replicas=replicas))
+        app = create_app(replace(self.settings, replicas=replicas), wall=self.wall)
         self.port = free_port()
         await self._serve(app, self.port)
         self.gateway = app[GATEWAY]
@@ -101,9 +104,13 @@ def settings(**changes: Any) -> GatewaySettings:
 
 
 @contextmanager
-def running(gateway: GatewaySettings | None = None, engines: int = 2) -> Iterator[Stack]:
+def running(
+    gateway: GatewaySettings | None = None,
+    engines: int = 2,
+    wall: Callable[[], float] = time.time,
+) -> Iterator[Stack]:
     """A stack on its own thread, stopped and joined on the way out."""
-    stack = Stack(gateway or settings(), engines)
+    stack = Stack(gateway or settings(), engines, wall=wall)
     thread = threading.Thread(target=stack.loop.run_forever, daemon=True)
     thread.start()
     try:
@@ -120,8 +127,12 @@ def running(gateway: GatewaySettings | None = None, engines: int = 2) -> Iterato
 def stack_factory() -> Iterator[Callable[..., Stack]]:
     with ExitStack() as stacks:
 
-        def make(gateway: GatewaySettings | None = None, engines: int = 2) -> Stack:
-            return stacks.enter_context(running(gateway, engines))
+        def make(
+            gateway: GatewaySettings | None = None,
+            engines: int = 2,
+            wall: Callable[[], float] = time.time,
+        ) -> Stack:
+            return stacks.enter_context(running(gateway, engines, wall))
 
         yield make
 
@@ -145,4 +156,5 @@ def http(method: str, url: str, body: bytes | None = None, **headers: str) -> An
         with urllib.request.urlopen(request, timeout=30) as response:
             return Answer(response.status, dict(response.headers), response.read().decode())
     except urllib.error.HTTPError as error:
-        return Answer(error.code, dict(error.headers), error.read().decode())
+        with error:
+            return Answer(error.code, dict(error.headers), error.read().decode())

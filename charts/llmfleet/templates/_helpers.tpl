@@ -39,3 +39,19 @@ app.kubernetes.io/component: gateway
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end }}
+
+{{/* The namespaces whose LLMTenants and key Secrets the gateway reads, as a YAML list. */}}
+{{- define "llmfleet.tenantNamespaces" -}}
+{{- toYaml (.Values.gateway.tenants.namespaces | default (list .Release.Namespace)) -}}
+{{- end -}}
+
+{{/* Each gateway replica's share of a tenant limit: the replicas together never exceed it. */}}
+{{- define "llmfleet.limitShare" -}}
+{{- if .Values.gateway.tenants.limitShare -}}
+{{- .Values.gateway.tenants.limitShare -}}
+{{- else if .Values.gateway.autoscaling.enabled -}}
+{{- divf 1 .Values.gateway.autoscaling.maxReplicas -}}
+{{- else -}}
+{{- divf 1 (max 1 .Values.gateway.replicas) -}}
+{{- end -}}
+{{- end -}}

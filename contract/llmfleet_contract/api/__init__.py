@@ -1,7 +1,8 @@
-"""The LLMDeployment API (llmfleet.io/v1alpha1): typed, frozen models, the source of truth.
+"""The llmfleet API (llmfleet.io/v1alpha1): typed, frozen models, the source of truth.
 
-The CRD in ``crds/`` is generated from these models (``make crds``); field docstrings
-are what ``kubectl explain llmdeployment.spec`` prints.
+Two kinds: LLMDeployment (a fleet serving one model) and LLMTenant (who may call which
+models, and how much). The CRDs in ``crds/`` are generated from these models
+(``make crds``); field docstrings are what ``kubectl explain llmdeployment.spec`` prints.
 """
 
 from llmfleet_contract.api.cel import CelRule
@@ -48,6 +49,13 @@ from llmfleet_contract.api.status import (
     ScalingDecision,
     Signals,
 )
+from llmfleet_contract.api.tenant import (
+    LLMTenant,
+    LLMTenantSpec,
+    TenantLimits,
+    TenantPriority,
+    key_hash,
+)
 
 __all__ = [
     "API_VERSION",
@@ -71,6 +79,8 @@ __all__ = [
     "LLMDeployment",
     "LLMDeploymentSpec",
     "LLMDeploymentStatus",
+    "LLMTenant",
+    "LLMTenantSpec",
     "LoraAdapter",
     "MetricsSourceKind",
     "ModelCacheSpec",
@@ -83,5 +93,8 @@ __all__ = [
     "ScalingTargets",
     "ServingSpec",
     "Signals",
+    "TenantLimits",
+    "TenantPriority",
     "Toleration",
+    "key_hash",
 ]

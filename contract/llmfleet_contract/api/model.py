@@ -53,7 +53,7 @@ class PullPolicy(StrEnum):
 
 
 class SecretReference(ApiModel):
-    """A Secret in the LLMDeployment's namespace."""
+    """A Secret in the object's own namespace."""
 
     name: DnsLabel
     """Name of the Secret."""

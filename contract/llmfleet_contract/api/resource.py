@@ -62,7 +62,9 @@ class ServingSpec(ApiModel):
     region: DnsLabel | None = None
     """Region this fleet serves in; gateways in other regions spill over to it."""
     tenants: Annotated[SetOf[DnsLabel], Field(max_length=256)] | None = None
-    """Tenants allowed to call this model through the gateway. Unset: every tenant."""
+    """LLMTenants (by name, in this namespace) allowed to call this model through the
+    gateway; each must also list this LLMDeployment in its own ``spec.models``. Unset:
+    every tenant that lists it."""
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     """How a changed spec reaches the pods."""
     drain_deadline_seconds: Annotated[int, Field(ge=0, le=3_600)] = 120

@@ -1,0 +1,310 @@
+"""Tenant limits at the gateway: requests and tokens per minute, concurrency, a daily budget.
+
+Who uses it: :mod:`.server` calls :meth:`Limits.admit` before routing a tenant's request and
+:meth:`Limits.settle` when it ends, however it ends. Limits that cannot be overshot:
+
+* Tokens are reserved, not counted afterwards: admission takes the prompt's estimate plus the
+  request's ``max_tokens`` (the server caps a request without one at what it reserved), and
+  settling gives back what the engine did not use, or charges what it used beyond. Concurrent
+  requests therefore never spend the same tokens twice (Envoy AI Gateway#680 charges after).
+* Windows are the wall clock's: the UTC minute and the UTC day, the same for every gateway
+  replica, so their shares add up to the limit.
+* Each replica enforces its ``share`` of every limit (``--limit-share``: 1/replicas). With a
+  shared store (:mod:`.quota`) the minute and day windows are leased from it in batches
+  instead, exact across replicas; when it is unreachable the share applies again.
+
+A refusal is a :class:`~.forward.RateLimitedError` (429) with OpenAI's headers:
+``x-ratelimit-limit-*``, ``-remaining-*`` and ``-reset-*`` for requests and tokens, and
+``retry-after(-ms)``; a spent daily budget is ``insufficient_quota`` with
+``x-should-retry: false``, so the SDK does not retry in vain. Every answer to a tenant
+carries the same ``x-ratelimit-*`` headers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from llmfleet_gateway.forward import RateLimitedError
+from llmfleet_gateway.quota import Store, lease_size
+from llmfleet_gateway.tenants import Tenant
+
+MINUTE_S = 60.0
+DAY_S = 86_400.0
+
+
+class Resource(StrEnum):
+    """What a window counts."""
+
+    REQUESTS = "requests"
+    TOKENS = "tokens"
+    DAY_TOKENS = "day-tokens"
+
+
+@dataclass
+class Window:
+    """One tenant's use of one resource in one window at this gateway."""
+
+    index: int
+    """Which minute (or day) since the epoch."""
+    taken: int = 0
+    capacity: int = 0
+    """What this gateway may take in the window: its share, or what it leased."""
+    key: str = ""
+    """Its name in the quota store."""
+    shared: bool = False
+    """Leasing from the quota store (else: the local share)."""
+    leased: int = 0
+    """What the quota store counts for this replica in the window."""
+    exhausted: bool = False
+    """The store granted nothing more: the limit is spent across every replica."""
+    granted_total: int = 0
+    """Every replica's leases in the window, as the store said at the last lease."""
+
+
+class _ShortLeaseError(Exception):
+    """A window's lease is short: ask the store for more before deciding."""
+
+    def __init__(self, window: Window, limit: int, need: int, ttl_s: int) -> None:
+        super().__init__(window.key)
+        self.window, self.limit, self.need, self.ttl_s = window, limit, need, ttl_s
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What an admitted request took, to settle when it ends."""
+
+    tenant: Tenant
+    tokens: int
+    minute: int
+    day: int
+
+
+@dataclass
+class _Account:
+    windows: dict[Resource, Window] = field(default_factory=dict)
+    in_flight: int = 0
+
+
+class Limits:
+    """Every tenant's windows at this gateway."""
+
+    def __init__(
+        self,
+        share: float = 1.0,
+        wall: Callable[[], float] = time.time,
+        store: Store | None = None,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"the limit share must be in (0, 1], got {share}")
+        self.share = share
+        self.wall = wall
+        self.store = store
+        self.accounts: dict[tuple[str, str], _Account] = {}
+
+    # -- the windows -----------------------------------------------------------------
+
+    def limit(self, tenant: Tenant, resource: Resource) -> int | None:
+        limits = tenant.limits
+        if resource is Resource.REQUESTS:
+            return limits.requests_per_minute
+        if resource is Resource.TOKENS:
+            return limits.tokens_per_minute
+        return limits.tokens_per_day
+
+    def window(self, tenant: Tenant, resource: Resource, now: float) -> Window | None:
+        """The tenant's current window of ``resource`` (None: no such limit), a new one with
+        this gateway's share when the last one ended."""
+        limit = self.limit(tenant, resource)
+        if limit is None:
+            return None
+        index = int(now // (DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S))
+        account = self.accounts.setdefault(tenant.key, _Account())
+        found = account.windows.get(resource)
+        if found is None or found.index != index:
+            key = f"{tenant.label}:{resource}:{index}"
+            if self.store is not None and self.store.up:
+                found = Window(index, 0, 0, key, shared=True)
+            else:
+                found = Window(index, 0, self.capacity(limit), key)
+            account.windows[resource] = found
+        return found
+
+    def capacity(self, limit: int) -> int:
+        """This gateway's share of ``limit`` (at least 1, so a small limit still admits)."""
+        return max(1, math.floor(limit * self.share))
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def acquire(self, tenant: Tenant, tokens: int) -> Reservation:
+        """:meth:`admit`, leasing more from the quota store first where a window is short."""
+        for _ in range(len(Resource) + 1):
+            try:
+                return self.admit(tenant, tokens)
+            except _ShortLeaseError as short:
+                await self._lease(short)
+        return self.admit(tenant, tokens)
+
+    async def _lease(self, short: _ShortLeaseError) -> None:
+        window, store = short.window, self.store
+        assert store is not None
+        granted = await store.lease(
+            window.key, short.limit, lease_size(short.limit, short.need), short.ttl_s
+        )
+        if granted is None:  # the store is down: this window runs on the local share
+            self._local(window, short.limit)
+        else:
+            grant, total = granted
+            window.granted_total = total
+            window.exhausted = grant == 0
+            window.capacity += grant
+            window.leased += grant
+
+    def _local(self, window: Window, limit: int) -> None:
+        window.shared = False
+        window.capacity = max(window.capacity, self.capacity(limit))
+
+    def _take(self, window: Window, need: int, resource: Resource) -> None:
+        """Count ``need`` on ``window``. What goes beyond the store's count for this replica
+        (the store down, or a request that used more than it reserved) is added there at
+        the next sync, so the other replicas' leases leave room for it."""
+        before = window.taken
+        window.taken += need
+        over = window.taken - max(before, window.leased)
+        if self.store is None or over <= 0:
+            return
+        ttl = int(DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S) + 60
+        self.store.add(window.key, over, ttl)
+        window.leased += over
+        if window.shared:
+            window.capacity = max(window.capacity, window.leased)
+
+    def ceiling(self, limit: int) -> int:
+        """The most one window can admit at this replica: the whole limit when leasing (the
+        store keeps the replicas within it), else the share."""
+        return limit if self.store is not None and self.store.up else self.capacity(limit)
+
+    def _room(self, tenant: Tenant, resource: Resource, window: Window | None, need: int) -> bool:
+        """Whether ``window`` can take ``need`` now (:class:`_ShortLeaseError`: a lease may
+        add room)."""
+        if window is None or window.taken + need <= window.capacity:
+            return True
+        limit = self.limit(tenant, resource)
+        assert limit is not None
+        if window.shared and not window.exhausted:
+            if self.store is not None and self.store.up:
+                ttl = int(DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S) + 60
+                raise _ShortLeaseError(window, limit, window.taken + need - window.capacity, ttl)
+            self._local(window, limit)
+            return window.taken + need <= window.capacity
+        return False
+
+    def admit(self, tenant: Tenant, tokens: int) -> Reservation:
+        """Take one request and ``tokens`` for ``tenant``; RateLimitedError when over (and
+        :class:`_ShortLeaseError`, for :meth:`acquire`, when a lease may make room)."""
+        now = self.wall()
+        account = self.accounts.setdefault(tenant.key, _Account())
+        limits = tenant.limits
+        concurrent = limits.concurrent_requests
+        if concurrent is not None and account.in_flight >= math.ceil(concurrent * self.share):
+            raise RateLimitedError(
+                f"Tenant {tenant.name} has {concurrent} requests in flight, its limit;"
+                " retry when one ends.",
+                1.0,
+                headers=self.headers(tenant),
+            )
+        if limits.tokens_per_minute is not None and tokens > self.ceiling(limits.tokens_per_minute):
+            raise RateLimitedError(
+                f"The request needs {tokens} tokens (prompt and max_tokens), more than tenant"
+                f" {tenant.name} may use in a minute ({limits.tokens_per_minute}):"
+                " lower max_tokens or shorten the prompt.",
+                _until_next(now, MINUTE_S),
+                headers=self.headers(tenant),
+                retry=False,
+            )
+        requests = self.window(tenant, Resource.REQUESTS, now)
+        minute = self.window(tenant, Resource.TOKENS, now)
+        day = self.window(tenant, Resource.DAY_TOKENS, now)
+        if not self._room(tenant, Resource.DAY_TOKENS, day, tokens):
+            raise RateLimitedError(
+                f"Tenant {tenant.name} has spent its budget of {limits.tokens_per_day}"
+                " tokens for today (UTC).",
+                _until_next(now, DAY_S),
+                code="insufficient_quota",
+                headers=self.headers(tenant),
+                retry=False,
+            )
+        for resource, window, need in (
+            (Resource.REQUESTS, requests, 1),
+            (Resource.TOKENS, minute, tokens),
+        ):
+            if not self._room(tenant, resource, window, need):
+                raise RateLimitedError(
+                    f"Tenant {tenant.name} is over its {resource} per minute; retry after the"
+                    " window resets.",
+                    _until_next(now, MINUTE_S),
+                    headers=self.headers(tenant),
+                )
+        for resource, window, need in (
+            (Resource.REQUESTS, requests, 1),
+            (Resource.TOKENS, minute, tokens),
+            (Resource.DAY_TOKENS, day, tokens),
+        ):
+            if window is not None:
+                self._take(window, need, resource)
+        account.in_flight += 1
+        return Reservation(
+            tenant,
+            tokens,
+            minute.index if minute else -1,
+            day.index if day else -1,
+        )
+
+    def settle(self, reservation: Reservation, used: int) -> None:
+        """The request ended having used ``used`` tokens: give back the rest of its
+        reservation (to this replica's window: a lease is not returned), or charge what it
+        used beyond, in the windows it was taken from while they last (else the current)."""
+        tenant = reservation.tenant
+        account = self.accounts.get(tenant.key)
+        if account is None:
+            return
+        account.in_flight = max(0, account.in_flight - 1)
+        now = self.wall()
+        for resource, index in (
+            (Resource.TOKENS, reservation.minute),
+            (Resource.DAY_TOKENS, reservation.day),
+        ):
+            window = self.window(tenant, resource, now)
+            if window is None:
+                continue
+            if used > reservation.tokens:
+                self._take(window, used - reservation.tokens, resource)
+            elif window.index == index:
+                window.taken = max(0, window.taken + used - reservation.tokens)
+
+    def headers(self, tenant: Tenant) -> dict[str, str]:
+        """OpenAI's ``x-ratelimit-*`` headers for the tenant's minute windows, as this
+        replica knows them (leasing: the limit less what the store has granted, plus what
+        this replica's lease has left)."""
+        now = self.wall()
+        reset = f"{max(1, round(_until_next(now, MINUTE_S) * 1000))}ms"
+        out: dict[str, str] = {}
+        for resource in (Resource.REQUESTS, Resource.TOKENS):
+            window = self.window(tenant, resource, now)
+            limit = self.limit(tenant, resource)
+            if window is None or limit is None:
+                continue
+            left = window.capacity - window.taken
+            if window.shared:
+                left += max(0, limit - window.granted_total) if not window.exhausted else 0
+            out[f"x-ratelimit-limit-{resource}"] = str(self.ceiling(limit))
+            out[f"x-ratelimit-remaining-{resource}"] = str(max(0, left))
+            out[f"x-ratelimit-reset-{resource}"] = reset
+        return out
+
+
+def _until_next(now: float, period: float) -> float:
+    return period - now % period
