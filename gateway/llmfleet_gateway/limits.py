@@ -140,26 +140,30 @@ class Limits:
     # -- requests ----------------------------------------------------------------------
 
     async def acquire(self, tenant: Tenant, tokens: int) -> Reservation:
-        """:meth:`admit`, leasing more from the quota store first where a window is short."""
-        for _ in range(len(Resource) + 1):
+        """:meth:`admit`, leasing more from the quota store first where a window is short
+        (a window leases once at most: a full grant covers the need, a partial one marks
+        it exhausted)."""
+        for _ in range(len(Resource)):
             try:
                 return self.admit(tenant, tokens)
             except _ShortLeaseError as short:
                 await self._lease(short)
-        return self.admit(tenant, tokens)
+        # Other requests took the leases meanwhile: decide on what this replica holds.
+        return self.admit(tenant, tokens, lease=False)
 
     async def _lease(self, short: _ShortLeaseError) -> None:
         window, store = short.window, self.store
         assert store is not None
-        granted = await store.lease(
-            window.key, short.limit, lease_size(short.limit, short.need), short.ttl_s
-        )
+        want = lease_size(short.limit, short.need)
+        granted = await store.lease(window.key, short.limit, want, short.ttl_s)
         if granted is None:  # the store is down: this window runs on the local share
             self._local(window, short.limit)
         else:
             grant, total = granted
             window.granted_total = total
-            window.exhausted = grant == 0
+            # Less than asked: the limit is reached across the replicas. So each window
+            # leases at most once per request, and acquire() ends within its rounds.
+            window.exhausted = grant < want
             window.capacity += grant
             window.leased += grant
 
@@ -187,14 +191,16 @@ class Limits:
         store keeps the replicas within it), else the share."""
         return limit if self.store is not None and self.store.up else self.capacity(limit)
 
-    def _room(self, tenant: Tenant, resource: Resource, window: Window | None, need: int) -> bool:
+    def _room(
+        self, tenant: Tenant, resource: Resource, window: Window | None, need: int, lease: bool
+    ) -> bool:
         """Whether ``window`` can take ``need`` now (:class:`_ShortLeaseError`: a lease may
         add room)."""
         if window is None or window.taken + need <= window.capacity:
             return True
         limit = self.limit(tenant, resource)
         assert limit is not None
-        if window.shared and not window.exhausted:
+        if window.shared and not window.exhausted and lease:
             if self.store is not None and self.store.up:
                 ttl = int(DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S) + 60
                 raise _ShortLeaseError(window, limit, window.taken + need - window.capacity, ttl)
@@ -202,7 +208,7 @@ class Limits:
             return window.taken + need <= window.capacity
         return False
 
-    def admit(self, tenant: Tenant, tokens: int) -> Reservation:
+    def admit(self, tenant: Tenant, tokens: int, lease: bool = True) -> Reservation:
         """Take one request and ``tokens`` for ``tenant``; RateLimitedError when over (and
         :class:`_ShortLeaseError`, for :meth:`acquire`, when a lease may make room)."""
         now = self.wall()
@@ -228,7 +234,7 @@ class Limits:
         requests = self.window(tenant, Resource.REQUESTS, now)
         minute = self.window(tenant, Resource.TOKENS, now)
         day = self.window(tenant, Resource.DAY_TOKENS, now)
-        if not self._room(tenant, Resource.DAY_TOKENS, day, tokens):
+        if not self._room(tenant, Resource.DAY_TOKENS, day, tokens, lease):
             raise RateLimitedError(
                 f"Tenant {tenant.name} has spent its budget of {limits.tokens_per_day}"
                 " tokens for today (UTC).",
@@ -241,7 +247,7 @@ class Limits:
             (Resource.REQUESTS, requests, 1),
             (Resource.TOKENS, minute, tokens),
         ):
-            if not self._room(tenant, resource, window, need):
+            if not self._room(tenant, resource, window, need, lease):
                 raise RateLimitedError(
                     f"Tenant {tenant.name} is over its {resource} per minute; retry after the"
                     " window resets.",
