@@ -9,7 +9,6 @@ or inputs exit with 2 and a message saying which.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pydantic
 import yaml
 
 from llmfleet_contract.api import LLMDeployment
+from llmfleet_contract.arguments import count, non_negative, positive
 from llmfleet_fleetsim.policies import MAIN_TARGET, POLICY_NAMES, make_policy
 from llmfleet_fleetsim.simulation import DEFAULT_LAG_S, DEFAULT_SCRAPE_S, simulate
 from llmfleet_fleetsim.slo import Slo
@@ -28,40 +28,6 @@ PROG = "llmfleet simulate"
 
 class UsageError(Exception):
     """An argument or input the simulator cannot use (exit code 2)."""
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,41 +59,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--startup-s",
         required=True,
-        type=_non_negative,
+        type=non_negative,
         help="seconds from a replica's creation to Ready",
     )
-    p.add_argument("--slo-ttft-s", required=True, type=_positive, help="TTFT bound, seconds")
-    p.add_argument("--slo-tpot-s", required=True, type=_positive, help="TPOT bound, seconds")
+    p.add_argument("--slo-ttft-s", required=True, type=positive, help="TTFT bound, seconds")
+    p.add_argument("--slo-tpot-s", required=True, type=positive, help="TPOT bound, seconds")
     p.add_argument(
         "--speed",
-        type=_positive,
+        type=positive,
         default=1.0,
         help="replay X times faster: arrival times divided by X, i.e. X times the load (default 1)",
     )
     p.add_argument(
         "--copies",
-        type=_count,
+        type=count,
         default=1,
         help="overlay K copies of the trace, shifted within a minute: K times the load over"
         " the same time, ramps as long as in the trace (default 1)",
     )
-    p.add_argument("--target", type=_positive, help=f"override the main target ({targets})")
+    p.add_argument("--target", type=positive, help=f"override the main target ({targets})")
     p.add_argument("--replicas", type=int, help="static fleet size (default: the oracle's peak)")
     p.add_argument(
         "--scrape-s",
-        type=_positive,
+        type=positive,
         default=DEFAULT_SCRAPE_S,
         help=f"metrics scrape interval (default {DEFAULT_SCRAPE_S:g})",
     )
     p.add_argument(
         "--lag-s",
-        type=_non_negative,
+        type=non_negative,
         default=DEFAULT_LAG_S,
         help=f"from a scrape to the policy seeing it (default {DEFAULT_LAG_S:g})",
     )
     p.add_argument(
         "--capacity-rps",
-        type=_positive,
+        type=positive,
         help="one replica's capacity at the SLO for the oracle (default: measured)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from llmfleet_contract.arguments import count, positive
 from llmfleet_gateway.discovery import Cluster
 from llmfleet_gateway.pool import Model
 from llmfleet_gateway.routing import RoutingSettings
@@ -32,28 +33,8 @@ from llmfleet_gateway.tenants import Directory, load_file
 log = logging.getLogger("llmfleet.gateway")
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def _share(text: str) -> float:
-    value = _positive(text)
+    value = positive(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be at most 1, got {text}")
     return value
@@ -123,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--default-max-tokens",
-        type=_count,
+        type=count,
         default=4096,
         help="completion tokens reserved (and the cap) for a request without max_tokens from"
         " a tenant with token limits",
@@ -132,42 +113,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="default: in-cluster configuration, else ~/.kube/config")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-num-seqs", type=_count, default=256, help="slots per replica")
-    p.add_argument("--max-in-flight", type=_count, default=256, help="requests per replica at most")
-    p.add_argument("--wait-limit", type=_count, default=256, help="waiting requests per model")
-    p.add_argument("--hold-seconds", type=_positive, default=300.0)
-    p.add_argument("--queue-seconds", type=_positive, default=30.0)
-    p.add_argument("--scrape-seconds", type=_positive, default=0.25)
+    p.add_argument("--max-num-seqs", type=count, default=256, help="slots per replica")
+    p.add_argument("--max-in-flight", type=count, default=256, help="requests per replica at most")
+    p.add_argument("--wait-limit", type=count, default=256, help="waiting requests per model")
+    p.add_argument("--hold-seconds", type=positive, default=300.0)
+    p.add_argument("--queue-seconds", type=positive, default=30.0)
+    p.add_argument("--scrape-seconds", type=positive, default=0.25)
     routing = RoutingSettings()
     p.add_argument(
         "--prefill-tokens-per-s",
-        type=_positive,
+        type=positive,
         default=routing.prefill_tokens_per_s,
         help="a replica's prefill speed, for the TTFT estimate (match the engine's hardware)",
     )
     p.add_argument(
         "--typical-prompt-tokens",
-        type=_count,
+        type=count,
         default=routing.typical_prompt_tokens,
         help="prompt tokens assumed for each request in an engine's waiting queue",
     )
     p.add_argument(
         "--affinity-load-factor",
-        type=_positive,
+        type=positive,
         default=routing.affinity_load_factor,
         help="prefix and session affinity hold while a replica's requests are at most this"
         " factor x (mean + 1)",
     )
     p.add_argument(
         "--prefix-min-share",
-        type=_positive,
+        type=positive,
         default=routing.prefix_min_share,
         help="the share of a prompt a replica must hold for prefix affinity to override the"
         " estimate",
     )
     p.add_argument(
         "--prefix-ttl-seconds",
-        type=_positive,
+        type=positive,
         default=GatewaySettings(models=()).prefix_ttl_seconds,
         help="how long a replica is believed to keep a prompt's prefix cached (match the"
         " engines' cache turnover)",
