@@ -129,6 +129,14 @@ def test_each_signal_scales_up_and_says_so(
     assert decision.changed
 
 
+def test_requests_queued_at_the_gateway_join_the_prefill_queue() -> None:
+    """A saturated replica gets few requests beyond its slots; the rest wait in the gateway."""
+    decision = run(fleet(2, waiting=2, gateway=8))
+    assert (decision.desired, decision.reason) == (3, Reason.PREFILL_QUEUE_ABOVE_TARGET)
+    assert "prefill queue 6.0 per replica > target 4.0" in decision.message
+    assert run(fleet(2, waiting=2, gateway=0)).desired == 1  # without them: below target
+
+
 def counted(name: str, *counts: float, every: float = 15.0) -> tuple[Sample, ...]:
     """Scrapes of one replica ``every`` seconds apart, the last 5 s ago, whose
     requests-started counter reads ``counts``."""

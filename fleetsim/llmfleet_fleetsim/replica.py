@@ -17,11 +17,17 @@ from llmfleet_runtime.simulator.perf import decode_ms, prefill_ms
 def routing_settings(profile: Profile) -> RoutingSettings:
     """The gateway's routing settings for replicas of ``profile``: its prefill speed on a
     full chunk (``max_num_batched_tokens`` prompt tokens in one step) and one decode step
-    of a full batch (``max_num_seqs``); every other knob at the gateway's default."""
+    of a full batch (``max_num_seqs``); every other knob at the gateway's default but one.
+    Nothing waits in the gateway before a replica has ``max_in_flight`` requests: the
+    baselines read the engines' queues as their own stacks fill them (their routers hold
+    nothing back), and ours reads the same total either way (the prefill queue counts what
+    the gateway queues)."""
     chunk = profile.max_num_batched_tokens
+    defaults = RoutingSettings()
     return RoutingSettings(
         prefill_tokens_per_s=chunk * 1000.0 / prefill_ms(profile, chunk),
         decode_step_s=decode_ms(profile, profile.max_num_seqs) / 1000.0,
+        engine_queue=defaults.max_in_flight,
     )
 
 

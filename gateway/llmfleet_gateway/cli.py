@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from llmfleet_contract.arguments import count, positive
+from llmfleet_contract.arguments import count, positive, whole
 from llmfleet_gateway.discovery import Cluster
 from llmfleet_gateway.pool import Model
 from llmfleet_gateway.routing import RoutingSettings
@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-num-seqs", type=count, default=256, help="slots per replica")
     p.add_argument("--max-in-flight", type=count, default=256, help="requests per replica at most")
+    p.add_argument(
+        "--engine-queue",
+        type=whole,
+        default=RoutingSettings().engine_queue,
+        help="requests a replica may be sent beyond its slots; more wait in the gateway,"
+        " ordered by tenant priority and fairness",
+    )
     p.add_argument("--wait-limit", type=count, default=256, help="waiting requests per model")
     p.add_argument("--hold-seconds", type=positive, default=300.0)
     p.add_argument("--queue-seconds", type=positive, default=30.0)
@@ -197,6 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         default_max_tokens=args.default_max_tokens,
         routing=RoutingSettings(
             max_in_flight=args.max_in_flight,
+            engine_queue=args.engine_queue,
             prefill_tokens_per_s=args.prefill_tokens_per_s,
             typical_prompt_tokens=args.typical_prompt_tokens,
             affinity_load_factor=args.affinity_load_factor,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from llmfleet_gateway.forward import RateLimitedError
@@ -85,8 +85,29 @@ class Reservation:
 
 @dataclass
 class _Account:
-    windows: dict[Resource, Window] = field(default_factory=dict)
+    """One tenant's current windows (None: not opened yet, or no such limit) and requests in
+    flight. A slot per resource, not a dict: every request reads them."""
+
+    requests: Window | None = None
+    tokens: Window | None = None
+    day_tokens: Window | None = None
     in_flight: int = 0
+
+
+_MINUTE_TTL_S = int(MINUTE_S) + 60
+_DAY_TTL_S = int(DAY_S) + 60
+"""A window's key in the quota store outlives the window by a minute."""
+_REQUESTS_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+)
+_TOKENS_HEADERS = (
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
+"""OpenAI's header names for a minute window: its limit, what remains, when it resets."""
 
 
 class Limits:
@@ -107,31 +128,24 @@ class Limits:
 
     # -- the windows -----------------------------------------------------------------
 
-    def limit(self, tenant: Tenant, resource: Resource) -> int | None:
-        limits = tenant.limits
-        if resource is Resource.REQUESTS:
-            return limits.requests_per_minute
-        if resource is Resource.TOKENS:
-            return limits.tokens_per_minute
-        return limits.tokens_per_day
+    def _account(self, tenant: Tenant) -> _Account:
+        account = self.accounts.get(tenant.key)
+        if account is None:
+            account = self.accounts[tenant.key] = _Account()
+        return account
 
-    def window(self, tenant: Tenant, resource: Resource, now: float) -> Window | None:
-        """The tenant's current window of ``resource`` (None: no such limit), a new one with
-        this gateway's share when the last one ended."""
-        limit = self.limit(tenant, resource)
-        if limit is None:
-            return None
+    def _current(
+        self, tenant: Tenant, found: Window | None, resource: Resource, limit: int, now: float
+    ) -> Window:
+        """``found`` while its window lasts, else a new one with this gateway's share (or
+        leasing, with the store up)."""
         index = int(now // (DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S))
-        account = self.accounts.setdefault(tenant.key, _Account())
-        found = account.windows.get(resource)
-        if found is None or found.index != index:
-            key = f"{tenant.label}:{resource}:{index}"
-            if self.store is not None and self.store.up:
-                found = Window(index, 0, 0, key, shared=True)
-            else:
-                found = Window(index, 0, self.capacity(limit), key)
-            account.windows[resource] = found
-        return found
+        if found is not None and found.index == index:
+            return found
+        key = f"{tenant.label}:{resource}:{index}"
+        if self.store is not None and self.store.up:
+            return Window(index, 0, 0, key, shared=True)
+        return Window(index, 0, self.capacity(limit), key)
 
     def capacity(self, limit: int) -> int:
         """This gateway's share of ``limit`` (at least 1, so a small limit still admits)."""
@@ -171,17 +185,18 @@ class Limits:
         window.shared = False
         window.capacity = max(window.capacity, self.capacity(limit))
 
-    def _take(self, window: Window, need: int, resource: Resource) -> None:
+    def _take(self, window: Window, need: int, ttl_s: int) -> None:
         """Count ``need`` on ``window``. What goes beyond the store's count for this replica
         (the store down, or a request that used more than it reserved) is added there at
         the next sync, so the other replicas' leases leave room for it."""
         before = window.taken
         window.taken += need
-        over = window.taken - max(before, window.leased)
-        if self.store is None or over <= 0:
+        if self.store is None:
             return
-        ttl = int(DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S) + 60
-        self.store.add(window.key, over, ttl)
+        over = window.taken - max(before, window.leased)
+        if over <= 0:
+            return
+        self.store.add(window.key, over, ttl_s)
         window.leased += over
         if window.shared:
             window.capacity = max(window.capacity, window.leased)
@@ -192,18 +207,15 @@ class Limits:
         return limit if self.store is not None and self.store.up else self.capacity(limit)
 
     def _room(
-        self, tenant: Tenant, resource: Resource, window: Window | None, need: int, lease: bool
+        self, window: Window | None, limit: int | None, need: int, lease: bool, ttl_s: int
     ) -> bool:
-        """Whether ``window`` can take ``need`` now (:class:`_ShortLeaseError`: a lease may
-        add room)."""
-        if window is None or window.taken + need <= window.capacity:
+        """Whether ``window`` (of ``limit``; None: no such limit) can take ``need`` now
+        (:class:`_ShortLeaseError`: a lease may add room)."""
+        if window is None or limit is None or window.taken + need <= window.capacity:
             return True
-        limit = self.limit(tenant, resource)
-        assert limit is not None
         if window.shared and not window.exhausted and lease:
             if self.store is not None and self.store.up:
-                ttl = int(DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S) + 60
-                raise _ShortLeaseError(window, limit, window.taken + need - window.capacity, ttl)
+                raise _ShortLeaseError(window, limit, window.taken + need - window.capacity, ttl_s)
             self._local(window, limit)
             return window.taken + need <= window.capacity
         return False
@@ -212,7 +224,7 @@ class Limits:
         """Take one request and ``tokens`` for ``tenant``; RateLimitedError when over (and
         :class:`_ShortLeaseError`, for :meth:`acquire`, when a lease may make room)."""
         now = self.wall()
-        account = self.accounts.setdefault(tenant.key, _Account())
+        account = self._account(tenant)
         limits = tenant.limits
         concurrent = limits.concurrent_requests
         if concurrent is not None and account.in_flight >= math.ceil(concurrent * self.share):
@@ -222,51 +234,59 @@ class Limits:
                 1.0,
                 headers=self.headers(tenant),
             )
-        if limits.tokens_per_minute is not None and tokens > self.ceiling(limits.tokens_per_minute):
+        per_minute, per_day = limits.tokens_per_minute, limits.tokens_per_day
+        if per_minute is not None and tokens > self.ceiling(per_minute):
             raise RateLimitedError(
                 f"The request needs {tokens} tokens (prompt and max_tokens), more than tenant"
-                f" {tenant.name} may use in a minute ({limits.tokens_per_minute}):"
+                f" {tenant.name} may use in a minute ({per_minute}):"
                 " lower max_tokens or shorten the prompt.",
                 _until_next(now, MINUTE_S),
                 headers=self.headers(tenant),
                 retry=False,
             )
-        requests = self.window(tenant, Resource.REQUESTS, now)
-        minute = self.window(tenant, Resource.TOKENS, now)
-        day = self.window(tenant, Resource.DAY_TOKENS, now)
-        if not self._room(tenant, Resource.DAY_TOKENS, day, tokens, lease):
+        per_request = limits.requests_per_minute
+        requests = minute = day = None
+        if per_request is not None:
+            requests = self._current(tenant, account.requests, Resource.REQUESTS, per_request, now)
+            account.requests = requests
+        if per_minute is not None:
+            minute = self._current(tenant, account.tokens, Resource.TOKENS, per_minute, now)
+            account.tokens = minute
+        if per_day is not None:
+            day = self._current(tenant, account.day_tokens, Resource.DAY_TOKENS, per_day, now)
+            account.day_tokens = day
+        if not self._room(day, per_day, tokens, lease, _DAY_TTL_S):
             raise RateLimitedError(
-                f"Tenant {tenant.name} has spent its budget of {limits.tokens_per_day}"
-                " tokens for today (UTC).",
+                f"Tenant {tenant.name} has spent its budget of {per_day} tokens for today (UTC).",
                 _until_next(now, DAY_S),
                 code="insufficient_quota",
                 headers=self.headers(tenant),
                 retry=False,
             )
-        for resource, window, need in (
-            (Resource.REQUESTS, requests, 1),
-            (Resource.TOKENS, minute, tokens),
-        ):
-            if not self._room(tenant, resource, window, need, lease):
-                raise RateLimitedError(
-                    f"Tenant {tenant.name} is over its {resource} per minute; retry after the"
-                    " window resets.",
-                    _until_next(now, MINUTE_S),
-                    headers=self.headers(tenant),
-                )
-        for resource, window, need in (
-            (Resource.REQUESTS, requests, 1),
-            (Resource.TOKENS, minute, tokens),
-            (Resource.DAY_TOKENS, day, tokens),
-        ):
-            if window is not None:
-                self._take(window, need, resource)
+        if not self._room(requests, per_request, 1, lease, _MINUTE_TTL_S):
+            raise self._over(tenant, Resource.REQUESTS, now)
+        if not self._room(minute, per_minute, tokens, lease, _MINUTE_TTL_S):
+            raise self._over(tenant, Resource.TOKENS, now)
+        if requests is not None:
+            self._take(requests, 1, _MINUTE_TTL_S)
+        if minute is not None:
+            self._take(minute, tokens, _MINUTE_TTL_S)
+        if day is not None:
+            self._take(day, tokens, _DAY_TTL_S)
         account.in_flight += 1
         return Reservation(
             tenant,
             tokens,
             minute.index if minute else -1,
             day.index if day else -1,
+        )
+
+    def _over(self, tenant: Tenant, resource: Resource, now: float) -> RateLimitedError:
+        return RateLimitedError(
+            f"Tenant {tenant.name} is over its {resource} per minute; retry after the window"
+            " resets.",
+            _until_next(now, MINUTE_S),
+            headers=self.headers(tenant),
         )
 
     def settle(self, reservation: Reservation, used: int) -> None:
@@ -278,18 +298,27 @@ class Limits:
         if account is None:
             return
         account.in_flight = max(0, account.in_flight - 1)
+        limits = tenant.limits
+        if limits.tokens_per_minute is None and limits.tokens_per_day is None:
+            return
         now = self.wall()
-        for resource, index in (
-            (Resource.TOKENS, reservation.minute),
-            (Resource.DAY_TOKENS, reservation.day),
-        ):
-            window = self.window(tenant, resource, now)
-            if window is None:
-                continue
-            if used > reservation.tokens:
-                self._take(window, used - reservation.tokens, resource)
-            elif window.index == index:
-                window.taken = max(0, window.taken + used - reservation.tokens)
+        extra = used - reservation.tokens
+        if (per_minute := limits.tokens_per_minute) is not None:
+            minute = self._current(tenant, account.tokens, Resource.TOKENS, per_minute, now)
+            account.tokens = minute
+            self._settle(minute, reservation.minute, extra, _MINUTE_TTL_S)
+        if (per_day := limits.tokens_per_day) is not None:
+            day = self._current(tenant, account.day_tokens, Resource.DAY_TOKENS, per_day, now)
+            account.day_tokens = day
+            self._settle(day, reservation.day, extra, _DAY_TTL_S)
+
+    def _settle(self, window: Window, index: int, extra: int, ttl_s: int) -> None:
+        """Charge ``extra`` tokens beyond the reservation to ``window`` (the current one), or
+        give back what was not used to the window the reservation was taken from, if it is."""
+        if extra > 0:
+            self._take(window, extra, ttl_s)
+        elif window.index == index:
+            window.taken = max(0, window.taken + extra)
 
     def headers(self, tenant: Tenant) -> dict[str, str]:
         """OpenAI's ``x-ratelimit-*`` headers for the tenant's minute windows, as this
@@ -297,19 +326,33 @@ class Limits:
         this replica's lease has left)."""
         now = self.wall()
         reset = f"{max(1, round(_until_next(now, MINUTE_S) * 1000))}ms"
+        account, limits = self._account(tenant), tenant.limits
         out: dict[str, str] = {}
-        for resource in (Resource.REQUESTS, Resource.TOKENS):
-            window = self.window(tenant, resource, now)
-            limit = self.limit(tenant, resource)
-            if window is None or limit is None:
-                continue
-            left = window.capacity - window.taken
-            if window.shared:
-                left += max(0, limit - window.granted_total) if not window.exhausted else 0
-            out[f"x-ratelimit-limit-{resource}"] = str(self.ceiling(limit))
-            out[f"x-ratelimit-remaining-{resource}"] = str(max(0, left))
-            out[f"x-ratelimit-reset-{resource}"] = reset
+        if (per_request := limits.requests_per_minute) is not None:
+            requests = self._current(tenant, account.requests, Resource.REQUESTS, per_request, now)
+            account.requests = requests
+            self._describe(out, _REQUESTS_HEADERS, requests, per_request, reset)
+        if (per_minute := limits.tokens_per_minute) is not None:
+            minute = self._current(tenant, account.tokens, Resource.TOKENS, per_minute, now)
+            account.tokens = minute
+            self._describe(out, _TOKENS_HEADERS, minute, per_minute, reset)
         return out
+
+    def _describe(
+        self,
+        out: dict[str, str],
+        names: tuple[str, str, str],
+        window: Window,
+        limit: int,
+        reset: str,
+    ) -> None:
+        left = window.capacity - window.taken
+        if window.shared:
+            left += max(0, limit - window.granted_total) if not window.exhausted else 0
+        limit_name, remaining_name, reset_name = names
+        out[limit_name] = str(self.ceiling(limit))
+        out[remaining_name] = str(max(0, left))
+        out[reset_name] = reset
 
 
 def _until_next(now: float, period: float) -> float:

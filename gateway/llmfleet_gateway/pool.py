@@ -230,6 +230,12 @@ class Pool:
             turns[chosen.tenant] = self.tickets
             chosen.event.set()
 
+    def look_again(self) -> None:
+        """Fresh metrics may show room another gateway's requests left: the next waiter of
+        each queue looks (one served passes on to the next, :func:`server._replica`)."""
+        for key in list(self.queues):
+            self.pass_on(key)
+
     def wake(self, key: tuple[str, str] | None = None) -> None:
         """Capacity appeared for ``key`` (None: every LLMDeployment): wake every waiter."""
         for found in [key] if key is not None else list(self.queues):
@@ -266,6 +272,7 @@ async def scrape_forever(
     while True:
         try:
             await scrape_once(pool, session, now, timeout_s=max(interval_s, 0.5))
+            pool.look_again()
         except Exception:  # a bug in one round must not stop the loop; say it
             log.exception("A round of metrics scrapes failed")
         await asyncio.sleep(interval_s)

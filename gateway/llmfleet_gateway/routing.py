@@ -10,9 +10,13 @@ behind it for the access log.
 
 The rules, in order:
 
-1. No replica: ``NO_REPLICA``. A replica with ``max_in_flight`` requests from this gateway
-   is saturated and never chosen; all saturated: ``SATURATED`` (the caller queues or
-   answers 429).
+1. No replica: ``NO_REPLICA``. A replica is saturated, and never chosen, once it has
+   ``max_in_flight`` requests from this gateway, or its queue would pass ``engine_queue``:
+   its load (below) reaches ``max_num_seqs + engine_queue``, or (fresh metrics) its engine
+   reports ``engine_queue`` requests waiting (a full KV cache queues before the slots
+   fill; at least one). All saturated: ``SATURATED``: the caller queues the request, where
+   priority and fairness among tenants order it (an engine's queue is first come, first
+   served), or answers 429.
 2. Each other replica gets an estimated time to first token::
 
        ahead    = pending_prefill_tokens                        (metrics stale or missing)
@@ -105,6 +109,9 @@ class RoutingSettings:
     """Requests this gateway keeps at one replica; at it, the replica is saturated."""
     prefill_tokens_per_s: float = 8000.0
     """A replica's prefill speed, for the estimate."""
+    engine_queue: int = 4
+    """Requests a replica may be sent beyond its slots (its engine queues them, ready for
+    the next free slot); more wait in the gateway, in the order of priority and fairness."""
     decode_step_s: float = 0.03
     """A request's wait for a slot when all of a replica's slots are busy."""
     stale_after_s: float = 2.0
@@ -125,6 +132,8 @@ class RoutingSettings:
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
+        if self.engine_queue < 0:
+            raise ValueError(f"engine_queue must be at least 0, got {self.engine_queue}")
         if self.prefill_tokens_per_s <= 0:
             raise ValueError(
                 f"prefill_tokens_per_s must be positive, got {self.prefill_tokens_per_s}"
@@ -195,6 +204,8 @@ def choose(
     pressure = settings.kv_pressure
     kv_scale = settings.kv_penalty_s / (1 - pressure)
     limit = settings.max_in_flight
+    beyond_slots = settings.engine_queue
+    queue_limit = max(1, beyond_slots)
 
     decode_step = settings.decode_step_s
     rows: list[_Row] = []
@@ -222,8 +233,11 @@ def choose(
                 penalty = (usage - pressure) * kv_scale
         else:
             fresh = False
+            waiting = 0
         total_load += load
-        if in_flight >= limit:
+        if in_flight >= limit or load >= replica.max_num_seqs + beyond_slots:
+            continue
+        if waiting >= queue_limit:
             continue
         name = replica.name
         blocks = cached.get(name, 0) if cached else 0

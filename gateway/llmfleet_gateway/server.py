@@ -384,7 +384,6 @@ async def _replica(
     deadline: float | None = None
     beat = started
     wake: asyncio.Event | None = None
-    served = False
     try:
         while True:
             if model not in gateway.pool.models:
@@ -394,7 +393,6 @@ async def _replica(
             if ticket is not None or not gateway.pool.queued(key):
                 choice = _choose(gateway, exchange.incoming, blocks, tried)
                 if choice.replica is not None:
-                    served = True
                     return gateway.pool.get(model, choice.replica), choice.cached_blocks
                 why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
             else:
@@ -425,8 +423,10 @@ async def _replica(
     finally:
         if ticket is not None:
             gateway.pool.leave(key, ticket)
-            if wake is not None and wake.is_set() and not served:
-                gateway.pool.pass_on(key)  # woken for a slot it will not take: the next one
+            if wake is not None and wake.is_set():
+                # Woken: a slot it will not take goes to the next; one it took, the next
+                # looks too (more may have freed), until one finds none and waits.
+                gateway.pool.pass_on(key)
         if entered is not None:
             gateway.room.leave(model)
             waited = gateway.clock() - started

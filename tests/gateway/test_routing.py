@@ -153,7 +153,7 @@ TABLE: list[tuple[str, list[ReplicaLoad], RouteRequest, str | None, RouteReason]
     ),
     (
         "over-cap-when-all-within-are-saturated",
-        [scraped("a", waiting=12, running=8, max_num_seqs=8), own("b", in_flight=4)],
+        [scraped("a", waiting=3, running=8, max_num_seqs=8), own("b", in_flight=4)],
         ask(),
         "a",
         RouteReason.LEAST_TTFT,
@@ -161,6 +161,21 @@ TABLE: list[tuple[str, list[ReplicaLoad], RouteRequest, str | None, RouteReason]
     (
         "all-saturated",
         [own("a", in_flight=4), own("b", in_flight=5)],
+        ask(),
+        None,
+        RouteReason.SATURATED,
+    ),
+    ("engine-queue-room", [scraped("a", waiting=3, running=4)], ask(), "a", RouteReason.LEAST_TTFT),
+    (
+        "slots-and-engine-queue-full",
+        [scraped("a", waiting=3, running=2, max_num_seqs=1)],
+        ask(),
+        None,
+        RouteReason.SATURATED,
+    ),
+    (
+        "engine-queue-full-before-slots",  # a full KV cache queues with slots free
+        [scraped("a", waiting=4, running=1, kv_cache_usage=0.99)],
         ask(),
         None,
         RouteReason.SATURATED,

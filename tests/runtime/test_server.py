@@ -4,16 +4,20 @@ Cases: the openai client gets completions and streams; ``error_rate=1`` answers 
 vLLM's error envelope; ``hang`` stalls streams until lifted through ``POST /sim/faults``;
 an unknown fault is a 400; a repeated prompt shows prefix-cache hits in ``/metrics``;
 ``time_scale`` runs engine time faster than wall time while metrics keep engine seconds;
-the CLI's crash switch exits the process with status 1.
+the CLI's crash switch exits the process with status 1; a client that leaves mid-stream
+aborts its request, with an INFO line and no error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import openai
 from aiohttp.test_utils import TestClient, TestServer
@@ -23,7 +27,7 @@ from llmfleet_runtime.simulator import FAST, get_profile
 from llmfleet_runtime.simulator.cli import build_parser, settings_from_args
 from llmfleet_runtime.simulator.faults import Faults
 from llmfleet_runtime.simulator.server import SimSettings, create_app
-from tests.runtime.conftest import free_port
+from tests.runtime.conftest import free_port, stop, wait_healthy
 
 
 def with_client(settings: SimSettings, body: Callable[[TestClient], Awaitable[None]]) -> None:
@@ -133,3 +137,27 @@ def test_crash_switch_exits_1() -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "Simulated crash" in done.stderr
+
+
+def test_a_client_that_leaves_mid_stream_aborts_its_request_quietly(tmp_path: Path) -> None:
+    """The real server (no handler cancellation, as ``llmfleet engine-sim`` runs it): the
+    next write finds the connection closed, and the request is aborted with an INFO line,
+    never a traceback."""
+    port, log = free_port(), tmp_path / "engine.log"
+    cmd = [sys.executable, "-m", "llmfleet_runtime.simulator", "--host", "127.0.0.1"]
+    with log.open("w") as out:
+        process = subprocess.Popen([*cmd, "--port", str(port)], stdout=out, stderr=out)
+    try:
+        wait_healthy(port, process=process, log=log)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        body = json.dumps({"prompt": "x", "max_tokens": 1000, "stream": True})
+        connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        connection.getresponse().readline()
+        connection.close()
+        deadline = time.monotonic() + 10
+        while "client disconnected" not in log.read_text():
+            assert time.monotonic() < deadline, "the engine went on with the request"
+            time.sleep(0.05)
+    finally:
+        stop(process)
+    assert "Traceback" not in log.read_text()

@@ -18,7 +18,8 @@ The order of the rules:
    which is what wakes it; else one replica (or ``minReplicas``), saying why. A request
    is seen as a busy sample or as a rise of a replica's requests-started counter since
    its previous sample (short requests start and finish between scrapes).
-4. Each signal asks for ``total over ready replicas / target`` replicas, over the stable
+4. Each signal asks for ``total over ready replicas / target`` replicas (the prefill
+   queue adds what the gateway queues for the model), over the stable
    window and over the short (panic) window; the larger counts, so a step in load is seen
    at the next period while a fall must last a whole stable window. The strongest signal
    decides; no change while it is within ``tolerance`` of the current replicas (which
@@ -258,8 +259,9 @@ class _Decider:
     def _scale(self) -> Decision:
         scaling = self.scaling
         args = (scaling.targets, self.ready, self.observed.samples, self.slots)
-        short = read(*args, scaling.panic_window_seconds, self.now)
-        stable = read(*args, scaling.stable_window_seconds, self.now)
+        queued = self.observed.gateway_pending or 0
+        short = read(*args, scaling.panic_window_seconds, self.now, queued)
+        stable = read(*args, scaling.stable_window_seconds, self.now, queued)
         readings, levels = self._with_headroom(larger(stable, short), stable)
         top, short_top = strongest(readings), strongest(short)
         if top is None or short_top is None:  # not reached: ready replicas give readings

@@ -185,8 +185,13 @@ def read(
     slots: int,
     window_seconds: float,
     now: float,
+    queued: int = 0,
 ) -> tuple[SignalReading, ...]:
     """Every signal that has a target and a value, over one window, for the ready replicas.
+
+    The prefill queue counts ``queued`` too, the requests the gateway queues for the model
+    now: a saturated replica gets few beyond its slots (the gateway keeps the rest, to
+    order them by priority and fairness), so they are the rest of its waiting line.
 
     Pending prefill tokens count only when the spec sets a target and every ready
     replica's samples carry them; the request rate when the spec sets a target and some
@@ -196,7 +201,7 @@ def read(
         return ()
     totals = _totals(ready, samples, slots, window_seconds, now)
     pairs: list[tuple[Signal, float | None, float | None]] = [
-        (Signal.PREFILL_QUEUE, totals.waiting, targets.prefill_queue_per_replica),
+        (Signal.PREFILL_QUEUE, totals.waiting + queued, targets.prefill_queue_per_replica),
         (
             Signal.PENDING_PREFILL_TOKENS,
             totals.pending_prefill_tokens,

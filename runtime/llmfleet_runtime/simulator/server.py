@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +34,8 @@ from .metrics import EngineMetrics
 from .profiles import Profile
 from .requests import Request
 from .tokens import TextSource, block_hashes, prompt_pieces
+
+log = logging.getLogger("llmfleet.engine_sim")
 
 VERSION = "0.32.0"
 FINGERPRINT = f"vllm-{VERSION}-llmfleet-sim"
@@ -263,22 +266,26 @@ async def _stream(
     rng = s.text.for_request(request_id)
     out = [writer.first()]
     produced = 0
-    while True:
-        tokens = await stream.next_tokens()
-        if not tokens:
-            break
-        for token in tokens:
-            produced += 1
-            text = TextSource.next_token(rng)
-            if token.finish_reason is None:
-                out.append(writer.token(text))
-            else:
-                out.append(writer.last(text, token.finish_reason, usage_follows=gen.include_usage))
+    try:
+        while True:
+            tokens = await stream.next_tokens()
+            if not tokens:
+                break
+            for token in tokens:
+                produced += 1
+                text = TextSource.next_token(rng)
+                if token.finish_reason is None:
+                    out.append(writer.token(text))
+                else:
+                    last = writer.last(text, token.finish_reason, usage_follows=gen.include_usage)
+                    out.append(last)
+            await response.write(b"".join(out))
+            out = []
+        if gen.include_usage:
+            out.append(writer.usage(len(gen.prompt_pieces), produced))
+        out.append(DONE)
         await response.write(b"".join(out))
-        out = []
-    if gen.include_usage:
-        out.append(writer.usage(len(gen.prompt_pieces), produced))
-    out.append(DONE)
-    await response.write(b"".join(out))
-    await response.write_eof()
+        await response.write_eof()
+    except ConnectionResetError:  # the client left: the caller aborts its request, as vLLM
+        log.info("Aborted request %s: the client disconnected", request_id)
     return response
