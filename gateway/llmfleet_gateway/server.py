@@ -120,8 +120,9 @@ QUOTA_SYNC_SECONDS = 0.1
 """How often what the replica counted beyond its leases goes to the quota store."""
 log = logging.getLogger("llmfleet.gateway")
 access = logging.getLogger("llmfleet.gateway.access")
-"""One JSON line per routed request (``request_id``, model, status, replica, tokens, waits,
-time to first token): never a prompt, a key or a header."""
+"""One JSON line per request: routed (``request_id``, model, status, replica, tokens, waits,
+time to first token) or refused before routing (status and error code); never a prompt, a
+key or a header."""
 
 
 def create_app(
@@ -265,20 +266,26 @@ def _tenant(gateway: Gateway, request: web.Request) -> Tenant | None:
 
 async def _generate(request: web.Request, path: str, *, chat: bool) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    tenant = _tenant(gateway, request)
-    raw = await request.read()
-    incoming = parse(raw, chat=chat)
-    model = gateway.pool.models.get(incoming.model)
-    if model is None or not may_use(tenant, model):
-        raise _unknown(incoming.model)
-    reservation: Reservation | None = None
-    if tenant is not None:
-        incoming, raw, tokens = _reserve(gateway, tenant, incoming, raw)
-        try:
-            reservation = await gateway.limits.acquire(tenant, tokens)
-        except forward.RateLimitedError:
-            gateway.metrics.rejected.labels(model.name, "TenantLimit", tenant.label).inc()
-            raise
+    tenant: Tenant | None = None
+    try:
+        tenant = _tenant(gateway, request)
+        raw = await request.read()
+        incoming = parse(raw, chat=chat)
+        model = gateway.pool.models.get(incoming.model)
+        if model is None or not may_use(tenant, model):
+            raise _unknown(incoming.model)
+        reservation: Reservation | None = None
+        if tenant is not None:
+            incoming, raw, tokens = _reserve(gateway, tenant, incoming, raw)
+            try:
+                reservation = await gateway.limits.acquire(tenant, tokens)
+            except forward.RateLimitedError:
+                gateway.metrics.rejected.labels(model.name, "TenantLimit", tenant.label).inc()
+                raise
+    except ApiError as error:  # refused before routing: a line of its own
+        if access.isEnabledFor(logging.INFO):
+            access.info(orjson.dumps(_refused_record(request, error, tenant)).decode())
+        raise
     label = "" if tenant is None else tenant.label
     exchange = forward.Exchange(
         request, incoming, gateway.clock(), gateway.metrics, gateway.clock, label
@@ -359,6 +366,21 @@ async def _route(
         answer = await exchange.fail(error)
         exchange.count("")
         return answer
+
+
+def _refused_record(
+    request: web.Request, error: ApiError, tenant: Tenant | None
+) -> dict[str, object]:
+    """The access log's line for a request refused before routing (no key, no such model,
+    a limit): never a prompt or a key."""
+    return {
+        "time": round(time.time(), 3),
+        "request_id": request[forward.REQUEST_ID_KEY],
+        "path": request.path,
+        "tenant": "" if tenant is None else tenant.label,
+        "status": error.status,
+        "error": error.code or error.type,
+    }
 
 
 def _others(gateway: Gateway, model: str, tried: set[str]) -> bool:

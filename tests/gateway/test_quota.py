@@ -3,10 +3,10 @@ loopback, started here).
 
 Cases: under load well above a tenant's requests- and tokens-per-minute, two replicas admit
 together no more than each limit (counted by the answers the clients got, and the tokens the
-engines reported), and not much less (what leases strand is bounded); Redis stopped mid-window,
-both keep serving on their local shares (the gauge and ``/health`` say so) within the
-documented bound; Redis back, what they admitted meanwhile is charged there, and the next
-window is exact again.
+engines reported, streams included), and not much less (what leases strand is bounded);
+Redis stopped mid-window, both keep serving on their local shares (the gauge and ``/health``
+say so) within the documented bound; Redis back, what they admitted meanwhile is charged
+there, and the next window is exact again.
 """
 
 from __future__ import annotations
@@ -86,18 +86,26 @@ def replicas(
     ]
 
 
-def hammer(stacks: list[Stack], count: int, **request: object) -> tuple[int, int]:
-    """``count`` requests, alternating replicas: (answered, tokens the engines reported)."""
+def hammer(stacks: list[Stack], count: int, max_tokens: int) -> tuple[int, int]:
+    """``count`` requests, alternating replicas, every other one streamed: (answered, tokens
+    the engines reported)."""
     answered = tokens = 0
     for index in range(count):
+        sdk = client(stacks[index % 2], "key-a")
+        request = {"model": MODEL, "prompt": "w" * 40, "max_tokens": max_tokens}
         try:
-            out = client(stacks[index % 2], "key-a").completions.create(
-                model=MODEL, prompt="w" * 40, **request
-            )
+            if index % 4 < 2:
+                out = sdk.completions.create(**request)
+                usage = out.usage
+            else:
+                chunks = sdk.completions.create(
+                    **request, stream=True, stream_options={"include_usage": True}
+                )
+                usage = [chunk.usage for chunk in chunks][-1]
         except openai.RateLimitError:
             continue
         answered += 1
-        tokens += out.usage.total_tokens if out.usage else 0
+        tokens += usage.total_tokens if usage else 0
     return answered, tokens
 
 

@@ -153,7 +153,9 @@ def test_missing_wrong_and_revoked_keys_are_authentication_errors(
         client(stack, "key-a").completions.create(model=MODEL, prompt="hi", max_tokens=2)
 
 
-def test_requests_per_minute_with_openai_headers(stack_factory: StackFactory) -> None:
+def test_requests_per_minute_with_openai_headers(
+    stack_factory: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     stack = start(
         stack_factory, directory(tenant("a", ["m-deploy"], "key-a", {"requestsPerMinute": 2}))
     )
@@ -165,8 +167,12 @@ def test_requests_per_minute_with_openai_headers(stack_factory: StackFactory) ->
         assert raw.headers["x-ratelimit-reset-requests"] == "30000ms"
         remaining.append(raw.headers["x-ratelimit-remaining-requests"])
     assert remaining == ["1", "0"]
-    with pytest.raises(openai.RateLimitError) as refused:
+    logged = caplog.at_level(logging.INFO, "llmfleet.gateway.access")
+    with logged, pytest.raises(openai.RateLimitError) as refused:
         a.completions.create(model=MODEL, prompt="hi", max_tokens=2)
+    line = json.loads(caplog.records[-1].getMessage())
+    assert (line["tenant"], line["status"], line["error"]) == ("ns/a", 429, "rate_limit_exceeded")
+    assert line["request_id"] == refused.value.response.headers["x-request-id"]
     headers = refused.value.response.headers
     assert (headers["retry-after"], headers["retry-after-ms"]) == ("30", "30000")
     assert headers["x-ratelimit-remaining-requests"] == "0"
