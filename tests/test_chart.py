@@ -171,3 +171,27 @@ def test_gateway_objects_and_their_switches() -> None:
 
 
 READ = ["get", "list", "watch"]
+
+
+def test_gateway_peer_regions() -> None:
+    peers = render(
+        "gateway.region=eu",
+        "gateway.peers[0].region=us",
+        "gateway.peers[0].url=http://gateway.us:8080",
+        "gateway.peerKey.secretName=peers",
+    )
+    pod = component(peers, "Deployment", "release-gateway")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert {"--region=eu", "--peer=us=http://gateway.us:8080"} <= set(args)
+    assert "--peer-key-file=/etc/llmfleet/peer/key" in args
+    assert pod["volumes"][0]["secret"] == {
+        "secretName": "peers",
+        "items": [{"key": "peer-key", "path": "key"}],
+    }
+    lonely = subprocess.run(
+        [helm(), "template", "release", str(CHART), "--set", "gateway.peers[0].region=us"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "gateway.peers needs gateway.region and gateway.peerKey.secretName" in lonely.stderr

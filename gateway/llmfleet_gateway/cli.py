@@ -51,6 +51,14 @@ def _model(text: str) -> tuple[str, tuple[str, ...]]:
     return name, found
 
 
+def _peer(text: str) -> tuple[str, str]:
+    name, _, url = text.partition("=")
+    url = url.strip().rstrip("/")
+    if not name or not url.startswith("http://"):
+        raise argparse.ArgumentTypeError(f"expected NAME=http://HOST:PORT, got {text!r}")
+    return name, url
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmfleet gateway",
@@ -109,6 +117,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="completion tokens reserved (and the cap) for a request without max_tokens from"
         " a tenant with token limits",
     )
+    p.add_argument(
+        "--ttft-objective-seconds",
+        type=positive,
+        help="with --model: the models' time-to-first-token objective (in a cluster:"
+        " spec.serving.ttftObjectiveSeconds); above it, requests spill to peer regions",
+    )
+    p.add_argument("--region", help="this gateway's region, named on every answer")
+    p.add_argument(
+        "--peer",
+        type=_peer,
+        action="append",
+        default=[],
+        metavar="REGION=URL",
+        help="a peer region's gateways (repeatable; needs --region and --peer-key-file):"
+        " requests fail over there when no local replica is ready, and spill there when the"
+        " local ones are saturated or slower than the objective",
+    )
+    p.add_argument(
+        "--peer-key-file",
+        type=Path,
+        metavar="FILE",
+        help="the credential every region's gateways share (one line)",
+    )
+    p.add_argument("--peer-interval-seconds", type=positive, default=1.0)
     p.add_argument("--watch-namespace", help="discover in this namespace only (default: all)")
     p.add_argument("--kubeconfig", help="default: in-cluster configuration, else ~/.kube/config")
     p.add_argument("--host", default="127.0.0.1")
@@ -178,8 +210,28 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     if args.no_tenants and given:
         raise ValueError("--no-tenants is for cluster mode; with --model, omit --tenants")
     models = tuple(
-        Model(name, name, args.namespace, max_num_seqs=args.max_num_seqs) for name in names
+        Model(
+            name,
+            name,
+            args.namespace,
+            max_num_seqs=args.max_num_seqs,
+            ttft_objective_s=args.ttft_objective_seconds,
+        )
+        for name in names
     )
+    peers = dict(args.peer)
+    if len(peers) != len(args.peer) or args.region in peers:
+        raise ValueError("each --peer REGION may be given once, and not this gateway's --region")
+    peer_key = None
+    if peers:
+        if not args.region or not args.peer_key_file:
+            raise ValueError("--peer needs --region and --peer-key-file")
+        try:
+            peer_key = args.peer_key_file.read_text().strip()
+        except OSError as error:
+            raise ValueError(f"--peer-key-file {args.peer_key_file}: {error.strerror}") from None
+        if not peer_key:
+            raise ValueError(f"--peer-key-file {args.peer_key_file} is empty")
     tenants = Directory(open=True)
     if args.tenants:
         try:
@@ -193,6 +245,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
             args.kubeconfig,
             tenants=not args.no_tenants,
             tenant_namespaces=tuple(args.tenant_namespace),
+            region=args.region,
         )
     return GatewaySettings(
         models=models,
@@ -202,6 +255,10 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         limit_share=args.limit_share,
         redis_url=args.redis,
         default_max_tokens=args.default_max_tokens,
+        region=args.region,
+        peers=peers,
+        peer_key=peer_key,
+        peer_interval_s=args.peer_interval_seconds,
         routing=RoutingSettings(
             max_in_flight=args.max_in_flight,
             engine_queue=args.engine_queue,

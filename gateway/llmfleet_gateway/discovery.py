@@ -55,6 +55,9 @@ class Cluster:
     tenant_namespaces: tuple[str, ...] = ()
     """Where to read LLMTenants and their keys' Secrets (a Role in each grants it); empty:
     ``namespace``, else every namespace."""
+    region: str | None = None
+    """This gateway's region: an LLMDeployment whose ``spec.serving.region`` names another
+    is that region's to serve, not this gateway's."""
 
 
 def models_of(body: Manifest) -> list[Model]:
@@ -91,13 +94,25 @@ def _models_of(body: Manifest) -> list[Model]:
     names = [*obj.served_names, *(a.name for a in obj.spec.model.lora_adapters or ())]
     namespace = obj.metadata.namespace or ""
     slots = obj.spec.engine.max_num_seqs
-    allowed = obj.spec.serving.tenants
-    admits = None if allowed is None else frozenset(allowed)
-    return [Model(name, obj.metadata.name, namespace, slots, admits) for name in names]
+    serving = obj.spec.serving
+    admits = None if serving.tenants is None else frozenset(serving.tenants)
+    return [
+        Model(
+            name,
+            obj.metadata.name,
+            namespace,
+            slots,
+            admits,
+            serving.ttft_objective_seconds,
+            serving.region,
+        )
+        for name in names
+    ]
 
 
-def served_models(deployments: Iterable[Manifest]) -> list[Model]:
-    """Every model of ``deployments``; a name two LLMDeployments serve stays with the older
+def served_models(deployments: Iterable[Manifest], region: str | None = None) -> list[Model]:
+    """Every model of ``deployments`` this region serves (those of another
+    ``spec.serving.region`` left out); a name two LLMDeployments serve stays with the older
     one (a newer LLMDeployment never takes a served name, and its requests, over), and the
     other is logged."""
     chosen: dict[str, Model] = {}
@@ -110,6 +125,8 @@ def served_models(deployments: Iterable[Manifest]) -> list[Model]:
     )
     for body in ordered:
         for model in models_of(body):
+            if region is not None and model.region not in (None, region):
+                continue
             first = chosen.setdefault(model.name, model)
             if first is not model:
                 log.warning(
@@ -133,9 +150,14 @@ def serving_replicas(pods: Iterable[Manifest]) -> dict[Key, list[tuple[str, str]
     return found
 
 
-def update(pool: Pool, deployments: Iterable[Manifest], pods: Iterable[Manifest]) -> None:
+def update(
+    pool: Pool,
+    deployments: Iterable[Manifest],
+    pods: Iterable[Manifest],
+    region: str | None = None,
+) -> None:
     """Make the pool what the cluster says (only what changed wakes waiting requests)."""
-    pool.set_models(served_models(deployments))
+    pool.set_models(served_models(deployments, region))
     replicas = serving_replicas(pods)
     for key in list(pool.groups):
         pool.set_replicas(key, sorted(replicas.get(key, ())))
@@ -285,7 +307,7 @@ async def watch_cluster(
                             [item for objects in secrets for item in objects.items.values()],
                         )
                     )
-                update(pool, deployments.items.values(), pods.items.values())
+                update(pool, deployments.items.values(), pods.items.values(), cluster.region)
                 pool.synced = True
         finally:
             for task in tasks:

@@ -218,10 +218,13 @@ async def send(
     raw: bytes,
     exchange: Exchange,
     prefill_tokens: int,
+    headers: Mapping[str, str] | None = None,
+    retry_on: tuple[int, ...] = (503,),
 ) -> Outcome:
     """Forward the request to ``replica`` and answer the client from it; ``prefill_tokens``
     (the prompt less what the replica is believed to have cached) are pending on the replica
-    until the first token."""
+    until the first token. ``headers`` go with it (a peer region's credentials); an answer
+    of a status in ``retry_on`` before anything reached the client is tried elsewhere."""
     assert session is not None
     incoming = exchange.incoming
     attempt = Attempt(replica, prefill_tokens)
@@ -233,12 +236,13 @@ async def send(
                 "Content-Type": "application/json",
                 "Accept-Encoding": "identity",
                 REQUEST_ID: exchange.request[REQUEST_ID_KEY],
+                **(headers or {}),
             },
         ) as upstream:
             replica.reached()
-            if upstream.status == 503 and not exchange.forwarded:
+            if upstream.status in retry_on and not exchange.forwarded:
                 body = await upstream.content.read(MOST_ERROR_BYTES)
-                exchange.unavailable = (503, body, _kept(upstream))
+                exchange.unavailable = (upstream.status, body, _kept(upstream))
                 return Outcome.RETRY
             if upstream.status != 200 or not incoming.stream:
                 body = await upstream.read()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -97,6 +97,26 @@ class GatewayMetrics:
             "llmfleet_gateway_tokens",
             "Tokens of answered requests, as the engines counted them, by model, kind and tenant.",
             ["model", "kind", TENANT],
+            registry=reg,
+        )
+        self.forwarded = Counter(
+            "llmfleet_gateway_forwarded_requests",
+            "Requests sent to a peer region's gateways, by model, tenant, region and why"
+            " (Failover: no local replica; Spill: local replicas saturated or too slow).",
+            ["model", TENANT, "region", "reason"],
+            registry=reg,
+        )
+        self.residency = Counter(
+            "llmfleet_gateway_residency_refusals",
+            "Requests refused because the tenant's residency excludes this region, by model,"
+            " tenant and whether a peer forwarded them.",
+            ["model", TENANT, "forwarded"],
+            registry=reg,
+        )
+        self.peer_up = Gauge(
+            "llmfleet_gateway_peer_up",
+            "1 while a peer region's gateways answer their summary polls.",
+            ["region"],
             registry=reg,
         )
         self.retries = Counter(

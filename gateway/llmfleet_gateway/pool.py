@@ -45,6 +45,10 @@ class Model:
     tenants: frozenset[str] | None = None
     """The LLMDeployment's ``spec.serving.tenants``: the only tenants it admits (None: any
     tenant that lists it)."""
+    ttft_objective_s: float | None = None
+    """``spec.serving.ttftObjectiveSeconds``: above it, new requests spill to peer regions."""
+    region: str | None = None
+    """``spec.serving.region`` (None: every region's)."""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -41,6 +41,7 @@ from llmfleet_gateway.discovery import Cluster, watch_cluster
 from llmfleet_gateway.incoming import ClientRequest, parse
 from llmfleet_gateway.limits import Limits, Reservation
 from llmfleet_gateway.metrics import GatewayMetrics
+from llmfleet_gateway.peers import HOP, PEER_KEY, REGION, SUMMARY_PATH, Peers, Pick, summary
 from llmfleet_gateway.pool import Model, Pool, Replica, scrape_forever
 from llmfleet_gateway.prefix import PrefixIndex, checkpoints
 from llmfleet_gateway.quota import Store, sync_forever
@@ -83,6 +84,14 @@ class GatewaySettings:
     default_max_tokens: int = 4096
     """For a tenant with token limits, a request without ``max_tokens`` reserves this many
     completion tokens and is capped at them, so that no answer outgrows its reservation."""
+    region: str | None = None
+    """This gateway's region (``--region``): named on every answer (``x-llmfleet-region``)."""
+    peers: Mapping[str, str] = field(default_factory=dict)
+    """Peer regions' gateways by region name: their URLs (``--peer NAME=URL``)."""
+    peer_key: str | None = None
+    """The credential the regions' gateways share (required with peers)."""
+    peer_interval_s: float = 1.0
+    """How often each peer's summary is read."""
 
 
 @dataclass
@@ -102,14 +111,24 @@ class Gateway:
     directory: Directory = field(init=False)
     """The tenants now (replaced whole by discovery)."""
     limits: Limits = field(init=False)
+    peers: Peers | None = field(init=False)
+    """The peer regions (None: none configured)."""
 
     def __post_init__(self) -> None:
+        settings = self.settings
+        self.peers = None
+        if settings.region is not None and settings.peer_key is not None:
+            self.peers = Peers.of(
+                settings.region, settings.peers, settings.peer_key, settings.peer_interval_s
+            )
         self.directory = self.settings.tenants
         store = None if self.settings.redis_url is None else Store(self.settings.redis_url)
         self.limits = Limits(self.settings.limit_share, self.wall, store)
         self.room = WaitingRoom(self.settings.wait_limit)
         self.prefixes = PrefixIndex(self.settings.prefix_capacity, self.settings.prefix_ttl_seconds)
         self.metrics = GatewayMetrics(self.pool, self.room, store)
+        for peer in self.peers.peers if self.peers else ():
+            self.metrics.peer_up.labels(peer.region).set(0)
 
     def set_tenants(self, directory: Directory) -> None:
         self.directory = directory
@@ -143,6 +162,7 @@ def create_app(
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get(SUMMARY_PATH, _summary)
     return app
 
 
@@ -163,6 +183,14 @@ async def _run(app: web.Application) -> AsyncIterator[None]:
                 gateway.pool, gateway.session, gateway.clock, gateway.settings.scrape_seconds
             )
         )
+    if (peers := gateway.peers) is not None:
+
+        def after_round() -> None:
+            for peer in peers.peers:
+                gateway.metrics.peer_up.labels(peer.region).set(1 if peer.up else 0)
+            gateway.pool.wake()  # requests held for want of a replica: a peer may take them
+
+        tasks.append(peers.poll_forever(gateway.session, gateway.clock, after_round))
     if (store := gateway.limits.store) is not None:
         store.connect()
         tasks.append(sync_forever(store, QUOTA_SYNC_SECONDS))
@@ -240,11 +268,40 @@ async def _models(request: web.Request) -> web.Response:
     tenant = _tenant(gateway, request)
     data = [
         {"id": model.name, "object": "model", "created": 0, "owned_by": "llmfleet"}
+        | _regions(gateway, model.name)
         for model in gateway.pool.models.values()
         if may_use(tenant, model)
     ]
     return web.Response(
         body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+    )
+
+
+def _regions(gateway: Gateway, model: str) -> dict[str, list[str]]:
+    """Where ``model`` is served now: this region (with a replica) and its peers (ready)."""
+    region = gateway.settings.region
+    if region is None:
+        return {}
+    here = [region] if gateway.pool.replicas_of(model) else []
+    return {"regions": here + (gateway.peers.serving(model) if gateway.peers else [])}
+
+
+async def _summary(request: web.Request) -> web.Response:
+    """This region's models for its peers (their credential only)."""
+    gateway = request.app[GATEWAY]
+    if gateway.peers is None or not gateway.peers.is_peer(request.headers.get(PEER_KEY)):
+        raise _not_a_peer()
+    found = summary(gateway.pool, gateway.settings.routing, gateway.clock())
+    body = {
+        "region": gateway.settings.region,
+        "models": {name: model.to_json() for name, model in found.items()},
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def _not_a_peer() -> ApiError:
+    return ApiError(
+        401, "Not a peer region's gateway.", "invalid_request_error", None, "invalid_peer_key"
     )
 
 
@@ -268,14 +325,20 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
     gateway = request.app[GATEWAY]
     tenant: Tenant | None = None
     try:
+        hop = request.headers.get(HOP)
+        if hop is not None and (
+            gateway.peers is None or not gateway.peers.is_peer(request.headers.get(PEER_KEY))
+        ):
+            raise _not_a_peer()
         tenant = _tenant(gateway, request)
         raw = await request.read()
         incoming = parse(raw, chat=chat)
         model = gateway.pool.models.get(incoming.model)
         if model is None or not may_use(tenant, model):
             raise _unknown(incoming.model)
+        _check_residency(gateway, tenant, model.name, forwarded=hop is not None)
         reservation: Reservation | None = None
-        if tenant is not None:
+        if tenant is not None and hop is None:  # a peer's request: charged where it entered
             incoming, raw, tokens = _reserve(gateway, tenant, incoming, raw)
             try:
                 reservation = await gateway.limits.acquire(tenant, tokens)
@@ -291,9 +354,11 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
         request, incoming, gateway.clock(), gateway.metrics, gateway.clock, label
     )
     try:
-        if tenant is not None:
+        if reservation is not None and tenant is not None:
             exchange.headers.update(gateway.limits.headers(tenant))
-        return await _route(gateway, exchange, path, raw, tenant)
+        if gateway.settings.region is not None:
+            exchange.headers[REGION] = gateway.settings.region
+        return await _route(gateway, exchange, path, raw, tenant, forwarded=hop is not None)
     finally:
         if reservation is not None:
             used = exchange.usage
@@ -331,28 +396,41 @@ async def _route(
     path: str,
     raw: bytes,
     tenant: Tenant | None,
+    *,
+    forwarded: bool = False,
 ) -> web.StreamResponse:
-    """Send the request to replicas until one answers it, or answer the error."""
+    """Send the request to replicas (or a peer region) until one answers it, or answer the
+    error; a request a peer ``forwarded`` stays here."""
     incoming = exchange.incoming
     blocks = checkpoints(incoming.prompt)
     key = gateway.pool.models[incoming.model].key  # held, even if the model goes meanwhile
     tried: set[str] = set()
+    peers = None if forwarded else gateway.peers
     try:
         while True:
-            replica, cached = await _replica(gateway, exchange, blocks, tried, tenant)
+            replica, cached, pick = await _replica(gateway, exchange, blocks, tried, tenant, peers)
             tried.add(replica.name)
             prefill = max(1, incoming.prompt_tokens - cached * forward.BLOCK_TOKENS)
             try:
-                outcome = await forward.send(gateway.session, replica, path, raw, exchange, prefill)
+                if pick is None:
+                    outcome = await forward.send(
+                        gateway.session, replica, path, raw, exchange, prefill
+                    )
+                else:
+                    outcome = await _forward_to_peer(gateway, exchange, pick, path, raw)
             finally:  # a slot freed, however the attempt ended: the next waiter looks
                 gateway.pool.pass_on(key)
+            if pick is not None and outcome is forward.Outcome.RETRY:
+                continue  # the local replicas, or another peer
             if outcome is not forward.Outcome.RETRY:
                 # Recorded once a replica took it: a burst sharing the prefix follows it.
                 gateway.prefixes.record(blocks, replica.name, gateway.clock())
                 exchange.count(replica.name)
                 assert exchange.answer is not None
                 return exchange.answer
-            if _others(gateway, incoming.model, tried):
+            # Another replica; with peer regions, whichever comes first of a peer that can
+            # take it and a replica here (held as when there is none, within the hold).
+            if _others(gateway, incoming.model, tried) or peers is not None:
                 gateway.metrics.retries.labels(incoming.model).inc()
                 continue
             unavailable = await forward.answer_unavailable(exchange)
@@ -366,6 +444,24 @@ async def _route(
         answer = await exchange.fail(error)
         exchange.count("")
         return answer
+
+
+def _check_residency(
+    gateway: Gateway, tenant: Tenant | None, model: str, *, forwarded: bool
+) -> None:
+    """403 ``region_not_allowed`` when the tenant's residency excludes this region."""
+    region = gateway.settings.region
+    if tenant is None or tenant.regions is None or region is None or region in tenant.regions:
+        return
+    gateway.metrics.residency.labels(model, tenant.label, str(forwarded).lower()).inc()
+    allowed = ", ".join(sorted(tenant.regions))
+    raise ApiError(
+        403,
+        f"This gateway serves region {region}; your requests may be served in {allowed} only.",
+        "permission_error",
+        None,
+        "region_not_allowed",
+    )
 
 
 def _refused_record(
@@ -383,6 +479,30 @@ def _refused_record(
     }
 
 
+async def _forward_to_peer(
+    gateway: Gateway, exchange: forward.Exchange, pick: Pick, path: str, raw: bytes
+) -> forward.Outcome:
+    """Send the request to a peer region's gateways, with the tenant's own key (the peer
+    checks it against its own view of the tenant) and the peers' credential."""
+    assert gateway.peers is not None
+    peer, model = pick.peer, exchange.incoming.model
+    gateway.metrics.forwarded.labels(model, exchange.tenant, peer.region, pick.why).inc()
+    headers = gateway.peers.headers()
+    if (authorization := exchange.request.headers.get("Authorization")) is not None:
+        headers["Authorization"] = authorization
+    exchange.headers[REGION] = peer.region
+    try:
+        outcome = await forward.send(
+            gateway.session, peer.target, path, raw, exchange, 0, headers, retry_on=(429, 503)
+        )
+    finally:
+        peer.done(model)
+    if outcome is forward.Outcome.RETRY and gateway.settings.region is not None:
+        exchange.headers[REGION] = gateway.settings.region
+        exchange.unavailable = None  # a peer's refusal is not the answer: the local one is
+    return outcome
+
+
 def _others(gateway: Gateway, model: str, tried: set[str]) -> bool:
     return any(name not in tried for name in gateway.pool.replicas_of(model))
 
@@ -393,8 +513,10 @@ async def _replica(
     blocks: tuple[int, ...],
     tried: set[str],
     tenant: Tenant | None,
-) -> tuple[Replica, int]:
-    """A replica for the request and the prompt blocks it is believed to hold, waiting in the
+    peers: Peers | None,
+) -> tuple[Replica, int, Pick | None]:
+    """A replica for the request and the prompt blocks it is believed to hold, or a peer
+    region to send it to (with ``peers``: see :meth:`.peers.Peers.pick`), waiting in the
     room while there is none; ApiError (429, 503, 404) when the room is full, the wait runs
     out or the model is gone. A freed slot wakes the next waiter (:meth:`Pool.pass_on`), and
     a newcomer queues behind those waiting."""
@@ -414,11 +536,20 @@ async def _replica(
             # A newcomer does not pass requests already waiting: it queues behind them.
             if ticket is not None or not gateway.pool.queued(key):
                 choice = _choose(gateway, exchange.incoming, blocks, tried)
-                if choice.replica is not None:
-                    return gateway.pool.get(model, choice.replica), choice.cached_blocks
-                why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
+            elif gateway.pool.replicas_of(model):
+                choice = Choice(None, RouteReason.SATURATED)
             else:
-                why = Wait.QUEUED if gateway.pool.replicas_of(model) else Wait.HELD
+                choice = Choice(None, RouteReason.NO_REPLICA)
+            if peers is not None:
+                allowed = None if tenant is None else tenant.regions
+                objective = gateway.pool.models[model].ttft_objective_s
+                now = gateway.clock()
+                pick = peers.pick(model, choice, objective, allowed, now, tried)
+                if pick is not None:
+                    return pick.peer.target, 0, pick
+            if choice.replica is not None:
+                return gateway.pool.get(model, choice.replica), choice.cached_blocks, None
+            why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
             now = gateway.clock()
             if entered is None:
                 if not gateway.room.enter(model):

@@ -50,6 +50,8 @@ class Tenant:
     """The LLMDeployments (in ``namespace``) it lists in ``spec.models``."""
     priority: TenantPriority = TenantPriority.INTERACTIVE
     limits: TenantLimits = field(default_factory=TenantLimits)
+    regions: frozenset[str] | None = None
+    """Where its requests may be served (``spec.regions``); None: anywhere."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -118,6 +120,7 @@ def tenant_of(manifest: Object) -> Tenant:
         deployments=frozenset(obj.spec.models),
         priority=obj.spec.priority,
         limits=obj.spec.limits,
+        regions=None if obj.spec.regions is None else frozenset(obj.spec.regions),
     )
 
 

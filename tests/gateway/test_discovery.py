@@ -76,6 +76,16 @@ def test_a_name_served_twice_stays_with_the_older() -> None:
         assert [(m.name, m.key) for m in served_models(order)] == [("m", ("ns2", "zz-old"))]
 
 
+def test_a_gateway_serves_its_regions_llmdeployments_and_the_unplaced() -> None:
+    here, there, anywhere = (deployment(name, servedNames=[name]) for name in ("h", "t", "any"))
+    here["spec"]["serving"] = {"region": "eu", "ttftObjectiveSeconds": 1.5}
+    there["spec"]["serving"] = {"region": "us"}
+    found = {m.name: m for m in served_models([here, there, anywhere], "eu")}
+    assert sorted(found) == ["any", "h"]
+    assert (found["h"].region, found["h"].ttft_objective_s) == ("eu", 1.5)
+    assert sorted(m.name for m in served_models([here, there, anywhere])) == ["any", "h", "t"]
+
+
 def test_only_ready_serving_pods_are_replicas() -> None:
     pods = [
         pod("engine-ready"),

@@ -60,7 +60,15 @@ class ServingSpec(ApiModel):
     """Who reaches this model, from where, and how replicas leave."""
 
     region: DnsLabel | None = None
-    """Region this fleet serves in; gateways in other regions spill over to it."""
+    """The region this fleet serves in. A gateway started with ``--region`` serves it as
+    local only there (a gateway of another region that discovers it leaves it alone, and
+    reaches it through that region's gateways), and ``/v1/models`` names it. Unset: local
+    to every gateway that discovers it."""
+    ttft_objective_seconds: Annotated[float, Field(gt=0, le=600)] | None = None
+    """The time to first token this model should meet. When every local replica's estimate
+    is above it, a gateway with peer regions sends new requests to the peer that estimates
+    the least below it (spill), until its own estimate falls back under 0.8 of it. Unset:
+    spill only when every local replica is saturated."""
     tenants: Annotated[SetOf[DnsLabel], Field(max_length=256)] | None = None
     """LLMTenants (by name, in this namespace) allowed to call this model through the
     gateway; each must also list this LLMDeployment in its own ``spec.models``. Unset:

@@ -79,6 +79,11 @@ class LLMTenantSpec(ApiModel):
     Batch ones, and shares what is left fairly among the tenants of one priority."""
     limits: TenantLimits = Field(default_factory=TenantLimits)
     """Rate, token and concurrency limits."""
+    regions: Annotated[SetOf[DnsLabel], Field(min_length=1, max_length=64)] | None = None
+    """Data residency: the only regions (a gateway's ``--region``) where this tenant's
+    requests may be served. A gateway of another region refuses them (403
+    ``region_not_allowed``) and no gateway forwards them there, whatever the load. Unset:
+    any region."""
 
 
 class LLMTenant(ApiModel):
