@@ -78,7 +78,10 @@ PENDING_PREFILL_TOKENS = "llmfleet_gateway_pending_prefill_tokens"
 that replica that have no first token yet."""
 PENDING_REQUESTS = "llmfleet_gateway_pending_requests"
 """Gauge, per LLMDeployment (LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE): requests the gateway
-holds or queues because no replica can take them (the demand that wakes a model from zero)."""
+holds or queues because no replica can take them, and those it sent to a peer region for
+that reason (a spill or a failover). The demand that wakes a model from zero, and that the
+autoscaler adds to the prefill queue: a region whose bursts its peers absorb still grows
+to serve them itself."""
 REPLICA = "replica"
 """Label: the replica's serving pod (an engine or a group's leader)."""
 LLMDEPLOYMENT = "llmdeployment"

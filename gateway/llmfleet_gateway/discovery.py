@@ -96,6 +96,7 @@ def _models_of(body: Manifest) -> list[Model]:
     slots = obj.spec.engine.max_num_seqs
     serving = obj.spec.serving
     admits = None if serving.tenants is None else frozenset(serving.tenants)
+    startup = ((body.get("status") or {}).get("signals") or {}).get("learnedStartupSeconds")
     return [
         Model(
             name,
@@ -105,6 +106,7 @@ def _models_of(body: Manifest) -> list[Model]:
             admits,
             serving.ttft_objective_seconds,
             serving.region,
+            float(startup) if isinstance(startup, int | float) else None,
         )
         for name in names
     ]

@@ -43,12 +43,15 @@ class _Live(Collector):
     def collect(self) -> Iterator[Metric]:
         pending = GaugeMetricFamily(
             PENDING_REQUESTS,
-            "Requests the gateway holds or queues because no replica can take them.",
+            "Requests the gateway holds or queues because no replica can take them, and those"
+            " it sent to a peer region for that reason.",
             labels=[LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE],
         )
         waiting: dict[tuple[str, str], int] = {}
         for model in self._pool.models.values():
             waiting[model.key] = waiting.get(model.key, 0) + self._room.count(model.name)
+        for key, count in self._pool.forwarded.items():
+            waiting[key] = waiting.get(key, 0) + count
         for (namespace, deployment), count in waiting.items():
             pending.add_metric([deployment, namespace], count)
         tokens = GaugeMetricFamily(

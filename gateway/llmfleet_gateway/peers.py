@@ -14,7 +14,9 @@ The rules of :meth:`Peers.pick`:
   replicas of the model and spare room, it answered its last poll (a failed poll opens its
   circuit until one succeeds), and it took its last forward's connection. Its estimate is
   its time to first token plus the round trip of its last poll.
-- **Failover**: no local replica: the usable peer with the lowest estimate.
+- **Failover**: no local replica: the usable peer with the lowest estimate, if it is below
+  the model's learned startup time (scale from zero: a warm peer answers while the local
+  model wakes; the request counts in the gateway's pending requests, which wake it).
 - **Spill**: every local replica saturated, or (with ``ttftObjectiveSeconds``) the local
   estimate above the objective: the usable peer whose estimate is below the local one. Spill
   by estimate goes on until the local estimate falls under ``EXIT_SHARE`` of the objective
@@ -184,12 +186,14 @@ class Peers:
         allowed: frozenset[str] | None,
         now: float,
         tried: set[str],
+        startup_s: float | None = None,
     ) -> Pick | None:
         """Where a request for ``model`` goes instead (None: the local replicas), given the
-        local choice; ``allowed``: the tenant's regions (None: any)."""
+        local choice; ``allowed``: the tenant's regions (None: any); ``startup_s``: the
+        local model's learned startup time (a failover must answer sooner; None: any)."""
         if local.reason is RouteReason.NO_REPLICA:
             why = "Failover"
-            bar = float("inf")
+            bar = float("inf") if startup_s is None else startup_s
         elif local.replica is None:
             why, bar = "Spill", float("inf")
         elif objective_s is not None and local.estimated_ttft_s is not None:

@@ -49,6 +49,9 @@ class Model:
     """``spec.serving.ttftObjectiveSeconds``: above it, new requests spill to peer regions."""
     region: str | None = None
     """``spec.serving.region`` (None: every region's)."""
+    startup_s: float | None = None
+    """The startup time its autoscaler learned (``status.signals.learnedStartupSeconds``):
+    a request with no local replica goes to a peer only if the peer answers sooner."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -141,6 +144,9 @@ class Pool:
     wakes it: a freed slot wakes the next in line (:meth:`pass_on`), new capacity every one
     (:meth:`wake`)."""
     tickets: int = 0
+    forwarded: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Per LLMDeployment, its requests in flight at peer regions (sent there because no
+    local replica could take them, or would have been too slow)."""
     turns: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     """Per LLMDeployment, when each tenant's waiting request was last woken for a slot."""
 

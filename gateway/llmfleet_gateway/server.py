@@ -491,12 +491,18 @@ async def _forward_to_peer(
     if (authorization := exchange.request.headers.get("Authorization")) is not None:
         headers["Authorization"] = authorization
     exchange.headers[REGION] = peer.region
+    key = gateway.pool.models[model].key
+    forwarded = gateway.pool.forwarded
+    forwarded[key] = forwarded.get(key, 0) + 1  # demand this region could not serve
     try:
         outcome = await forward.send(
             gateway.session, peer.target, path, raw, exchange, 0, headers, retry_on=(429, 503)
         )
     finally:
         peer.done(model)
+        forwarded[key] -= 1
+        if not forwarded[key]:
+            del forwarded[key]
     if outcome is forward.Outcome.RETRY and gateway.settings.region is not None:
         exchange.headers[REGION] = gateway.settings.region
         exchange.unavailable = None  # a peer's refusal is not the answer: the local one is
@@ -542,9 +548,11 @@ async def _replica(
                 choice = Choice(None, RouteReason.NO_REPLICA)
             if peers is not None:
                 allowed = None if tenant is None else tenant.regions
-                objective = gateway.pool.models[model].ttft_objective_s
+                served = gateway.pool.models[model]
                 now = gateway.clock()
-                pick = peers.pick(model, choice, objective, allowed, now, tried)
+                pick = peers.pick(
+                    model, choice, served.ttft_objective_s, allowed, now, tried, served.startup_s
+                )
                 if pick is not None:
                     return pick.peer.target, 0, pick
             if choice.replica is not None:

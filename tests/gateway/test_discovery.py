@@ -79,10 +79,15 @@ def test_a_name_served_twice_stays_with_the_older() -> None:
 def test_a_gateway_serves_its_regions_llmdeployments_and_the_unplaced() -> None:
     here, there, anywhere = (deployment(name, servedNames=[name]) for name in ("h", "t", "any"))
     here["spec"]["serving"] = {"region": "eu", "ttftObjectiveSeconds": 1.5}
+    here["status"] = {"signals": {"learnedStartupSeconds": 95.0}}
     there["spec"]["serving"] = {"region": "us"}
     found = {m.name: m for m in served_models([here, there, anywhere], "eu")}
     assert sorted(found) == ["any", "h"]
-    assert (found["h"].region, found["h"].ttft_objective_s) == ("eu", 1.5)
+    assert (found["h"].region, found["h"].ttft_objective_s, found["h"].startup_s) == (
+        "eu",
+        1.5,
+        95.0,
+    )
     assert sorted(m.name for m in served_models([here, there, anywhere])) == ["any", "h", "t"]
 
 

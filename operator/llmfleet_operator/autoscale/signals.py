@@ -191,7 +191,9 @@ def read(
 
     The prefill queue counts ``queued`` too, the requests the gateway queues for the model
     now: a saturated replica gets few beyond its slots (the gateway keeps the rest, to
-    order them by priority and fairness), so they are the rest of its waiting line.
+    order them by priority and fairness), so they are the rest of its waiting line; and
+    those the gateway sent to a peer region for want of room here, so a region whose bursts
+    its peers absorb still grows to serve them itself.
 
     Pending prefill tokens count only when the spec sets a target and every ready
     replica's samples carry them; the request rate when the spec sets a target and some
