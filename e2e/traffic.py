@@ -14,7 +14,7 @@ import re
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,7 +33,23 @@ def gateway(kubeconfig: Path, namespace: str, log: Path, *, tenants: bool = Fals
     least-privilege service account (its token only); yields its ``host:port``. With
     ``tenants`` it reads the namespace's LLMTenants and asks every request for a key (the
     chart's Role must let it read the namespace's Secrets); without, it is open."""
-    port = free_port()
+    with gateway_process(kubeconfig, namespace, log, tenants=tenants) as (address, _):
+        yield address
+
+
+@contextmanager
+def gateway_process(
+    kubeconfig: Path,
+    namespace: str,
+    log: Path,
+    *,
+    tenants: bool = False,
+    extra: Sequence[str] = (),
+    port: int | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`gateway` on ``port`` (None: a free one) with ``extra`` flags (the last of a
+    repeated flag wins), yielding its process too."""
+    port = port or free_port()
     account = service_account_kubeconfig(
         kubeconfig, log.with_suffix(".kubeconfig"), GATEWAY_ACCOUNT
     )
@@ -49,12 +65,13 @@ def gateway(kubeconfig: Path, namespace: str, log: Path, *, tenants: bool = Fals
         "--hold-seconds",
         "240",
         *(() if tenants else ("--no-tenants",)),
+        *extra,
     ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for("the gateway", lambda: http_ok(f"127.0.0.1:{port}", "/health"), timeout=30)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", process
     finally:
         stop(process)
 
@@ -110,8 +127,10 @@ class Streams:
     streams then end at different times instead of in lockstep, so at any moment some
     stream has just begun."""
 
-    def __init__(self, address: str, clients: int, max_tokens: int, spread: float = 0.0) -> None:
-        self.address, self.max_tokens = address, max_tokens
+    def __init__(
+        self, address: str, clients: int, max_tokens: int, spread: float = 0.0, key: str = "unused"
+    ) -> None:
+        self.address, self.max_tokens, self.key = address, max_tokens, key
         self.errors: list[str] = []
         self.done = 0
         self.sending = 0
@@ -123,7 +142,7 @@ class Streams:
         ]
 
     def _client(self, number: int, delay: float) -> None:
-        client = OpenAI(base_url=f"http://{self.address}/v1", api_key="unused", max_retries=0)
+        client = OpenAI(base_url=f"http://{self.address}/v1", api_key=self.key, max_retries=0)
         if self.stopping.wait(delay):
             return
         with self.lock:

@@ -286,19 +286,17 @@ def reset_peer(after_ms: int = 0, stream: Stream = "downstream") -> Toxic:
 
 @dataclass(frozen=True)
 class Link:
-    """A one-way path source -> target: a Toxiproxy proxy on the source's root-side address."""
+    """A one-way path: a Toxiproxy proxy listening at ``listen``, forwarding to ``upstream``."""
 
     name: str
-    source: Region
-    target: Region
-    port: int
-    """The listening port on ``source.host_address`` (the target's port is in ``upstream``)."""
+    listen: str
+    """``host:port`` it listens on (for a link from a region: that region's root side)."""
     upstream: str
 
     @property
     def url(self) -> str:
-        """``http://`` address of the target as seen from inside the source region."""
-        return f"http://{self.source.host_address}:{self.port}"
+        """``http://`` address of the target, as seen from the link's source."""
+        return f"http://{self.listen}"
 
 
 class Toxiproxy:
@@ -361,10 +359,14 @@ class Toxiproxy:
     def link(self, source: Region, target: Region, port: int, listen_port: int = 0) -> Link:
         """Open ``source`` -> ``target:port``; ``listen_port`` 0 picks a free one (kept on heal)."""
         name = f"{source.name}-{target.name}-{port}"
-        upstream = f"{target.address}:{port}"
-        body = {"name": name, "listen": f"{source.host_address}:{listen_port}"}
-        proxy = self._call("POST", "/proxies", {**body, "upstream": upstream, "enabled": True})
-        return Link(name, source, target, int(proxy["listen"].rsplit(":", 1)[1]), upstream)
+        return self.proxy(name, f"{source.host_address}:{listen_port}", f"{target.address}:{port}")
+
+    def proxy(self, name: str, listen: str, upstream: str) -> Link:
+        """Any link: from the root namespace (``listen`` on 127.0.0.1), or to it (``upstream``
+        on 127.0.0.1, ``listen`` on a region's root side), for a region that is the host's."""
+        body = {"name": name, "listen": listen, "upstream": upstream, "enabled": True}
+        proxy = self._call("POST", "/proxies", body)
+        return Link(name, str(proxy["listen"]), upstream)
 
     def remove(self, link: Link) -> None:
         self._call("DELETE", f"/proxies/{link.name}")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,71 +23,23 @@ from pathlib import Path
 
 import openai
 import pytest
-import yaml
 
-from llmfleet_contract.api import key_hash
-from llmfleet_contract.exposition import parse
-from llmfleet_contract.labels import API_KEYS
 from llmfleet_gateway.peers import ModelSummary, Peers
 from llmfleet_gateway.routing import Choice, RouteReason
 from tests.gateway.conftest import http
-from tests.regions import Link, Region, Toxiproxy, regions
+from tests.gateway.regional import (
+    GATEWAY_PORT,
+    Site,
+    start_site,
+    tenant_manifests,
+    write_manifests,
+)
+from tests.regions import Link, Toxiproxy, regions
 from tests.runtime.conftest import stop
 
-VENV = Path(sys.executable).parent
-GATEWAY_PORT, ENGINE_PORT = 8080, 8000
 SLOTS = 4
 OBJECTIVE_S = 0.5
 OPEN_KEY, RESIDENT_KEY = (f"sk-{secrets.token_hex(8)}" for _ in range(2))
-
-
-def tenants_file(path: Path) -> Path:
-    """Two tenants of model ``m``: ``open`` anywhere, ``resident`` in region ``a`` only."""
-    documents = []
-    for name, key, regions_ in (("open", OPEN_KEY, None), ("resident", RESIDENT_KEY, ["a"])):
-        spec: dict[str, object] = {"apiKeys": {"name": f"{name}-keys"}, "models": ["m"]}
-        if regions_:
-            spec["regions"] = regions_
-        documents += [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"{name}-keys", "labels": {API_KEYS: "true"}},
-                "stringData": {"k": key_hash(key)},
-            },
-            {
-                "apiVersion": "llmfleet.io/v1alpha1",
-                "kind": "LLMTenant",
-                "metadata": {"name": name},
-                "spec": spec,
-            },
-        ]
-    path.write_text(yaml.safe_dump_all(documents))
-    return path
-
-
-@dataclass
-class Site:
-    """One region: its namespace, its engine and gateway processes, and its logs."""
-
-    region: Region
-    engine: subprocess.Popen[bytes]
-    gateway: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.region.address}:{GATEWAY_PORT}"
-
-    def client(self, key: str) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=30)
-
-    def metric(self, name: str, **labels: str) -> float:
-        page = parse(http("GET", self.url + "/metrics").text)
-        return sum(
-            series.value
-            for series in page.series
-            if series.name == name and all(series.labels.get(k) == v for k, v in labels.items())
-        )
 
 
 @dataclass
@@ -108,19 +58,14 @@ class World:
             self.proxy.heal(link)
 
 
-def start_engine(region: Region, log: Path) -> subprocess.Popen[bytes]:
-    command = [str(VENV / "python"), "-m", "llmfleet_runtime.simulator", "--host", "127.0.0.1"]
-    command += ["--port", str(ENGINE_PORT), "--served-model-name", "m"]
-    command += ["--max-num-seqs", str(SLOTS)]
-    with log.open("a") as out:
-        return region.popen(command, stdout=out, stderr=subprocess.STDOUT)
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     key = tmp_path / "peer.key"
     key.write_text(secrets.token_hex(16))
-    tenants = tenants_file(tmp_path / "tenants.yaml")
+    tenants = write_manifests(
+        tmp_path / "tenants.yaml",
+        tenant_manifests(["m"], {"open": (OPEN_KEY, None), "resident": (RESIDENT_KEY, ["a"])}),
+    )
     with regions("a", "b", "c") as found, Toxiproxy.running(tmp_path / "toxiproxy.log") as proxy:
         by_name = dict(zip("abc", found, strict=True))
         links = {
@@ -129,25 +74,24 @@ def world(tmp_path: Path) -> Iterator[World]:
             for target in by_name
             if source != target
         }
-        sites = {}
-        for name, region in by_name.items():
-            engine = start_engine(region, tmp_path / f"engine-{name}.log")
-            command = [str(VENV / "llmfleet"), "gateway", "--host", "0.0.0.0"]
-            command += ["--port", str(GATEWAY_PORT), "--region", name]
-            command += ["--model", f"m=http://127.0.0.1:{ENGINE_PORT}"]
-            command += ["--max-num-seqs", str(SLOTS), "--tenants", str(tenants)]
-            command += ["--ttft-objective-seconds", str(OBJECTIVE_S)]
-            command += ["--peer-key-file", str(key), "--peer-interval-seconds", "0.5"]
-            command += ["--hold-seconds", "8", "--scrape-seconds", "0.1"]
-            # No engine queue: a replica's requests all hold a slot, so the estimate (prefill
-            # only) is a request's real wait, and a saturated region spills at once.
-            command += ["--engine-queue", "0"]
-            for (source, target), link in links.items():
-                if source == name:
-                    command += ["--peer", f"{target}={link.url}"]
-            with (tmp_path / f"gateway-{name}.log").open("w") as out:
-                gateway = region.popen(command, stdout=out, stderr=subprocess.STDOUT)
-            sites[name] = Site(region, engine, gateway)
+        flags = ["--ttft-objective-seconds", str(OBJECTIVE_S), "--peer-interval-seconds", "0.5"]
+        flags += ["--hold-seconds", "8", "--scrape-seconds", "0.1"]
+        # No engine queue: a replica's requests all hold a slot, so the estimate (prefill
+        # only) is a request's real wait, and a saturated region spills at once.
+        flags += ["--engine-queue", "0"]
+        sites = {
+            name: start_site(
+                region,
+                "m",
+                {target: link.url for (source, target), link in links.items() if source == name},
+                key,
+                tenants,
+                tmp_path,
+                *flags,
+                slots=SLOTS,
+            )
+            for name, region in by_name.items()
+        }
         for site in sites.values():
             site.region.wait_listening(GATEWAY_PORT, timeout=30)
         world = World(sites, proxy, links)
