@@ -28,7 +28,7 @@ import yaml
 from kit import EXAMPLES, apply, apply_ready, wait_for
 from kubernetes.client import ApiClient
 from localop import SYSTEM, LocalOperator, install_chart, kubectl
-from traffic import gateway
+from traffic import Clients, gateway
 
 from llmfleet_contract.api import key_hash
 from llmfleet_contract.labels import API_KEYS
@@ -142,17 +142,16 @@ FLOOD_CLIENTS, FLOOD_CONCURRENT, FLOOD_TOKENS = 40, 32, 400
 SAMPLES = 20
 
 
-class Flood:
+class Flood(Clients):
     """``clients`` threads each sending ``max_tokens`` completions one after another with
     ``key`` until the block ends; a refused one backs off 0.2 s (a client that honours 429)."""
 
     def __init__(self, address: str, key: str, clients: int, max_tokens: int) -> None:
+        super().__init__()
         self.answered: list[float] = []
         """Seconds each answered request took, queueing in the gateway included."""
         self.refused: list[float] = []
         """Seconds each 429 took to come."""
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
         self.threads = [
             threading.Thread(target=self._client, args=(client(address, key), max_tokens))
             for _ in range(clients)
@@ -169,16 +168,6 @@ class Flood:
                 self.stopping.wait(0.2)
             with self.lock:
                 into.append(took)
-
-    def __enter__(self) -> Flood:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
 
 
 def time_to_first_token(sdk: openai.OpenAI) -> float:

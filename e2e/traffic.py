@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 from kit import REPO, wait_for
 from localop import GATEWAY_ACCOUNT, service_account_kubeconfig
@@ -118,7 +119,27 @@ def lost(client: OpenAI, prompt: str, max_tokens: int) -> str | None:
     return f"{tokens} tokens, finish {finish}, usage {counted}"
 
 
-class Streams:
+class Clients:
+    """Client threads (``self.threads``, started by the subclass's ``__init__``) that run
+    until the block ends (``self.stopping``), then are joined."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self) -> Self:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+
+class Streams(Clients):
     """``clients`` threads, each streaming one completion of ``max_tokens`` tokens after
     another through ``address`` until the block ends (then each finishes its stream);
     ``errors`` holds each lost stream, none retried (the SDK's retries are off).
@@ -130,12 +151,11 @@ class Streams:
     def __init__(
         self, address: str, clients: int, max_tokens: int, spread: float = 0.0, key: str = "unused"
     ) -> None:
+        super().__init__()
         self.address, self.max_tokens, self.key = address, max_tokens, key
         self.errors: list[str] = []
         self.done = 0
         self.sending = 0
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
         self.threads = [
             threading.Thread(target=self._client, args=(i, spread * i / clients))
             for i in range(clients)
@@ -162,16 +182,6 @@ class Streams:
     @property
     def all_sending(self) -> bool:
         return self.sending == len(self.threads)
-
-    def __enter__(self) -> Streams:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
 
 
 def drained(pod_log: Path) -> int | None:
