@@ -3,7 +3,9 @@
 Who calls it: :mod:`.cli` (``llmfleet gateway``) and tests, through :func:`create_app`, an app
 factory taking its settings and clock (no globals). Routes: ``POST /v1/chat/completions`` and
 ``/v1/completions`` (routed to a replica, streams passed through as the engine writes them),
-``GET /v1/models``, ``/health`` and ``/metrics``. Every answer carries ``x-request-id``.
+``GET /v1/models``, ``/health``, ``/metrics``, and the region summary its peers read
+(``/llmfleet/v1/summary``). Every answer carries ``x-request-id`` (and, with ``--region``,
+``x-llmfleet-region``).
 
 A request goes: authenticate its tenant (:mod:`.tenants`: a 401 without a valid key, a 404 for
 a model the tenant may not use, exactly as for one that does not exist), parse
@@ -11,7 +13,9 @@ a model the tenant may not use, exactly as for one that does not exist), parse
 rate-limit headers), pick a replica (:func:`.routing.choose` on the pool's
 view), wait in the waiting room when none can take it (:mod:`.admission`: held while its model
 has no ready replica, queued while every replica is saturated; bounded, with a time to live),
-forward (:mod:`.forward`), account, and log one JSON line without the prompt or any header
+or, with peer regions, send it to one instead (:meth:`.peers.Peers.pick`: no local
+replica, or saturated, or slower than the model's objective), forward (:mod:`.forward`),
+account, and log one JSON line without the prompt or any header
 (``llmfleet.gateway.access``). A connection error or a 503 before the first byte sends it
 to another replica, once per replica. Waiting requests are woken by tenant priority, then in
 turn among tenants, then in arrival order (:meth:`.pool.Pool.pass_on`).
@@ -417,14 +421,15 @@ async def _route(
                         gateway.session, replica, path, raw, exchange, prefill
                     )
                 else:
-                    outcome = await _forward_to_peer(gateway, exchange, pick, path, raw)
+                    outcome = await _forward_to_peer(gateway, exchange, pick, key, path, raw)
             finally:  # a slot freed, however the attempt ended: the next waiter looks
                 gateway.pool.pass_on(key)
             if pick is not None and outcome is forward.Outcome.RETRY:
                 continue  # the local replicas, or another peer
             if outcome is not forward.Outcome.RETRY:
-                # Recorded once a replica took it: a burst sharing the prefix follows it.
-                gateway.prefixes.record(blocks, replica.name, gateway.clock())
+                if pick is None:
+                    # Recorded once a replica took it: a burst sharing the prefix follows it.
+                    gateway.prefixes.record(blocks, replica.name, gateway.clock())
                 exchange.count(replica.name)
                 assert exchange.answer is not None
                 return exchange.answer
@@ -480,10 +485,16 @@ def _refused_record(
 
 
 async def _forward_to_peer(
-    gateway: Gateway, exchange: forward.Exchange, pick: Pick, path: str, raw: bytes
+    gateway: Gateway,
+    exchange: forward.Exchange,
+    pick: Pick,
+    key: tuple[str, str],
+    path: str,
+    raw: bytes,
 ) -> forward.Outcome:
-    """Send the request to a peer region's gateways, with the tenant's own key (the peer
-    checks it against its own view of the tenant) and the peers' credential."""
+    """Send the request for the LLMDeployment ``key`` to a peer region's gateways, with the
+    tenant's own key (the peer checks it against its own view of the tenant) and the peers'
+    credential; the peer's answer, its errors included, is the client's."""
     assert gateway.peers is not None
     peer, model = pick.peer, exchange.incoming.model
     gateway.metrics.forwarded.labels(model, exchange.tenant, peer.region, pick.why).inc()
@@ -491,7 +502,6 @@ async def _forward_to_peer(
     if (authorization := exchange.request.headers.get("Authorization")) is not None:
         headers["Authorization"] = authorization
     exchange.headers[REGION] = peer.region
-    key = gateway.pool.models[model].key
     forwarded = gateway.pool.forwarded
     forwarded[key] = forwarded.get(key, 0) + 1  # demand this region could not serve
     try:
