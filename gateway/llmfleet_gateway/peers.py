@@ -12,15 +12,18 @@ The rules of :meth:`Peers.pick`:
   region the tenant's residency allows.
 - A peer is usable while its last summary is fresh (three intervals), it has ready
   replicas of the model and spare room, it answered its last poll (a failed poll opens its
-  circuit until one succeeds), and it took its last forward's connection. Its estimate is
-  its time to first token plus the round trip of its last poll.
+  circuit until one succeeds), and it took its last forward's connection. Its estimate for
+  a request is its wait (what its replicas have ahead of a new request), the request's own
+  prefill and the round trip of its last poll: the same prompt on both sides, so a long
+  prompt, which no region prefills faster, is never a reason to leave.
 - **Failover**: no local replica: the usable peer with the lowest estimate, if it is below
   the model's learned startup time (scale from zero: a warm peer answers while the local
   model wakes; the request counts in the gateway's pending requests, which wake it).
-- **Spill**: every local replica saturated, or (with ``ttftObjectiveSeconds``) the local
-  estimate above the objective: the usable peer whose estimate is below the local one. Spill
-  by estimate goes on until the local estimate falls under ``EXIT_SHARE`` of the objective
-  (hysteresis, so it does not flap).
+- **Spill**: every local replica saturated: the usable peer with the lowest estimate. Or,
+  with ``ttftObjectiveSeconds``, while the region is over it: the peer whose estimate is
+  below the local one. The region is over it once a typical request's local estimate
+  (the local wait plus a typical prompt's prefill) is above the objective, and until it
+  falls under ``EXIT_SHARE`` of it (hysteresis, so it does not flap).
 - A peer gets at most its spare room (the requests its replicas take before saturating, as
   its summary said) in forwards beyond those in flight when the summary came: a peer coming
   back from a partition sees no burst larger than that.
@@ -69,25 +72,29 @@ class ModelSummary:
 
     ready: int
     """Replicas that can take requests."""
-    ttft_s: float | None
-    """The estimated time to first token of a typical request; None: saturated or none."""
+    wait_s: float | None
+    """What its best replica has ahead of a new request, in seconds (a typical request's
+    estimated time to first token less its own prefill); None: saturated or none."""
     spare: int
     """Requests its replicas take before saturating."""
 
     def to_json(self) -> dict[str, object]:
-        return {"ready": self.ready, "ttft_s": self.ttft_s, "spare": self.spare}
+        return {"ready": self.ready, "wait_s": self.wait_s, "spare": self.spare}
 
 
 def summary(pool: Pool, routing: RoutingSettings, now: float) -> dict[str, ModelSummary]:
     """Every local model's summary (what :data:`SUMMARY_PATH` answers)."""
     typical = RouteRequest(routing.typical_prompt_tokens, {}, block_tokens=1)
+    own = routing.typical_prompt_tokens / routing.prefill_tokens_per_s
     found = {}
     for name, model in pool.models.items():
         loads = pool.loads(name, now)
         choice = choose(loads, typical, routing)
         limit = model.max_num_seqs + routing.engine_queue
         spare = sum(max(0, min(limit, routing.max_in_flight) - _load(load)) for load in loads)
-        found[name] = ModelSummary(len(loads), choice.estimated_ttft_s, spare)
+        estimate = choice.estimated_ttft_s
+        wait = None if estimate is None else max(0.0, estimate - own)
+        found[name] = ModelSummary(len(loads), wait, spare)
     return found
 
 
@@ -150,13 +157,17 @@ class Peers:
     peers: list[Peer]
     key: str
     interval: float = 1.0
+    typical_s: float = 0.0
+    """A typical prompt's own prefill, seconds (for the objective's hysteresis)."""
     spilling: set[str] = field(default_factory=set)
     """Models spilling by estimate (above the objective, not yet back under its exit)."""
 
     @classmethod
-    def of(cls, region: str, urls: Mapping[str, str], key: str, interval: float) -> Peers:
+    def of(
+        cls, region: str, urls: Mapping[str, str], key: str, interval: float, typical_s: float
+    ) -> Peers:
         peers = [Peer(name, Replica(f"region/{name}", url)) for name, url in urls.items()]
-        return cls(region, peers, key, interval)
+        return cls(region, peers, key, interval, typical_s)
 
     def headers(self) -> dict[str, str]:
         return {PEER_KEY: self.key, HOP: self.region}
@@ -187,10 +198,12 @@ class Peers:
         now: float,
         tried: set[str],
         startup_s: float | None = None,
+        own_s: float = 0.0,
     ) -> Pick | None:
         """Where a request for ``model`` goes instead (None: the local replicas), given the
         local choice; ``allowed``: the tenant's regions (None: any); ``startup_s``: the
-        local model's learned startup time (a failover must answer sooner; None: any)."""
+        local model's learned startup time (a failover must answer sooner; None: any);
+        ``own_s``: the request's own prefill, seconds (in every estimate alike)."""
         if local.reason is RouteReason.NO_REPLICA:
             why = "Failover"
             bar = float("inf") if startup_s is None else startup_s
@@ -198,9 +211,10 @@ class Peers:
             why, bar = "Spill", float("inf")
         elif objective_s is not None and local.estimated_ttft_s is not None:
             estimate = local.estimated_ttft_s
-            if estimate > objective_s:
+            typical = max(0.0, estimate - own_s) + self.typical_s
+            if typical > objective_s:
                 self.spilling.add(model)
-            elif estimate < EXIT_SHARE * objective_s:
+            elif typical < EXIT_SHARE * objective_s:
                 self.spilling.discard(model)
             if model not in self.spilling:
                 return None
@@ -212,7 +226,8 @@ class Peers:
             found = peer.usable(model, now, self.interval)
             if found is None:
                 continue
-            estimate = (found.ttft_s if found.ttft_s is not None else 0.0) + peer.round_trip_s
+            wait = found.wait_s if found.wait_s is not None else 0.0
+            estimate = wait + own_s + peer.round_trip_s
             if estimate < bar and (best is None or estimate < best[0]):
                 best = (estimate, peer)
         if best is None:
@@ -232,7 +247,7 @@ class Peers:
                     answer.raise_for_status()
                     body = await answer.json()
                 models = {
-                    name: ModelSummary(int(m["ready"]), m["ttft_s"], int(m["spare"]))
+                    name: ModelSummary(int(m["ready"]), m["wait_s"], int(m["spare"]))
                     for name, m in body["models"].items()
                 }
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as error:

@@ -122,8 +122,14 @@ class Gateway:
         settings = self.settings
         self.peers = None
         if settings.region is not None and settings.peer_key is not None:
+            routing = settings.routing
+            typical_s = routing.typical_prompt_tokens / routing.prefill_tokens_per_s
             self.peers = Peers.of(
-                settings.region, settings.peers, settings.peer_key, settings.peer_interval_s
+                settings.region,
+                settings.peers,
+                settings.peer_key,
+                settings.peer_interval_s,
+                typical_s,
             )
         self.directory = self.settings.tenants
         store = None if self.settings.redis_url is None else Store(self.settings.redis_url)
@@ -560,8 +566,18 @@ async def _replica(
                 allowed = None if tenant is None else tenant.regions
                 served = gateway.pool.models[model]
                 now = gateway.clock()
+                own_s = (
+                    exchange.incoming.prompt_tokens / gateway.settings.routing.prefill_tokens_per_s
+                )
                 pick = peers.pick(
-                    model, choice, served.ttft_objective_s, allowed, now, tried, served.startup_s
+                    model,
+                    choice,
+                    served.ttft_objective_s,
+                    allowed,
+                    now,
+                    tried,
+                    served.startup_s,
+                    own_s,
                 )
                 if pick is not None:
                     return pick.peer.target, 0, pick

@@ -233,10 +233,11 @@ def test_a_partition_holds_requests_and_healing_lets_them_through(world: World) 
 
 def peers_with(**spare: int) -> Peers:
     """Peers b and c that answered a summary just now, each ``spare`` requests of room."""
-    found = Peers.of("a", {name: f"http://{name}" for name in spare}, "key", interval=1.0)
+    urls = {name: f"http://{name}" for name in spare}
+    found = Peers.of("a", urls, "key", interval=1.0, typical_s=0.1)
     for peer in found.peers:
         peer.up, peer.fetched_at = True, 0.0
-        peer.models = {"m": ModelSummary(ready=1, ttft_s=0.1, spare=spare[peer.region])}
+        peer.models = {"m": ModelSummary(ready=1, wait_s=0.1, spare=spare[peer.region])}
     return found
 
 
@@ -245,14 +246,25 @@ def local(estimate: float | None, reason: RouteReason = RouteReason.LEAST_TTFT) 
 
 
 def test_spill_by_estimate_has_hysteresis() -> None:
+    """Local estimates of a short request (no prefill of its own): a typical one adds 0.1 s."""
     peers = peers_with(b=10)
-    pick = peers.pick("m", local(0.6), 0.5, None, 0.0, set())
+    pick = peers.pick("m", local(0.5), 0.5, None, 0.0, set())  # typical: 0.6 > 0.5
     assert pick is not None
     assert (pick.peer.region, pick.why) == ("b", "Spill")
-    assert peers.pick("m", local(0.45), 0.5, None, 0.0, set()) is not None  # not yet under 0.4
-    assert peers.pick("m", local(0.35), 0.5, None, 0.0, set()) is None
-    assert peers.pick("m", local(0.45), 0.5, None, 0.0, set()) is None  # stays home
-    assert peers.pick("m", local(0.05), 0.5, None, 0.0, set()) is None
+    assert peers.pick("m", local(0.35), 0.5, None, 0.0, set()) is not None  # 0.45: not < 0.4
+    assert peers.pick("m", local(0.25), 0.5, None, 0.0, set()) is None  # 0.35: back home
+    assert peers.pick("m", local(0.35), 0.5, None, 0.0, set()) is None  # and stays
+
+
+def test_a_long_prompt_is_no_reason_to_leave() -> None:
+    """Its own prefill is the same in every region: only the wait before it counts."""
+    peers = peers_with(b=10)
+    idle_here = local(0.9)  # 0.85 s of it the prompt's own prefill
+    assert peers.pick("m", idle_here, 0.5, None, 0.0, set(), own_s=0.85) is None
+    busy_here = local(1.4)  # 0.55 s of wait: the region is over the objective
+    pick = peers.pick("m", busy_here, 0.5, None, 0.0, set(), own_s=0.85)
+    assert pick is not None  # b: 0.1 s of wait + 0.85 s < 1.4 s
+    assert pick.peer.region == "b"
 
 
 def test_a_peer_gets_no_more_than_its_spare_room_and_residency_rules() -> None:
