@@ -53,6 +53,7 @@ lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the imp
 	$(BIN)/mypy --strict bench/tables.py tests/regions.py
 	$(BIN)/mypy --strict bench/routing/*.py
 	MYPYPATH=bench $(BIN)/mypy --strict bench/gateway/*.py
+	MYPYPATH=bench/autoscale $(BIN)/mypy --strict bench/multiregion/*.py
 	$(BIN)/lint-imports
 
 test-fast: $(STAMP) tools ## Fast tier: tests/ without the parity suite (no cluster, no vLLM install)

@@ -673,9 +673,46 @@ def gateway_overload(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GATEWAY_TENANTS = ("llmfleet-tenants", "llmfleet-tenants-redis")
+"""The contenders with tenants and limits on, each set against ``llmfleet`` (without them)."""
+
+
+def gateway_tenants(run: dict[str, Any]) -> str:
+    """What tenants and limits cost, one sentence per tenants contender: its CPU per request
+    and requests/s against our gateway's without them, and its requests/s against
+    vllm-router cache_aware's (the goal). Empty when the run had none of them."""
+    found = run["contenders"]
+    base = found.get("llmfleet")
+    entries = [found[name] for name in GATEWAY_TENANTS if name in found]
+    if base is None or not entries:
+        return ""
+    goal = found.get("vllm-router-cache_aware")
+    base_cpu, base_rate = base["cpu_ms_per_request"], base["max_requests"]["ok_per_second"]
+    lines = [
+        f"Tenants and limits, against the {base['label']} without them ({base_cpu:.3f} ms of"
+        f" CPU per request, {base_rate:,.0f} requests/s):"
+    ]
+    for entry in entries:
+        cpu, rate = entry["cpu_ms_per_request"], entry["max_requests"]["ok_per_second"]
+        line = (
+            f"{entry['label']}: {cpu - base_cpu:+.3f} ms of CPU per request,"
+            f" {rate - base_rate:+,.0f} requests/s ({rate / base_rate - 1:+.0%})"
+        )
+        if goal is not None:
+            line += (
+                f"; {rate / goal['max_requests']['ok_per_second']:.2f}x"
+                f" {goal['label']}'s requests/s"
+            )
+        lines.append(line + ".")
+    return "\n".join(lines)
+
+
 def gateway_body(run: dict[str, Any]) -> str:
-    """The table, then the overload step (when the run had one), one paragraph a line."""
+    """The table, what tenants cost and the overload step (when the run had them), one
+    paragraph a line."""
     parts = [gateway_table(run)]
+    if tenants := gateway_tenants(run):
+        parts += tenants.split("\n")
     if "overload" in run:
         parts += gateway_overload(run).split("\n")
     return "\n\n".join(parts)
@@ -780,6 +817,123 @@ def routing_markdown(run: dict[str, Any]) -> str:
     return "\n\n".join(["# Routing bench", *_routing_sections(run, "##")]) + "\n"
 
 
+# The multi-region bench (bench/multiregion/run.py): bench/results/multiregion.json.
+
+
+def _objective(point: dict[str, Any]) -> str:
+    if point["mode"] == "isolated":
+        return "isolated"
+    return f"spill, objective {point['objective_s']:g} s"
+
+
+def _multiregion_cells(point: dict[str, Any], reference: dict[str, Any] | None) -> list[str]:
+    worst = min(r["met"] / r["requests"] for r in point["regions"].values())
+    ratio = "-" if reference is None else f"{point['gpu_hours'] / reference['gpu_hours']:.2f}x"
+    return [
+        str(point["floor"]),
+        f"{point['attainment']:.2%}",
+        f"{worst:.2%}",
+        f"{point['gpu_hours_per_region']:.1f}",
+        f"{point['gpu_hours']:.1f}",
+        ratio,
+        f"{point['forwarded']:.1%}",
+    ]
+
+
+_MULTIREGION_HEAD = (
+    "| {first} | floor (minReplicas) | attainment | worst region | GPU-h per region"
+    " | GPU-h, 3 regions | x reference | forwarded |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def multiregion_setting(run: dict[str, Any]) -> str:
+    trips = ", ".join(f"{pair} {rtt * 1000:.0f} ms" for pair, rtt in run["round_trip_s"].items())
+    slo = run["slo"]
+    return (
+        f"Azure {run['trace']} trace x{run['speed']:g} in each of three regions"
+        f" ({run['requests_per_region']} requests each, {run['offsets']}),"
+        f" `{run['profile']}` ({run['deployment']}), {run['startup_s']:g} s startups, ours"
+        f" (slotsUsed {run['slots_used']:g}) above a minReplicas floor in every region; SLO"
+        f" TTFT <= {slo['ttft_s']:g} s, TPOT <= {slo['tpot_s'] * 1000:g} ms, judged where a"
+        f" request entered. Round trips: {trips}; peers polled every {run['poll_s']:g} s."
+        f" {len(run['points'])} replays in {run['runtime_s'] / 60:.0f} min on {run['cores']}"
+        f" cores (`{run['command']}`)."
+    )
+
+
+def multiregion_table(run: dict[str, Any]) -> str:
+    """The reference, isolated regions at the goal, and spill per objective: its cheapest
+    point at the goal and its point at the reference's floor; then the verdict."""
+    verdict = run["verdict"]
+    reference = verdict["reference"]
+    rows: list[tuple[str, dict[str, Any] | None]] = [
+        ("one region at 95% (isolated; the reference)", reference),
+        ("isolated at 99%", verdict["isolated_at_goal"]),
+    ]
+    for objective, found in verdict["spill_at_goal"].items():
+        label = f"spill, objective {float(objective):g} s"
+        rows.append((f"{label}, cheapest at 99%", found["point"]))
+        if reference is not None:
+            same = [
+                p
+                for p in run["points"]
+                if p["objective_s"] == float(objective) and p["floor"] == reference["floor"]
+            ]
+            rows += [(f"{label}, at the reference's floor", p) for p in same]
+    out = [_MULTIREGION_HEAD.format(first="three regions")]
+    for label, point in rows:
+        cells = ["never"] + ["-"] * 6 if point is None else _multiregion_cells(point, reference)
+        out.append("| " + " | ".join([label, *cells]) + " |")
+    best = verdict["best_vs_reference"]
+    if reference is None:
+        line = "No isolated floor swept reaches 95%: no reference."
+    elif best is None:
+        line = "Goal (>= 99% for no more GPU-hours than the reference): no spill point reaches 99%."
+    else:
+        state = "**met**" if verdict["goal_met"] else "not met"
+        line = (
+            f"Goal (>= 99% for no more GPU-hours than the reference, {reference['gpu_hours']:.1f}"
+            f" for three regions): {state}; spill's cheapest point at 99% costs {best:.2f}x the"
+            " reference."
+        )
+    cross = run.get("autoscale_static_at_reference")
+    if cross is not None:
+        line += (
+            f" Cross-check, bench/autoscale (one region, the trace unrotated): a static fleet of"
+            f" {cross['target']:g} reaches {cross['attainment']:.2%} at {cross['gpu_hours']:.1f}"
+            " GPU-h."
+        )
+    return "\n".join(out) + "\n\n" + line
+
+
+def multiregion_points(run: dict[str, Any]) -> str:
+    """Every replay, by mode and objective, then floor."""
+    reference = run["verdict"]["reference"]
+    out = [_MULTIREGION_HEAD.format(first="regions") + "---|---|"]
+    out[0] = out[0].replace(" | forwarded |", " | forwarded | forwards | wall (s) |")
+    for point in sorted(run["points"], key=lambda p: (p["objective_s"] or 0, p["floor"])):
+        forwards = ", ".join(f"{pair} {n}" for pair, n in point["forwards"].items()) or "-"
+        cells = [_objective(point), *_multiregion_cells(point, reference), forwards]
+        out.append("| " + " | ".join([*cells, f"{point['wall_s']:.0f}"]) + " |")
+    return "\n".join(out)
+
+
+def multiregion_body(run: dict[str, Any]) -> str:
+    return "\n\n".join([multiregion_setting(run), multiregion_table(run)])
+
+
+def multiregion_markdown(run: dict[str, Any]) -> str:
+    """bench/results/multiregion.md, written by bench/multiregion/run.py."""
+    parts = ["# Multi-region bench", multiregion_body(run), "## Every replay"]
+    return "\n\n".join([*parts, multiregion_points(run)]) + "\n"
+
+
+def _multiregion(results: Results) -> str:
+    if not (results.folder / "multiregion.json").is_file():
+        return "No results yet: run `bench/multiregion/run.py`."
+    return multiregion_body(results.load("multiregion.json"))
+
+
 @dataclass(frozen=True)
 class Region:
     """What a generated region shows: the result files it reads and how it renders them."""
@@ -806,6 +960,11 @@ REGIONS: dict[str, Region] = {
         ("routing.json",), lambda results: routing_highlights(results.load("routing.json"))
     ),
     "gateway": Region(("gateway.json",), lambda results: _gateway(results, gateway_body)),
+    "multiregion": Region(("multiregion.json",), _multiregion),
+    "multiregion-highlights": Region(
+        ("multiregion.json",),
+        lambda results: multiregion_table(results.load("multiregion.json")),
+    ),
     "gateway-highlights": Region(
         ("gateway.json",), lambda results: _gateway(results, gateway_table)
     ),
@@ -842,6 +1001,9 @@ def outputs(repo: Path = REPO) -> dict[Path, str]:
         out[run.with_suffix(".md")] = summary.markdown(results.load(run.name))
     if (results.folder / "routing.json").is_file():
         out[results.folder / "routing.md"] = routing_markdown(results.load("routing.json"))
+    if (results.folder / "multiregion.json").is_file():
+        multiregion = results.load("multiregion.json")
+        out[results.folder / "multiregion.md"] = multiregion_markdown(multiregion)
     return out
 
 

@@ -4,6 +4,10 @@ Called by ``run.py``. Every contender gets the same engine URLs and serves model
 command line is run under ``taskset -c 0``. ``direct`` has no process: the load generator
 takes the engines' URLs in turn. Logging is each proxy's default, written to a file, except
 LiteLLM's extras (telemetry, spend and message logs), which the bench turns off.
+
+The tenants contenders run our gateway with ``--tenants`` (:func:`tenants_manifest`: four
+tenants, each with one key and limits the bench never reaches), and the load sends their
+keys in turn; the other contenders get no key, as none checks one.
 """
 
 from __future__ import annotations
@@ -13,11 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmfleet_contract.api import key_hash
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path.home() / ".cache" / "llmfleet"
 ROUTER = CACHE / "bench-venv" / "bin" / "vllm-router"
 LITELLM = CACHE / "litellm-venv" / "bin" / "litellm"
 MODEL = "m"
+TENANTS = 4
+TENANT_KEYS = tuple(f"bench-key-{i}" for i in range(TENANTS))
+"""One API key per tenant (``bench-N``); the load takes them in turn."""
+TENANT_LIMITS = {
+    "requestsPerMinute": 10_000_000,
+    "tokensPerMinute": 1_000_000_000,
+    "concurrentRequests": 100_000,
+    "tokensPerDay": 100_000_000_000,
+}
+"""Every limit an LLMTenant has, far above what the bench sends: evaluated on every
+request, never binding."""
 
 Command = Callable[[int, list[str], Path], list[str]]
 """A contender's command line from its port, the engines' URLs and a scratch folder."""
@@ -30,12 +47,47 @@ class Contender:
     command: Command | None
     ready_path: str = "/health"
     environment: tuple[tuple[str, str], ...] = ()
+    keys: tuple[str, ...] = ()
+    """API keys the load sends (``Authorization: Bearer``), taken in turn; none when empty."""
+    redis: bool = False
+    """Give it a Redis (``--redis URL`` appended), started on the load core beside the
+    engines: it stands for a separate service."""
 
 
 def _ours(*extra: str) -> Command:
     def command(port: int, urls: list[str], _: Path) -> list[str]:
         gateway = [str(REPO / ".venv" / "bin" / "llmfleet"), "gateway", "--port", str(port)]
         return [*gateway, "--model", f"{MODEL}={','.join(urls)}", *extra]
+
+    return command
+
+
+def tenants_manifest() -> str:
+    """The ``--tenants`` file: per tenant, an LLMTenant allowed model ``m`` (with ``--model``,
+    a model's LLMDeployment is its name) with :data:`TENANT_LIMITS`, and its keys' Secret."""
+    limits = "".join(f"    {name}: {value}\n" for name, value in TENANT_LIMITS.items())
+    return "---\n".join(
+        "apiVersion: v1\n"
+        "kind: Secret\n"
+        f"metadata: {{name: bench-{i}-keys}}\n"
+        f"stringData: {{load: '{key_hash(key)}'}}\n"
+        "---\n"
+        "apiVersion: llmfleet.io/v1alpha1\n"
+        "kind: LLMTenant\n"
+        f"metadata: {{name: bench-{i}}}\n"
+        "spec:\n"
+        f"  apiKeys: {{name: bench-{i}-keys}}\n"
+        f"  models: [{MODEL}]\n"
+        f"  limits:\n{limits}"
+        for i, key in enumerate(TENANT_KEYS)
+    )
+
+
+def _ours_with_tenants(*extra: str) -> Command:
+    def command(port: int, urls: list[str], scratch: Path) -> list[str]:
+        manifest = scratch / "tenants.yaml"
+        manifest.write_text(tenants_manifest())
+        return _ours("--tenants", str(manifest), *extra)(port, urls, scratch)
 
     return command
 
@@ -104,6 +156,19 @@ CONTENDERS = (
     Contender("llmfleet", "llmfleet gateway", _ours()),
     Contender(
         "llmfleet-quiet", "llmfleet gateway, access log off", _ours("--log-level", "WARNING")
+    ),
+    Contender(
+        "llmfleet-tenants",
+        "llmfleet gateway, tenants and limits on",
+        _ours_with_tenants(),
+        keys=TENANT_KEYS,
+    ),
+    Contender(
+        "llmfleet-tenants-redis",
+        "llmfleet gateway, tenants and limits on, with Redis",
+        _ours_with_tenants(),
+        keys=TENANT_KEYS,
+        redis=True,
     ),
     Contender("vllm-router-cache_aware", "vllm-router cache_aware", _router("cache_aware")),
     Contender("vllm-router-round_robin", "vllm-router round_robin", _router("round_robin")),

@@ -107,16 +107,27 @@ def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
+@dataclass(frozen=True)
+class StreamLoad:
+    """What the stream generator sends: URLs, a file of bodies, API keys (each taken in turn;
+    no ``Authorization`` header when there are no keys)."""
+
+    urls: list[str]
+    bodies: Path
+    keys: tuple[str, ...] = ()
+
+
 def streams(
-    tools: Tools, urls: list[str], bodies: Path, rate: float, seconds: float, workers: int
+    tools: Tools, load: StreamLoad, rate: float, seconds: float, workers: int
 ) -> dict[str, Any]:
     """Streams at ``rate`` per second, or from ``workers`` back to back when ``rate`` is 0:
     the generator's report (``ok_per_second``, ``ttft_ms`` and ``total_ms`` percentiles)."""
+    keys = ["-keys", ",".join(load.keys)] if load.keys else []
     done = subprocess.run(
         [
-            *("taskset", "-c", LOAD_CORE, str(tools.streams), "-url", ",".join(urls)),
-            *("-body", str(bodies), "-rate", str(rate), "-workers", str(workers)),
-            *("-duration", f"{seconds}s"),
+            *("taskset", "-c", LOAD_CORE, str(tools.streams), "-url", ",".join(load.urls)),
+            *("-body", str(load.bodies), "-rate", str(rate), "-workers", str(workers)),
+            *("-duration", f"{seconds}s", *keys),
         ],
         check=True,
         capture_output=True,

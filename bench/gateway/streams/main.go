@@ -1,7 +1,8 @@
 // Command streams is the gateway bench's stream load generator: it opens SSE completions at a
 // fixed rate (-rate) or from a fixed number of workers back to back (-rate 0 -workers N), for
 // -duration, and prints one JSON object: streams done, failures by status, the time to the
-// first body byte (TTFT) and to the end of the stream, in milliseconds.
+// first body byte (TTFT) and to the end of the stream, in milliseconds. With -keys, each stream
+// carries one of the keys (Authorization: Bearer), in turn.
 package main
 
 import (
@@ -49,11 +50,24 @@ func percentiles(values []time.Duration) map[string]float64 {
 	return out
 }
 
-func one(client *http.Client, urls []string, bodies [][]byte, turn *atomic.Int64) result {
+type load struct {
+	urls   []string
+	bodies [][]byte
+	keys   []string // API keys, sent as "Authorization: Bearer KEY"; none when empty
+}
+
+func one(client *http.Client, l load, turn *atomic.Int64) result {
 	n := int(turn.Add(1))
-	url, body := urls[n%len(urls)], bodies[n%len(bodies)]
+	req, err := http.NewRequest(http.MethodPost, l.urls[n%len(l.urls)], bytes.NewReader(l.bodies[n%len(l.bodies)]))
+	if err != nil {
+		return result{failure: "request"}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if len(l.keys) > 0 {
+		req.Header.Set("Authorization", "Bearer "+l.keys[n%len(l.keys)])
+	}
 	start := time.Now()
-	resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+	resp, err := client.Do(req)
 	if err != nil {
 		return result{failure: "connection"}
 	}
@@ -80,6 +94,7 @@ func main() {
 	rate := flag.Float64("rate", 0, "streams opened per second; 0: -workers back to back")
 	workers := flag.Int("workers", 64, "with -rate 0: streams in flight")
 	duration := flag.Duration("duration", 5*time.Second, "how long to open streams")
+	keys := flag.String("keys", "", "API keys (comma-separated: taken in turn); none by default")
 	flag.Parse()
 	text, err := os.ReadFile(*bodyFile)
 	bodies := bytes.Split(bytes.TrimSpace(text), []byte("\n"))
@@ -93,7 +108,10 @@ func main() {
 			MaxIdleConns: 10000, MaxIdleConnsPerHost: 10000, DisableCompression: true,
 		},
 	}
-	targets := strings.Split(*urls, ",")
+	l := load{urls: strings.Split(*urls, ","), bodies: bodies}
+	if *keys != "" {
+		l.keys = strings.Split(*keys, ",")
+	}
 	var turn atomic.Int64
 	var (
 		mu      sync.Mutex
@@ -113,7 +131,7 @@ func main() {
 			time.Sleep(time.Until(next))
 			sent++
 			wg.Add(1)
-			go func() { defer wg.Done(); record(one(client, targets, bodies, &turn)) }()
+			go func() { defer wg.Done(); record(one(client, l, &turn)) }()
 		}
 	} else {
 		var count sync.Mutex
@@ -125,7 +143,7 @@ func main() {
 					count.Lock()
 					sent++
 					count.Unlock()
-					record(one(client, targets, bodies, &turn))
+					record(one(client, l, &turn))
 				}
 			}()
 		}
