@@ -49,6 +49,7 @@ from setting import (
     TIER_TEXT,
     TIERS,
     TRACES,
+    Warm,
     cached_prepare,
     missing_traces,
     profile,
@@ -61,7 +62,7 @@ from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_fleetsim import make_policy, oracle
 from llmfleet_fleetsim.fleet import run
 from llmfleet_fleetsim.report import Settings, build
-from llmfleet_fleetsim.view import FleetView, Policy
+from llmfleet_fleetsim.view import Policy
 
 
 @dataclass(frozen=True)
@@ -84,42 +85,6 @@ class Job:
     """``--set`` overrides of ours' spec.autoscaling (dotted camelCase paths), for tuning."""
     sweep: str = "targets.slotsUsed"
     """The field of ours' spec.autoscaling that ``target`` sets."""
-
-
-@dataclass
-class Warm:
-    """A policy that starts the replay with ``initial_replicas`` warm replicas.
-
-    The traces start at full load; starting every autoscaler at one replica would make
-    the first minutes (a cold start no SLO survives) dominate every run. Every
-    autoscaler starts with what the fitted oracle (the schedule known to reach the
-    tier's goal) holds at most in the minutes no ordered replica can serve yet, those
-    beginning within the first startup (``summary.warm_start``). So an autoscaler is
-    replayed once per tier and startup, each start sized for its SLO.
-    It decides only once it has a sample taken under load: the scrape at time 0 sees
-    warm, empty replicas, which a controller attached to a live fleet would never see.
-    """
-
-    inner: Policy
-    initial_replicas: int
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def period_s(self) -> float:
-        return self.inner.period_s
-
-    def decide(self, view: FleetView, now: float) -> int:
-        if not any(sample.time > 0 for sample in view.samples):
-            return view.current
-        return self.inner.decide(view, now)
-
-    def victim_order(self, view: FleetView, now: float) -> tuple[str, ...] | None:
-        """The inner policy's scale-down order (ours'), else None: the ReplicaSet's."""
-        order = getattr(self.inner, "victim_order", None)
-        return None if order is None else tuple(order(view, now))
 
 
 def tuned(

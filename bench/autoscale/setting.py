@@ -15,6 +15,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_fleetsim import PUBLIC_TRACES, Slo, capacity, fleet_profile, load_trace, oracle_at
 from llmfleet_fleetsim.slo import meets
 from llmfleet_fleetsim.trace import Trace
+from llmfleet_fleetsim.view import FleetView, Policy
 from llmfleet_runtime.simulator import Engine, Profile, Request
 
 HERE = Path(__file__).resolve().parent
@@ -186,3 +188,39 @@ def cached_prepare(
     ORACLES.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(entry, indent=1) + "\n")
     return entry, False
+
+
+@dataclass
+class Warm:
+    """A policy that starts the replay with ``initial_replicas`` warm replicas.
+
+    The traces start at full load; starting every autoscaler at one replica would make
+    the first minutes (a cold start no SLO survives) dominate every run. Every
+    autoscaler starts with what the fitted oracle (the schedule known to reach the
+    tier's goal) holds at most in the minutes no ordered replica can serve yet, those
+    beginning within the first startup (``summary.warm_start``). So an autoscaler is
+    replayed once per tier and startup, each start sized for its SLO.
+    It decides only once it has a sample taken under load: the scrape at time 0 sees
+    warm, empty replicas, which a controller attached to a live fleet would never see.
+    """
+
+    inner: Policy
+    initial_replicas: int
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def period_s(self) -> float:
+        return self.inner.period_s
+
+    def decide(self, view: FleetView, now: float) -> int:
+        if not any(sample.time > 0 for sample in view.samples):
+            return view.current
+        return self.inner.decide(view, now)
+
+    def victim_order(self, view: FleetView, now: float) -> tuple[str, ...] | None:
+        """The inner policy's scale-down order (ours'), else None: the ReplicaSet's."""
+        order = getattr(self.inner, "victim_order", None)
+        return None if order is None else tuple(order(view, now))

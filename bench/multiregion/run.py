@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "autoscale"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import setting  # the autoscaling bench's deployment, profile, tiers and traces
 from gateways import gateways  # the gateway's Peers behind the simulator's seam
+from setting import Warm
 
 from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_fleetsim import Slo, make_policy
@@ -48,7 +49,7 @@ from llmfleet_fleetsim.outcome import Outcome
 from llmfleet_fleetsim.regions import Region, Spill, rotated, run_regions
 from llmfleet_fleetsim.replica import routing_settings
 from llmfleet_fleetsim.slo import meets
-from llmfleet_fleetsim.view import FleetView, Policy
+from llmfleet_fleetsim.view import Policy
 
 TRACE = "code"
 TIER = "relaxed"
@@ -85,32 +86,6 @@ class Job:
     floor: int
     objective_s: float | None
     """None: isolated regions."""
-
-
-@dataclass
-class Warm:
-    """Ours, deciding only once a sample taken under load has come (as in bench/autoscale:
-    the scrape at time 0 sees warm, idle replicas, which a live fleet's never does)."""
-
-    inner: Policy
-    initial_replicas: int
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def period_s(self) -> float:
-        return self.inner.period_s
-
-    def decide(self, view: FleetView, now: float) -> int:
-        if not any(sample.time > 0 for sample in view.samples):
-            return view.current
-        return self.inner.decide(view, now)
-
-    def victim_order(self, view: FleetView, now: float) -> tuple[str, ...] | None:
-        order = getattr(self.inner, "victim_order", None)
-        return None if order is None else tuple(order(view, now))
 
 
 def ours(floor: int) -> Policy:
