@@ -219,6 +219,13 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         )
         for name in names
     )
+    if args.ttft_objective_seconds is not None and not given:
+        raise ValueError(
+            "--ttft-objective-seconds goes with --model; in a cluster it is each"
+            " LLMDeployment's spec.serving.ttftObjectiveSeconds"
+        )
+    if args.peer_key_file and not args.peer:
+        raise ValueError("--peer-key-file goes with --peer")
     peers = dict(args.peer)
     if len(peers) != len(args.peer) or args.region in peers:
         raise ValueError("each --peer REGION may be given once, and not this gateway's --region")

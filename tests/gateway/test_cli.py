@@ -1,10 +1,13 @@
 """``llmfleet gateway`` flags -> GatewaySettings.
 
 Cases: the routing flags reach RoutingSettings and the prefix index's time to live; their
-defaults are the settings' own; a bad value exits with 2 and names the flag's problem.
+defaults are the settings' own; the peer flags reach the settings; a bad value or a flag
+without the one it needs exits with 2 and names the problem.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +42,25 @@ def test_routing_flags_reach_the_settings() -> None:
     assert settings.prefix_ttl_seconds == 45
 
 
+def test_peer_flags_reach_the_settings(tmp_path: Path) -> None:
+    key = tmp_path / "peer.key"
+    key.write_text("s3cret\n")
+    argv = [*MODEL, "--region", "a", "--peer", "b=http://10.0.0.2:8080/", "--peer-key-file"]
+    settings = settings_from_args(build_parser().parse_args([*argv, str(key)]))
+    assert (settings.region, dict(settings.peers), settings.peer_key) == (
+        "a",
+        {"b": "http://10.0.0.2:8080"},
+        "s3cret",
+    )
+
+
+def test_an_objective_in_a_cluster_belongs_to_the_llmdeployment(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _exit_code(["--ttft-objective-seconds", "1"]) == 2
+    assert "spec.serving.ttftObjectiveSeconds" in capsys.readouterr().err
+
+
 def test_defaults_are_the_settings_own() -> None:
     settings = settings_from_args(build_parser().parse_args(MODEL))
     defaults = RoutingSettings()
@@ -63,6 +85,14 @@ def _exit_code(argv: list[str]) -> object:
         (["--prefill-tokens-per-s", "0"], "must be positive"),
         (["--typical-prompt-tokens", "many"], "not a whole number"),
         (["--affinity-load-factor", "0.5"], "affinity_load_factor must be at least 1"),
+        (["--engine-queue", "-1"], "must be at least 0"),
+        (["--peer", "b=http://10.0.0.2:8080"], "--peer needs --region and --peer-key-file"),
+        (["--peer", "b"], "expected NAME=http://HOST:PORT"),
+        (["--peer-key-file", "/dev/null"], "--peer-key-file goes with --peer"),
+        (
+            ["--region", "a", "--peer", "a=http://10.0.0.2:8080"],
+            "not this gateway's --region",
+        ),
     ],
 )
 def test_bad_values_exit_with_2(
