@@ -108,6 +108,12 @@ _TOKENS_HEADERS = (
     "x-ratelimit-reset-tokens",
 )
 """OpenAI's header names for a minute window: its limit, what remains, when it resets."""
+_SLOTS = {
+    Resource.REQUESTS: "requests",
+    Resource.TOKENS: "tokens",
+    Resource.DAY_TOKENS: "day_tokens",
+}
+"""Each resource's window on an :class:`_Account`."""
 
 
 class Limits:
@@ -134,18 +140,24 @@ class Limits:
             account = self.accounts[tenant.key] = _Account()
         return account
 
-    def _current(
-        self, tenant: Tenant, found: Window | None, resource: Resource, limit: int, now: float
+    def _window(
+        self, tenant: Tenant, account: _Account, resource: Resource, limit: int, now: float
     ) -> Window:
-        """``found`` while its window lasts, else a new one with this gateway's share (or
-        leasing, with the store up)."""
+        """The tenant's current window of ``resource`` (of ``limit``), kept on its account: a
+        new one with this gateway's share (or leasing, with the store up) when the last one
+        ended."""
+        slot = _SLOTS[resource]
+        found: Window | None = getattr(account, slot)
         index = int(now // (DAY_S if resource is Resource.DAY_TOKENS else MINUTE_S))
         if found is not None and found.index == index:
             return found
         key = f"{tenant.label}:{resource}:{index}"
         if self.store is not None and self.store.up:
-            return Window(index, 0, 0, key, shared=True)
-        return Window(index, 0, self.capacity(limit), key)
+            found = Window(index, 0, 0, key, shared=True)
+        else:
+            found = Window(index, 0, self.capacity(limit), key)
+        setattr(account, slot, found)
+        return found
 
     def capacity(self, limit: int) -> int:
         """This gateway's share of ``limit`` (at least 1, so a small limit still admits)."""
@@ -247,14 +259,11 @@ class Limits:
         per_request = limits.requests_per_minute
         requests = minute = day = None
         if per_request is not None:
-            requests = self._current(tenant, account.requests, Resource.REQUESTS, per_request, now)
-            account.requests = requests
+            requests = self._window(tenant, account, Resource.REQUESTS, per_request, now)
         if per_minute is not None:
-            minute = self._current(tenant, account.tokens, Resource.TOKENS, per_minute, now)
-            account.tokens = minute
+            minute = self._window(tenant, account, Resource.TOKENS, per_minute, now)
         if per_day is not None:
-            day = self._current(tenant, account.day_tokens, Resource.DAY_TOKENS, per_day, now)
-            account.day_tokens = day
+            day = self._window(tenant, account, Resource.DAY_TOKENS, per_day, now)
         if not self._room(day, per_day, tokens, lease, _DAY_TTL_S):
             raise RateLimitedError(
                 f"Tenant {tenant.name} has spent its budget of {per_day} tokens for today (UTC).",
@@ -304,12 +313,10 @@ class Limits:
         now = self.wall()
         extra = used - reservation.tokens
         if (per_minute := limits.tokens_per_minute) is not None:
-            minute = self._current(tenant, account.tokens, Resource.TOKENS, per_minute, now)
-            account.tokens = minute
+            minute = self._window(tenant, account, Resource.TOKENS, per_minute, now)
             self._settle(minute, reservation.minute, extra, _MINUTE_TTL_S)
         if (per_day := limits.tokens_per_day) is not None:
-            day = self._current(tenant, account.day_tokens, Resource.DAY_TOKENS, per_day, now)
-            account.day_tokens = day
+            day = self._window(tenant, account, Resource.DAY_TOKENS, per_day, now)
             self._settle(day, reservation.day, extra, _DAY_TTL_S)
 
     def _settle(self, window: Window, index: int, extra: int, ttl_s: int) -> None:
@@ -329,12 +336,10 @@ class Limits:
         account, limits = self._account(tenant), tenant.limits
         out: dict[str, str] = {}
         if (per_request := limits.requests_per_minute) is not None:
-            requests = self._current(tenant, account.requests, Resource.REQUESTS, per_request, now)
-            account.requests = requests
+            requests = self._window(tenant, account, Resource.REQUESTS, per_request, now)
             self._describe(out, _REQUESTS_HEADERS, requests, per_request, reset)
         if (per_minute := limits.tokens_per_minute) is not None:
-            minute = self._current(tenant, account.tokens, Resource.TOKENS, per_minute, now)
-            account.tokens = minute
+            minute = self._window(tenant, account, Resource.TOKENS, per_minute, now)
             self._describe(out, _TOKENS_HEADERS, minute, per_minute, reset)
         return out
 
