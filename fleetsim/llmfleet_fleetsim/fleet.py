@@ -137,6 +137,21 @@ class Fleet:
                 self.remove(victim, now)
         return []
 
+    def control(
+        self, policy: Policy, now: float, history_s: float
+    ) -> tuple[int, int, list[FleetReplica]]:
+        """One control period of ``policy``: it sees the last ``history_s`` seconds and the
+        fleet scales to what it decides (scale-down victims in its ``victim_order``, if it
+        has one). Returns the replicas it asked for before, those it decided, and the ones
+        created."""
+        view = self.view(now, history_s)
+        desired = max(0, policy.decide(view, now))
+        order = None
+        victim_order = getattr(policy, "victim_order", None)
+        if desired < view.current and victim_order is not None:
+            order = victim_order(view, now)
+        return view.current, desired, self.apply(desired, now, order)
+
     def become_ready(self, now: float) -> None:
         while self.starting and self.starting[0].ready_at <= now:
             self.starting.popleft().ready = True
@@ -270,7 +285,6 @@ def run(
     last_calm: float | None = None
     changes: list[Change] = []
     scale_ups: list[tuple[float, list[FleetReplica]]] = []
-    victim_order = getattr(policy, "victim_order", None)
     inf = math.inf
     now = 0.0
     while True:
@@ -298,21 +312,16 @@ def run(
             scrapes += 1
         elif now == t_tick:
             ticks += 1
-            view = fleet.view(now, history_s)
-            desired = max(0, policy.decide(view, now))
-            order = None
-            if desired < view.current and victim_order is not None:
-                order = victim_order(view, now)
-            if desired > view.current:
+            current, desired, created = fleet.control(policy, now, history_s)
+            if desired > current:
                 # The first sample the last calm decision had not seen started the burst.
                 seen = -inf if last_calm is None else last_calm - lag_s
                 first = 0 if seen < 0 else math.floor(seen / scrape_s) + 1
-                scale_ups.append((min(first * scrape_s, now), fleet.apply(desired, now)))
+                scale_ups.append((min(first * scrape_s, now), created))
             else:
                 last_calm = now
-                fleet.apply(desired, now, order)
-            if desired != view.current:
-                changes.append(Change(now, view.current, desired))
+            if desired != current:
+                changes.append(Change(now, current, desired))
     end = max(fleet.last_finish, trace.duration_s) if fleet.unfinished == 0 else now
     for replica in list(fleet.alive):
         fleet.remove(replica, max(end, replica.created_at))

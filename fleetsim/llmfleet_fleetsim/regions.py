@@ -358,17 +358,10 @@ class _Replay:
 
 
 def _tick(run: _Run, now: float, history_s: float) -> None:
-    """One control period of the region's autoscaler (as :func:`.fleet.run` does)."""
-    fleet, policy = run.fleet, run.region.policy
-    view = fleet.view(now, history_s)
-    desired = max(0, policy.decide(view, now))
-    order = None
-    victim_order = getattr(policy, "victim_order", None)
-    if desired < view.current and victim_order is not None:
-        order = victim_order(view, now)
-    fleet.apply(desired, now, order if desired < view.current else None)
-    if desired != view.current:
-        run.changes.append(Change(now, view.current, desired))
+    """One control period of the region's autoscaler (:meth:`.fleet.Fleet.control`)."""
+    current, desired, _ = run.fleet.control(run.region.policy, now, history_s)
+    if desired != current:
+        run.changes.append(Change(now, current, desired))
 
 
 def _outcome(replay: _Replay, end: float) -> RegionsOutcome:
