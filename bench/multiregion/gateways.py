@@ -67,9 +67,7 @@ class PeersGateway:
         """What :meth:`Peers.poll_once` does with a peer's answer."""
         assert isinstance(answer, dict)
         models: dict[str, ModelSummary] = answer
-        found = self._peer(peer)
-        found.models, found.at_summary, found.up = models, dict(found.forwarding), True
-        found.fetched_at, found.round_trip_s = now, round_trip_s
+        self._peer(peer).took(models, now, round_trip_s)
 
 
 def gateways(

@@ -135,6 +135,12 @@ class Peer:
             return None
         return found
 
+    def took(self, models: dict[str, ModelSummary], now: float, round_trip_s: float) -> None:
+        """Its summary came (at ``now``, a poll of ``round_trip_s``): it is up, and what is
+        in flight there now is in the spare room it reports."""
+        self.models, self.at_summary, self.up = models, dict(self.forwarding), True
+        self.fetched_at, self.round_trip_s = now, round_trip_s
+
     def done(self, model: str) -> None:
         """A forward of ``model`` ended."""
         self.forwarding[model] = max(0, self.forwarding.get(model, 0) - 1)
@@ -257,9 +263,7 @@ class Peers:
                 return
             if not peer.up:
                 log.info("Peer region %s is reachable", peer.region)
-            peer.models, peer.at_summary, peer.up = models, dict(peer.forwarding), True
-            peer.fetched_at = clock()
-            peer.round_trip_s = time.monotonic() - started
+            peer.took(models, clock(), time.monotonic() - started)
 
         await asyncio.gather(*(one(peer) for peer in self.peers))
 
