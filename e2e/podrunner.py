@@ -35,7 +35,6 @@ them again for the pods it lists.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import queue
@@ -300,7 +299,6 @@ class Runner:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: SIGKILL takes the whole container
             )
         print(
             f"Started {meta['namespace']}/{meta['name']} pid {st.process.pid}: {st.launch.argv}",
@@ -373,7 +371,7 @@ class Runner:
                 st.process.send_signal(signal.SIGTERM)
                 st.term_sent = True
             if st.kill_at is not None and now >= st.kill_at:
-                _kill(st.process)
+                st.process.kill()
 
     def stop_all(self) -> None:
         for st in self.pods.values():
@@ -383,7 +381,7 @@ class Runner:
             time.sleep(0.1)
         for st in self.pods.values():
             if self._alive(st) and st.process:
-                _kill(st.process)
+                st.process.kill()
 
     # -- API writes
 
@@ -417,13 +415,6 @@ class Runner:
         except ApiError as error:
             if error.status not in (404, 409):
                 raise
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a container: its whole process group, as a kubelet kills its cgroup (the
-    launcher's engine child included; SIGTERM goes to the launcher alone, which passes it on)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Cases without a cluster (pure `launch_for`): the command annotation with `{ip}` 
 values and fieldRefs, `$(VAR)` expansion, a named readiness port; pods nothing backs.
 Cases on the cluster: a pod is Ready only once its process answers; deleting a pod
 whose process ignores SIGTERM keeps it Terminating for its grace period, then the
-process and its child are killed and the pod removed; a preStop sleep delays SIGTERM; a process
+process is killed and the pod removed; a preStop sleep delays SIGTERM; a process
 that dies is restarted and the pod is not Ready meanwhile; a pod of an llmfleet
 image runs the repo's `llmfleet engine-sim`, which answers on the pod IP.
 """
@@ -115,18 +115,8 @@ http.server.HTTPServer(("{ip}", {port}), http.server.SimpleHTTPRequestHandler).s
 """
 
 
-# Runs SERVER as its child and waits for it, ignoring SIGTERM: a launcher and its engine.
-PARENT = """
-import signal, subprocess, sys
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-subprocess.run([sys.executable, "-c", *sys.argv[1:]])
-"""
-
-
-def server_pod(
-    name: str, term: str, delay: float, grace: int = 30, nested: bool = False
-) -> dict[str, Any]:
-    command = ["python3", "-c", *([PARENT] if nested else []), SERVER, term, str(delay)]
+def server_pod(name: str, term: str, delay: float, grace: int = 30) -> dict[str, Any]:
+    command = ["python3", "-c", SERVER, term, str(delay)]
     return {
         "metadata": {"name": name, "annotations": {"e2e.llmfleet.io/command": json_list(command)}},
         "spec": {
@@ -172,8 +162,7 @@ def test_deletion_waits_for_the_process_up_to_the_grace_period(
     api_client: ApiClient, namespace: str
 ) -> None:
     core = CoreV1Api(api_client)
-    stubborn = server_pod("stubborn", "ignore-term", 0, grace=3, nested=True)
-    core.create_namespaced_pod(namespace, stubborn)
+    core.create_namespaced_pod(namespace, server_pod("stubborn", "ignore-term", 0, grace=3))
     pod = wait_until(
         lambda: ready(p := core.read_namespaced_pod("stubborn", namespace)) and p, "Ready"
     )
@@ -187,7 +176,7 @@ def test_deletion_waits_for_the_process_up_to_the_grace_period(
     names = lambda: [p.metadata.name for p in core.list_namespaced_pod(namespace).items]  # noqa: E731
     wait_until(lambda: "stubborn" not in names(), "the pod to be removed", timeout=20)
     assert 2.5 <= time.monotonic() - started < 15
-    assert not answers(pod.status.pod_ip)  # the child too: SIGKILL took the process group
+    assert not answers(pod.status.pod_ip)
 
 
 def test_a_process_that_dies_is_restarted(api_client: ApiClient, namespace: str) -> None:
