@@ -1,29 +1,55 @@
-"""The Helm chart renders objects the API server would accept.
+"""The Helm chart renders objects the API server would accept, and says what the values say.
 
-Cases: `helm lint --strict` passes; every rendered built-in object is valid for
-Kubernetes 1.33 (kubernetes-validate, strict: `helm lint` misses schema errors); the
-chart's CRD is the generated one, with `keep` by default; `crds.enabled=false` and
-`crds.keep=false` do what they say; the operator's RBAC grants no write on nodes, only
-patch on pods (the deletion-cost annotation) and no secrets at all; the operator reads every
-ready pod of the chart's gateway by default, or the gateway URLs given, or none without a
-gateway; the gateway's RBAC reads LLMDeployments and pods and writes
-nothing; its Deployment (sized by a HorizontalPodAutoscaler unless that is off), Service,
-PodDisruptionBudget and namespace switch render as the values say, and none with it off.
+Cases: over a matrix of values (defaults, namespace-scoped RBAC, monitoring by ServiceMonitor
+and by PodMonitor, network policies on, the gateway, the operator, the CRDs, tenants or
+autoscaling off, every optional value at once) `helm lint --strict` passes and every rendered
+object is valid: built-in kinds for Kubernetes 1.33 (kubernetes-validate, strict: `helm lint`
+misses schema errors), the prometheus-operator kinds against their own CRDs' schemas (fetched
+by tests/chart/fetch-monitoring-crds.sh), unknown fields refused. The values schema refuses a
+misspelt value. The chart's CRDs are the generated ones, kept by default; `crds.enabled=false`
+and `crds.keep=false` do what they say. The operator's RBAC grants no write on nodes, only patch
+on pods (the deletion-cost annotation) and no secrets; with `rbac.scope=Namespace` both
+workloads get Roles in their watched namespaces only, the flags that keep them there, and the
+operator keeps only read-only cluster-scoped rules. The operator reads every ready pod of the
+chart's gateway by default, or the gateway URLs given, or none without a gateway; the gateway's
+RBAC reads LLMDeployments and pods and writes nothing; its Deployment (sized by a
+HorizontalPodAutoscaler unless that is off), Service, PodDisruptionBudget and namespace switch
+render as the values say, and none with it off. Both workloads pass the restricted Pod Security
+Standard's rules and take scheduling, env, images and pull secrets from the values. The
+PrometheusRule's expressions parse and its alerts fire on the series they are about (promtool);
+the dashboard's queries parse, and both name only metrics the code exports. Network policies
+confine the engines to the gateway, the operator, monitoring and their own group.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
+from llmfleet_contract import metrics as contract_metrics
+from llmfleet_contract.labels import ENGINE_PORT, ENGINE_PORT_NAME, common_labels
+from llmfleet_gateway.admission import WaitingRoom
+from llmfleet_gateway.metrics import GatewayMetrics
+from llmfleet_gateway.pool import Pool
+from llmfleet_operator.handlers import Metrics as OperatorMetrics
 from tests.corpus import ROOT
 
 CHART = ROOT / "charts" / "llmfleet"
+FIXTURES = Path(__file__).parent / "chart"
+SYSTEM = "llmfleet-system"
+READ = ["get", "list", "watch"]
+WRITES = {"create", "update", "patch", "delete", "deletecollection", "*"}
+Doc = dict[str, Any]
 
 
 @cache
@@ -37,24 +63,154 @@ def helm() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def render(*sets: str) -> list[dict[str, Any]]:
-    argv = [helm(), "template", "release", str(CHART), "-n", "llmfleet-system"]
-    for value in sets:
-        argv += ["--set", value]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+def _value_args(values: tuple[str, ...]) -> list[str]:
+    argv: list[str] = []
+    for value in values:
+        argv += ["-f", value] if value.endswith(".yaml") else ["--set", value]
+    return argv
 
 
-def test_lint_strict() -> None:
-    result = subprocess.run(
-        [helm(), "lint", "--strict", str(CHART)], capture_output=True, text=True
-    )
+@cache
+def _template(*values: str) -> str:
+    argv = [helm(), "template", "release", str(CHART), "-n", SYSTEM, *_value_args(values)]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def render(*values: str) -> list[Doc]:
+    """The chart's objects with ``values``: `--set` expressions, or values files (a fresh
+    copy each call: tests may change what they get)."""
+    return [doc for doc in yaml.safe_load_all(_template(*values)) if doc]
+
+
+FULL = str(FIXTURES / "values-full.yaml")
+MATRIX: dict[str, tuple[str, ...]] = {
+    "defaults": (),
+    "namespace-scope": ("rbac.scope=Namespace",),
+    "namespace-scope-teams": (
+        "rbac.scope=Namespace",
+        "operator.watchNamespaces={team-a,team-b}",
+        "gateway.watchNamespace=team-a",
+        "gateway.tenants.namespaces={team-a}",
+        "rbac.readNodes=false",
+    ),
+    "service-monitors": (
+        "monitoring.serviceMonitor.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.dashboard.enabled=true",
+    ),
+    "pod-monitors": ("monitoring.podMonitor.enabled=true", "rbac.scope=Namespace"),
+    "network-policies": (
+        "networkPolicy.enabled=true",
+        "operator.watchNamespaces={team-a}",
+        "gateway.watchNamespace=team-a",
+    ),
+    "network-policies-cluster-wide": ("networkPolicy.enabled=true",),
+    "gateway-off": ("gateway.enabled=false", "networkPolicy.enabled=true"),
+    "operator-off": ("operator.enabled=false", "monitoring.podMonitor.enabled=true"),
+    "crds-off": ("crds.enabled=false",),
+    "tenants-off": ("gateway.tenants.enabled=false", "rbac.scope=Namespace"),
+    "autoscaling-off": ("gateway.autoscaling.enabled=false", "gateway.replicas=3"),
+    "everything": (FULL,),
+}
+
+
+# ---- validity over the matrix ----------------------------------------------------------
+
+
+@cache
+def monitoring_schemas() -> dict[str, Doc]:
+    """The prometheus-operator kinds' schemas by kind, from their CRDs (fetched, cached)."""
+    folder = subprocess.run(
+        ["bash", str(FIXTURES / "fetch-monitoring-crds.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    found: dict[str, Doc] = {}
+    for path in Path(folder).glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+        found[crd["spec"]["names"]["kind"]] = closed(version["schema"]["openAPIV3Schema"])
+    return found
+
+
+def closed(schema: Doc) -> Doc:
+    """The schema with unknown fields refused, as the API server's strict field validation
+    refuses them (a structural schema prunes them, silently, otherwise)."""
+    out = {key: value for key, value in schema.items() if not key.startswith("x-kubernetes")}
+    if "(?i)" in schema.get("pattern", ""):  # Go's inline flag; Python takes it first only
+        out["pattern"] = "(?i)" + schema["pattern"].replace("(?i)", "")
+    open_ = "additionalProperties" in schema or schema.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in schema and not open_:
+        out["additionalProperties"] = False
+    for key in ("properties", "patternProperties"):
+        if key in schema:
+            out[key] = {name: closed(sub) for name, sub in schema[key].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            out[key] = closed(schema[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            out[key] = [closed(sub) for sub in schema[key]]
+    return out
+
+
+def validate(doc: Doc) -> None:
+    if doc["apiVersion"] == "monitoring.coreos.com/v1":
+        jsonschema.Draft7Validator(monitoring_schemas()[doc["kind"]]).validate(doc)
+    else:
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+
+
+@pytest.mark.parametrize("case", MATRIX)
+def test_lint_strict(case: str) -> None:
+    argv = [helm(), "lint", "--strict", str(CHART), "-n", SYSTEM, *_value_args(MATRIX[case])]
+    result = subprocess.run(argv, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("doc", render(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
-def test_rendered_objects_are_valid(doc: dict[str, Any]) -> None:
-    kubernetes_validate.validate(doc, "1.33", strict=True)
+@pytest.mark.parametrize("case", MATRIX)
+def test_rendered_objects_are_valid(case: str) -> None:
+    docs = render(*MATRIX[case])
+    assert docs
+    for doc in docs:
+        try:
+            validate(doc)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as error:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {error}")
+
+
+def test_custom_kinds_are_checked_against_their_schemas() -> None:
+    """The check above would catch a misspelt monitor field: it is not a no-op."""
+    [monitor] = [
+        d
+        for d in render("monitoring.podMonitor.enabled=true")
+        if "engines" in d["metadata"]["name"]
+    ]
+    monitor["spec"]["podMetricsEndpoints"][0]["intervall"] = "15s"
+    with pytest.raises(jsonschema.ValidationError, match="intervall"):
+        validate(monitor)
+
+
+def test_the_schema_refuses_a_misspelt_value() -> None:
+    for bad, says in [
+        ("operator.replicsa=2", "replicsa"),
+        ("gateway.nodeSelectors.disk=ssd", "nodeSelectors"),
+        ("rbac.scope=Namespaced", "/rbac/scope"),
+        ("monitoring.prometheusRule.ttft.thresholdSeconds=2", "thresholdSeconds"),
+    ]:
+        argv = [helm(), "template", "release", str(CHART), "--set", bad]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert result.returncode != 0, bad
+        assert "schema" in result.stderr, result.stderr
+        assert says in result.stderr, result.stderr
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
+    jsonschema.validate(yaml.safe_load(Path(FULL).read_text()), schema)
+
+
+# ---- CRDs --------------------------------------------------------------------------------
 
 
 def test_chart_crds_are_the_generated_ones() -> None:
@@ -66,6 +222,7 @@ def test_chart_crds_are_the_generated_ones() -> None:
     assert {crd["metadata"]["name"]: crd["spec"] for crd in crds} == {
         name: crd["spec"] for name, crd in generated.items()
     }
+    assert {crd["spec"]["names"]["kind"] for crd in crds} == {"LLMDeployment", "LLMTenant"}
     for crd in crds:
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     unkept = [d for d in render("crds.keep=false") if d["kind"] == "CustomResourceDefinition"]
@@ -74,28 +231,125 @@ def test_chart_crds_are_the_generated_ones() -> None:
     assert not [d for d in render("crds.enabled=false") if d["kind"] == "CustomResourceDefinition"]
 
 
-def component(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+# ---- RBAC, both scopes ---------------------------------------------------------------------
+
+
+def component(docs: list[Doc], kind: str, name: str, namespace: str | None = None) -> Doc:
+    (found,) = [
+        d
+        for d in docs
+        if d["kind"] == kind
+        and d["metadata"]["name"] == name
+        and (namespace is None or d["metadata"].get("namespace") == namespace)
+    ]
     return found
+
+
+def assert_least_privilege(rules: list[Doc]) -> None:
+    for rule in rules:
+        assert "*" not in rule["resources"], rule
+        assert "*" not in rule["verbs"], rule
+        assert "secrets" not in rule["resources"], rule
+        if {"nodes", "customresourcedefinitions"} & set(rule["resources"]):
+            assert not WRITES & set(rule["verbs"]), rule
+        if "pods" in rule["resources"]:  # patch only: the pod-deletion-cost annotation
+            assert not (WRITES - {"patch"}) & set(rule["verbs"]), rule
 
 
 def test_operator_rbac_is_least_privilege() -> None:
     role = component(render(), "ClusterRole", "release-operator")
-    writes = {"create", "update", "patch", "delete", "deletecollection", "*"}
-    for rule in role["rules"]:
-        assert "*" not in rule["resources"], rule
-        assert "*" not in rule["verbs"], rule
-        assert "secrets" not in rule["resources"], rule
-        if "nodes" in rule["resources"]:
-            assert not writes & set(rule["verbs"]), rule
-        if "pods" in rule["resources"]:  # patch only: the pod-deletion-cost annotation
-            assert not (writes - {"patch"}) & set(rule["verbs"]), rule
+    assert_least_privilege(role["rules"])
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert {"llmdeployments", "deployments", "nodes"} <= resources
+    no_nodes = component(render("rbac.readNodes=false"), "ClusterRole", "release-operator")
+    assert "nodes" not in {r for rule in no_nodes["rules"] for r in rule["resources"]}
+
+
+def namespaced_rules(docs: list[Doc], kind: str) -> dict[str, set[str]]:
+    """Each namespace's (or "" for cluster-wide) resources granted by ``kind`` objects."""
+    found: dict[str, set[str]] = {}
+    for doc in docs:
+        if doc["kind"] == kind:
+            place = doc["metadata"].get("namespace", "")
+            found.setdefault(place, set()).update(
+                r for rule in doc["rules"] for r in rule["resources"]
+            )
+    return found
+
+
+def test_namespace_scope_grants_only_the_watched_namespaces() -> None:
+    docs = render(*MATRIX["namespace-scope-teams"])
+    # Cluster-scoped, read-only: the CRDs (kopf notices upgrades); nodes were turned off.
+    [cluster_role] = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert cluster_role["metadata"]["name"] == "release-operator"
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": READ,
+        }
+    ]
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"] == [
+        "release-operator"
+    ]
+    operator = {
+        d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] == "release-operator"
+    }
+    assert operator == {"team-a", "team-b"}
+    for place in operator:
+        role = component(docs, "Role", "release-operator", place)
+        assert_least_privilege(role["rules"])
+        binding = component(docs, "RoleBinding", "release-operator", place)
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "release-operator", "namespace": SYSTEM}
+        ]
+    # Its own namespace: the Lease, and the gateway pods it reads pending requests from.
+    own = component(docs, "Role", "release-operator-leader", SYSTEM)
+    assert {"leases", "pods"} == {r for rule in own["rules"] for r in rule["resources"]}
+    gateway = component(docs, "Role", "release-gateway", "team-a")
+    assert gateway["rules"] == [
+        {"apiGroups": ["llmfleet.io"], "resources": ["llmdeployments"], "verbs": READ},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
+    ]
+    keys = component(docs, "Role", "release-gateway-tenant-keys", "team-a")
+    assert {r for rule in keys["rules"] for r in rule["resources"]} == {"secrets", "llmtenants"}
+    assert all(rule["verbs"] == READ for rule in keys["rules"])
+    # The binaries are held to the same namespaces.
+    assert {"--namespace=team-a", "--namespace=team-b"} <= set(
+        operator_args(*MATRIX["namespace-scope-teams"])
+    )
+    gateway_args = container(docs, "release-gateway")["args"]
+    assert "--watch-namespace=team-a" in gateway_args
+    assert "--tenant-namespace=team-a" in gateway_args
+
+    default = render("rbac.scope=Namespace")
+    assert namespaced_rules(default, "Role").keys() == {SYSTEM}
+    assert "--namespace=llmfleet-system" in operator_args("rbac.scope=Namespace")
+    assert "--watch-namespace=llmfleet-system" in container(default, "release-gateway")["args"]
+    assert not [
+        d for d in default if d["kind"] == "ClusterRole" and "gateway" in d["metadata"]["name"]
+    ]
+
+
+def test_cluster_scope_flags_only_filter() -> None:
+    args = operator_args()
+    assert not [a for a in args if a.startswith("--namespace")]
+    assert "--namespace=team-a" in operator_args("operator.watchNamespaces={team-a}")
+    assert "--log-level=INFO" in args
 
 
 def operator_args(*sets: str) -> list[str]:
-    deployment = component(render(*sets), "Deployment", "release-operator")
-    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    args: list[str] = container(render(*sets), "release-operator")["args"]
     return args
+
+
+def container(docs: list[Doc], deployment: str) -> Doc:
+    found: Doc = component(docs, "Deployment", deployment)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    return found
 
 
 def test_the_operator_reads_every_gateway_replica_by_default() -> None:
@@ -126,8 +380,7 @@ def test_gateway_reads_llmdeployments_pods_and_tenants_and_writes_nothing() -> N
     assert keys["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": READ}]
     binding = component(docs, "RoleBinding", "release-gateway-tenant-keys")
     assert binding["subjects"][0]["name"] == "release-gateway"
-    args = component(docs, "Deployment", "release-gateway")["spec"]["template"]["spec"]
-    given = args["containers"][0]["args"]
+    given = container(docs, "release-gateway")["args"]
     assert "--tenant-namespace=llmfleet-system" in given
     assert "--limit-share=0.1" in given  # 1/maxReplicas: the replicas never exceed a limit
 
@@ -139,11 +392,9 @@ def test_gateway_reads_llmdeployments_pods_and_tenants_and_writes_nothing() -> N
     open_ = render("gateway.tenants.enabled=false")
     assert not [d for d in open_ if "tenant-keys" in d["metadata"]["name"]]
     assert len(component(open_, "ClusterRole", "release-gateway")["rules"]) == 2
-    open_args = component(open_, "Deployment", "release-gateway")["spec"]["template"]["spec"]
-    assert "--no-tenants" in open_args["containers"][0]["args"]
+    assert "--no-tenants" in container(open_, "release-gateway")["args"]
     fixed = render("gateway.autoscaling.enabled=false", "gateway.replicas=4")
-    fixed_args = component(fixed, "Deployment", "release-gateway")["spec"]["template"]["spec"]
-    assert "--limit-share=0.25" in fixed_args["containers"][0]["args"]
+    assert "--limit-share=0.25" in container(fixed, "release-gateway")["args"]
 
 
 def test_gateway_objects_and_their_switches() -> None:
@@ -159,18 +410,15 @@ def test_gateway_objects_and_their_switches() -> None:
     hpa = component(docs, "HorizontalPodAutoscaler", "release-gateway")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
     assert component(docs, "PodDisruptionBudget", "release-gateway")["spec"]["maxUnavailable"] == 1
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = pod["containers"][0]["args"]
     assert args[0] == "gateway"
     assert not [a for a in args if a.startswith("--watch-namespace")]
     fixed = render("gateway.autoscaling.enabled=false", "gateway.watchNamespace=team-a")
     assert component(fixed, "Deployment", "release-gateway")["spec"]["replicas"] == 2
     assert not [d for d in fixed if d["kind"] == "HorizontalPodAutoscaler"]
-    fixed_args = component(fixed, "Deployment", "release-gateway")["spec"]["template"]["spec"]
-    assert "--watch-namespace=team-a" in fixed_args["containers"][0]["args"]
+    assert "--watch-namespace=team-a" in container(fixed, "release-gateway")["args"]
     assert not [d for d in render("gateway.enabled=false") if "gateway" in d["metadata"]["name"]]
-
-
-READ = ["get", "list", "watch"]
+    assert not [d for d in render("operator.enabled=false") if "operator" in d["metadata"]["name"]]
 
 
 def test_gateway_peer_regions() -> None:
@@ -184,14 +432,316 @@ def test_gateway_peer_regions() -> None:
     args = pod["containers"][0]["args"]
     assert {"--region=eu", "--peer=us=http://gateway.us:8080"} <= set(args)
     assert "--peer-key-file=/etc/llmfleet/peer/key" in args
-    assert pod["volumes"][0]["secret"] == {
+    [volume] = [v for v in pod["volumes"] if v["name"] == "peer-key"]
+    assert volume["secret"] == {
         "secretName": "peers",
         "items": [{"key": "peer-key", "path": "key"}],
     }
     lonely = subprocess.run(
-        [helm(), "template", "release", str(CHART), "--set", "gateway.peers[0].region=us"],
+        [
+            helm(),
+            "template",
+            "release",
+            str(CHART),
+            "--set",
+            "gateway.peers[0].region=us",
+            "--set",
+            "gateway.peers[0].url=http://gateway.us:8080",
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert "gateway.peers needs gateway.region and gateway.peerKey.secretName" in lonely.stderr
+
+
+# ---- the binaries' flags -------------------------------------------------------------------
+
+
+def parser_flags(module: str) -> set[str]:
+    """Every long flag the subcommand's argparse parser takes."""
+    if module == "operator":
+        from llmfleet_operator.operator_main import _parser
+
+        parser = _parser()
+    else:
+        from llmfleet_gateway.cli import build_parser
+
+        parser = build_parser()
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("case", MATRIX)
+def test_every_flag_is_one_the_binary_takes(case: str) -> None:
+    docs = render(*MATRIX[case])
+    for name, command in (("release-operator", "operator"), ("release-gateway", "gateway")):
+        if not [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]:
+            continue
+        found = container(docs, name)
+        assert found["command"] == ["llmfleet"]
+        assert found["args"][0] == command
+        flags = {arg.split("=", 1)[0] for arg in found["args"][1:]}
+        assert flags <= parser_flags(command), flags - parser_flags(command)
+
+
+# ---- pods: security, scheduling, images ----------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["defaults", "everything"])
+def test_pods_meet_the_restricted_pod_security_standard(case: str) -> None:
+    docs = render(*MATRIX[case])
+    for name in ("release-operator", "release-gateway"):
+        pod = component(docs, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
+        assert all(set(v) <= {"name", "emptyDir", "secret"} for v in pod["volumes"])
+        for box in pod["containers"]:
+            assert box["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            }
+            assert {"name": "tmp", "mountPath": "/tmp"} in box["volumeMounts"]
+
+
+def test_scheduling_env_and_images_come_from_the_values() -> None:
+    defaults = render()
+    assert container(defaults, "release-operator")["image"] == "ghcr.io/llmfleet/operator:0.1.0"
+    assert container(defaults, "release-gateway")["image"] == "ghcr.io/llmfleet/gateway:0.1.0"
+    docs = render(FULL)
+    operator = component(docs, "Deployment", "release-operator")["spec"]["template"]
+    assert container(docs, "release-operator")["image"] == (
+        "mirror.example:5000/llmfleet/operator@sha256:" + "0" * 64
+    )
+    assert (
+        container(docs, "release-gateway")["image"]
+        == "mirror.example:5000/llmfleet/gateway:0.1.0-rc1"
+    )
+    env = container(docs, "release-operator")["env"]
+    assert {"name": "KUBERNETES_SERVICE_HOST", "value": "10.0.0.1"} in env
+    assert {
+        "name": "POD_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    } in env
+    assert container(docs, "release-gateway")["env"] == [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": "10.0.0.1"}
+    ]
+    spec = operator["spec"]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert spec["tolerations"][0]["key"] == "dedicated"
+    assert "podAntiAffinity" in spec["affinity"]
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "operator-pull"}]
+    assert operator["metadata"]["labels"]["team"] == "platform"
+    assert operator["metadata"]["annotations"]["example.com/owner"] == "platform"
+    # The selector's labels are the chart's, whatever podLabels say.
+    clash = render("operator.podLabels.app\\.kubernetes\\.io/component=mine")
+    template = component(clash, "Deployment", "release-operator")["spec"]["template"]
+    assert template["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+
+
+# ---- monitoring ----------------------------------------------------------------------------
+
+
+def monitors(docs: list[Doc]) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for d in docs if d["apiVersion"] == "monitoring.coreos.com/v1"}
+
+
+def test_monitors_select_the_engines_the_operator_labels() -> None:
+    engine_labels = common_labels("llama")
+    for flag, endpoints in (
+        ("monitoring.serviceMonitor.enabled=true", "endpoints"),
+        ("monitoring.podMonitor.enabled=true", "podMetricsEndpoints"),
+    ):
+        found = monitors(render(flag))
+        assert set(found) == {"release-engines", "release-operator", "release-gateway"}
+        engines = found["release-engines"]["spec"]
+        assert engines["selector"]["matchLabels"].items() <= engine_labels.items()
+        assert engines["namespaceSelector"] == {"any": True}
+        [endpoint] = engines[endpoints]
+        assert endpoint["port"] == ENGINE_PORT_NAME
+        jobs = {
+            name: m["spec"][endpoints][0]["relabelings"][0]["replacement"]
+            for name, m in found.items()
+        }
+        assert jobs == {
+            "release-engines": "llmfleet-engine",
+            "release-operator": "llmfleet-operator",
+            "release-gateway": "llmfleet-gateway",
+        }
+    docs = render("monitoring.serviceMonitor.enabled=true")
+    service = component(docs, "Service", "release-operator-metrics")
+    selector = component(docs, "ServiceMonitor", "release-operator")["spec"]["selector"][
+        "matchLabels"
+    ]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    gateway = component(docs, "Service", "release-gateway")
+    selector = component(docs, "ServiceMonitor", "release-gateway")["spec"]["selector"][
+        "matchLabels"
+    ]
+    assert selector.items() <= gateway["metadata"]["labels"].items()
+    scoped = monitors(render("monitoring.podMonitor.enabled=true", "rbac.scope=Namespace"))
+    assert scoped["release-engines"]["spec"]["namespaceSelector"] == {"matchNames": [SYSTEM]}
+    assert not monitors(render())
+    both = subprocess.run(
+        [
+            helm(),
+            "template",
+            "release",
+            str(CHART),
+            "--set",
+            "monitoring.podMonitor.enabled=true",
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "enable one, not both" in both.stderr
+
+
+def exported_names() -> set[str]:
+    """Every series name the code exports: the gateway's and the operator's registries, and
+    the engine families of the shared contract."""
+    names = {"up"}
+    registries = [GatewayMetrics(Pool(), WaitingRoom(1)).registry, OperatorMetrics().registry]
+    for registry in registries:
+        for family in registry.collect():
+            suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+            names.update(family.name + s for s in suffixes.get(family.type, [""]))
+    engine = [contract_metrics.WAITING, contract_metrics.RUNNING, contract_metrics.KV_CACHE_USAGE]
+    names.update(engine)
+    names.update(contract_metrics.TIME_TO_FIRST_TOKEN + s for s in ("_bucket", "_count", "_sum"))
+    return names
+
+
+CLAUSES = re.compile(
+    r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)|\{[^}]*\}|\[[^\]]*\]"
+)
+KEYWORDS = {"and", "or", "unless", "bool", "offset"}
+
+
+def series_in(expr: str) -> set[str]:
+    """The series names a PromQL expression reads (recorded llmfleet: series left out)."""
+    bare = CLAUSES.sub(" ", expr)
+    names = re.findall(r"(?<![\w.])([a-zA-Z_:][\w:]*)(?!\w|:|\s*\()", bare)
+    return {n for n in names if n not in KEYWORDS and not n.startswith("llmfleet:")}
+
+
+def rules(*values: str) -> list[Doc]:
+    [rule] = [d for d in render(*values) if d["kind"] == "PrometheusRule"]
+    groups: list[Doc] = rule["spec"]["groups"]
+    return groups
+
+
+def dashboard_exprs() -> list[str]:
+    [config] = [d for d in render("monitoring.dashboard.enabled=true") if d["kind"] == "ConfigMap"]
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(config["data"]["llmfleet.json"])
+    return [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    found = shutil.which("promtool")
+    assert found, "promtool is missing: `make tools` installs Debian's prometheus"
+    return found
+
+
+def test_rules_and_dashboard_parse_and_name_only_exported_metrics(
+    promtool: str, tmp_path: Path
+) -> None:
+    groups = rules("monitoring.prometheusRule.enabled=true")
+    exprs = [rule["expr"] for group in groups for rule in group["rules"]]
+    board = dashboard_exprs()
+    assert len(board) >= 7
+    # The dashboard's queries, as recording rules, so that promtool parses them too.
+    as_rules = [
+        {
+            "record": f"dashboard:query_{i}",
+            "expr": expr.replace("$__rate_interval", "5m").replace("$llmdeployment", ".*"),
+        }
+        for i, expr in enumerate(board)
+    ]
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [*groups, {"name": "dashboard", "rules": as_rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    known = exported_names() | {"kube_deployment_spec_replicas"}  # kube-state-metrics
+    for expr in exprs + board:
+        assert series_in(expr) <= known, (expr, series_in(expr) - known)
+    alerts = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
+    assert alerts == {
+        "LLMFleetEngineMetricsUnavailable",
+        "LLMFleetGatewayMetricsUnavailable",
+        "LLMFleetOperatorDown",
+        "LLMFleetReconcileErrors",
+        "LLMFleetScalingLimited",
+        "LLMFleetGatewayServerErrors",
+        "LLMFleetGatewayRateLimited",
+        "LLMFleetTTFTBudgetBurnFast",
+        "LLMFleetTTFTBudgetBurnSlow",
+    }
+
+
+def test_alerts_fire_on_the_series_they_are_about(promtool: str, tmp_path: Path) -> None:
+    groups = rules(
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.prometheusRule.ttft.thresholdSeconds=1",
+    )
+    for group in groups:  # promtool compares annotations too; the labels are the point here
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    shutil.copy(FIXTURES / "rule-tests.yaml", tmp_path / "tests.yaml")
+    result = subprocess.run(
+        [promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---- network policies ----------------------------------------------------------------------
+
+
+def test_network_policies_confine_the_engines() -> None:
+    assert not [d for d in render() if d["kind"] == "NetworkPolicy"]
+    docs = render(*MATRIX["network-policies"])
+    policies = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+    }
+    assert set(policies) == {
+        (SYSTEM, "release-gateway"),
+        (SYSTEM, "release-operator"),
+        ("team-a", "release-engines"),
+    }
+    engines = policies[("team-a", "release-engines")]["spec"]
+    assert engines["podSelector"]["matchLabels"].items() <= common_labels("llama").items()
+    served, group = engines["ingress"]
+    assert served["ports"] == [{"protocol": "TCP", "port": ENGINE_PORT}]
+    components = [
+        peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+        for peer in served["from"]
+    ]
+    assert components == ["gateway", "operator", None]  # the last: monitoring
+    assert group == {"from": [{"podSelector": engines["podSelector"]}]}
+    gateway = policies[(SYSTEM, "release-gateway")]["spec"]
+    assert gateway["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    to_engines = [
+        rule
+        for rule in gateway["egress"]
+        if rule.get("ports") == [{"protocol": "TCP", "port": ENGINE_PORT}]
+    ]
+    assert to_engines[0]["to"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "team-a"
+    ]
+    # Cluster-wide, the engines' namespaces are unknown: no engine policy, egress to any.
+    wide = [d for d in render("networkPolicy.enabled=true") if d["kind"] == "NetworkPolicy"]
+    assert {d["metadata"]["name"] for d in wide} == {"release-gateway", "release-operator"}
