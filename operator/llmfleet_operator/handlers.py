@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from llmfleet_contract.api import GROUP, PLURAL, VERSION
 from llmfleet_contract.labels import OWNER
@@ -57,6 +59,42 @@ class Metrics:
         self.known = Gauge(
             "llmfleet_operator_llmdeployments", "LLMDeployments watched.", registry=self.registry
         )
+        self.statuses = Statuses()
+        self.registry.register(self.statuses)
+
+
+REPLICA_FIELDS = {"desired": "desiredReplicas", "current": "replicas", "ready": "readyReplicas"}
+
+
+class Statuses(Collector):
+    """Each watched LLMDeployment's conditions and replica counts, as its last watch event
+    showed them: what alerts and dashboards read (ScalingLimited, MetricsAvailable, desired
+    against ready) without listing objects. Built at scrape time, so a deleted object's or
+    a changed reason's series goes with it."""
+
+    def __init__(self) -> None:
+        self.status: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        conditions = GaugeMetricFamily(
+            "llmfleet_operator_llmdeployment_condition",
+            "An LLMDeployment's condition: 1 when True, 0 when False or Unknown.",
+            labels=["namespace", "llmdeployment", "type", "status", "reason"],
+        )
+        replicas = GaugeMetricFamily(
+            "llmfleet_operator_llmdeployment_replicas",
+            "An LLMDeployment's serving groups: desired, current (existing) and ready.",
+            labels=["namespace", "llmdeployment", "state"],
+        )
+        for (namespace, name), status in sorted(self.status.items()):
+            for condition in status.get("conditions") or ():
+                value = 1.0 if condition.get("status") == "True" else 0.0
+                labels = [condition.get(k) or "" for k in ("type", "status", "reason")]
+                conditions.add_metric([namespace, name, *labels], value)
+            for state, key in REPLICA_FIELDS.items():
+                replicas.add_metric([namespace, name, state], float(status.get(key) or 0))
+        yield conditions
+        yield replicas
 
 
 @dataclass
@@ -159,12 +197,14 @@ def make_registry() -> kopf.OperatorRegistry:
         key = (namespace, name)
         if type == "DELETED":
             runtime.known.pop(key, None)
+            runtime.metrics.statuses.status.pop(key, None)
             if runtime.autoscaler is not None:
                 runtime.autoscaler.forget(namespace, name)
         else:
             generation = body.get("metadata", {}).get("generation")
             changed = key not in runtime.known or runtime.known[key] != generation
             runtime.known[key] = generation
+            runtime.metrics.statuses.status[key] = dict(body.get("status") or {})
             # The operator's own status writes change no generation: reconciling on them
             # would double the API calls of every control period. The resync covers
             # label and annotation edits.

@@ -1,0 +1,73 @@
+"""The operator's per-LLMDeployment series: conditions and replica counts as the last watch
+event showed them, gone with the object, a changed reason replacing the old series."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from llmfleet_contract.exposition import parse
+from llmfleet_operator.handlers import Metrics
+
+
+def series(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    page = parse(generate_latest(metrics.registry).decode())
+    found = {}
+    for name in (
+        "llmfleet_operator_llmdeployment_condition",
+        "llmfleet_operator_llmdeployment_replicas",
+    ):
+        for one in page.named(name):
+            found[name, tuple(sorted(one.labels.items()))] = one.value
+    return found
+
+
+def condition(kind: str, status: str, reason: str) -> dict[str, str]:
+    return {"type": kind, "status": status, "reason": reason, "message": "..."}
+
+
+def test_conditions_and_replicas_follow_the_last_status() -> None:
+    metrics = Metrics()
+    status = {
+        "conditions": [
+            condition("Ready", "True", "AllReplicasReady"),
+            condition("ScalingLimited", "True", "AtMaxReplicas"),
+            condition("MetricsAvailable", "False", "ScrapeFailed"),
+        ],
+        "desiredReplicas": 3,
+        "replicas": 3,
+        "readyReplicas": 2,
+    }
+    metrics.statuses.status["team", "llama"] = status
+    found = series(metrics)
+    labels = (("llmdeployment", "llama"), ("namespace", "team"))
+
+    def one(kind: str, status: str, reason: str) -> float:
+        key = (*labels, ("reason", reason), ("status", status), ("type", kind))
+        return found["llmfleet_operator_llmdeployment_condition", tuple(sorted(key))]
+
+    assert one("Ready", "True", "AllReplicasReady") == 1
+    assert one("ScalingLimited", "True", "AtMaxReplicas") == 1
+    assert one("MetricsAvailable", "False", "ScrapeFailed") == 0
+    replicas = {
+        dict(k[1])["state"]: v
+        for k, v in found.items()
+        if k[0] == "llmfleet_operator_llmdeployment_replicas"
+    }
+    assert replicas == {"desired": 3, "current": 3, "ready": 2}
+
+    status["conditions"][1] = condition("ScalingLimited", "False", "WithinRange")
+    after = series(metrics)
+    limited = [k for k in after if ("type", "ScalingLimited") in k[1]]
+    assert len(limited) == 1
+    assert ("reason", "WithinRange") in limited[0][1]
+
+    del metrics.statuses.status["team", "llama"]
+    assert series(metrics) == {}
+
+
+def test_an_object_without_status_has_zero_replicas_and_no_conditions() -> None:
+    metrics = Metrics()
+    metrics.statuses.status["team", "fresh"] = {}
+    found = series(metrics)
+    assert set(found.values()) == {0.0}
+    assert len(found) == 3
