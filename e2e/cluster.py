@@ -3,15 +3,21 @@
 Called by `e2e/cluster.sh` (`make cluster-up` / `make cluster-down`) and so by
 the session fixture in `e2e/conftest.py`. `up` builds the binaries (cached, see
 `controlplane/build.sh`), then starts on 127.0.0.1 only: etcd, kube-apiserver
-(RBAC, token auth, service-account keys, default admission plugins),
+(Node and RBAC authorization, token auth, service-account keys, the default
+admission plugins and NodeRestriction),
 kube-controller-manager, kube-scheduler, kwok with fake GPU nodes, the
 LeaderWorkerSet controller (webhooks served on loopback, registered by URL) and
-the pod runner. It waits until all are healthy and prints `export KUBECONFIG=`.
-Every `up` from a stopped state starts from an empty etcd; credentials persist.
+the pod runner. With `LLMFLEET_REAL_NODE=1` it also runs a real node, `llmfleet-node`
+(`node.py`: containerd and a kubelet running the images `images/build.sh` makes).
+It waits until all are healthy and prints `export KUBECONFIG=`. Every `up` from a
+stopped state starts from an empty etcd; credentials persist. `up` with the real node
+beside a control plane already up adds the node only; `load-images` rebuilds the
+images (cached) and imports the changed ones into the node. `down` stops everything
+there is, the real node included.
 
 State folder (`$LLMFLEET_STATE_DIR`, default `<repo>/.llmfleet`): `kubeconfig`
 (admin), `kubeconfigs/`, `pki/`, `pids/`, `logs/<component>.log`, `pods/` (logs
-of pod processes), `etcd/`. The API server listens on
+of pod processes), `etcd/`, `node/` (the real node's). The API server listens on
 127.0.0.1:`$LLMFLEET_CLUSTER_PORT_BASE` + 43 (16443); `$LLMFLEET_GPU_NODES` (4)
 fake nodes.
 """
@@ -32,11 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import components
+import node
 import pki
 import yaml
 from components import E2E, REPO, Layout
 from kubeapi import Api, ApiError
-from manifests import gpu_node, lws_webhook_configurations
+from manifests import (
+    REAL_NODE_GPUS,
+    REAL_NODE_NAME,
+    gpu_capacity_patch,
+    gpu_node,
+    kubelet_api_admin_binding,
+    lws_webhook_configurations,
+)
 from processes import Processes
 
 COMPONENTS = [
@@ -49,6 +63,7 @@ COMPONENTS = [
     "podrunner",
 ]
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+CLUSTER_ROLE_BINDINGS = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1"
 DEFAULT_SA = "/api/v1/namespaces/default/serviceaccounts/default"
 AUTHENTICATION_CONFIGMAP = (
@@ -63,6 +78,8 @@ class StartError(Exception):
         super().__init__(f"{component}: {message}")
         self.component = component
 
+
+START_ERRORS = (StartError, ApiError, OSError, subprocess.CalledProcessError, node.NodeError)
 
 # ---- checks --------------------------------------------------------------------------
 
@@ -96,9 +113,28 @@ def condition_true(obj: dict[str, Any], kind: str) -> bool:
 
 
 def nodes_ready(api: Api) -> int:
-    """How many nodes are Ready and untainted."""
+    """How many kwok nodes are Ready and untainted."""
     nodes = api.get("/api/v1/nodes")["items"]
-    return sum(condition_true(n, "Ready") and not n["spec"].get("taints") for n in nodes)
+    kwok = [n for n in nodes if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node")]
+    return sum(condition_true(n, "Ready") and not n["spec"].get("taints") for n in kwok)
+
+
+def real_node_usable(api: Api) -> bool:
+    """The real node is Ready with its GPUs allocatable; gives it the GPUs when it
+    has registered without them (they are not the kubelet's to report)."""
+    path = f"/api/v1/nodes/{REAL_NODE_NAME}"
+    try:
+        found = api.get(path)
+    except ApiError as error:
+        if error.status == 404:
+            return False  # not registered yet
+        raise
+    status = found.get("status", {})
+    if status.get("capacity", {}).get("nvidia.com/gpu") != str(REAL_NODE_GPUS):
+        api.strategic_patch(f"{path}/status", gpu_capacity_patch())
+        return False
+    gpus = status.get("allocatable", {}).get("nvidia.com/gpu")
+    return condition_true(found, "Ready") and gpus == str(REAL_NODE_GPUS)
 
 
 def exists(api: Api, path: str) -> bool:
@@ -117,20 +153,23 @@ def exists(api: Api, path: str) -> bool:
 class Cluster:
     """One local control plane, identified by its state folder."""
 
-    def __init__(self, layout: Layout, gpu_nodes: int) -> None:
+    def __init__(self, layout: Layout, gpu_nodes: int, real_node: bool = False) -> None:
         self.layout = layout
         self.state = layout.state
         self.gpu_nodes = gpu_nodes
         self.processes = Processes(layout.state)
+        self.node = node.RealNode(layout, self.processes) if real_node else None
+        self.components = COMPONENTS + (node.COMPONENTS if real_node else [])
 
     def is_up(self) -> bool:
-        running = all(self.processes.pid(name) for name in COMPONENTS)
+        running = all(self.processes.pid(name) for name in self.components)
         return running and http_ok(self.layout.port("apiserver"), "/readyz")
 
     def status(self) -> int:
-        for name in COMPONENTS:
+        for name in COMPONENTS + node.COMPONENTS:
             pid = self.processes.pid(name)
-            print(f"{name:20} {f'pid {pid}' if pid else 'stopped'}")
+            if pid or name in self.components:  # the real node's only when asked for or there
+                print(f"{name:20} {f'pid {pid}' if pid else 'stopped'}")
         up = self.is_up()
         print(f"cluster {'up' if up else 'down'} (state: {self.state})")
         return 0 if up else 1
@@ -140,14 +179,14 @@ class Cluster:
             print(f"control plane already up (state: {self.state})")
             print(f"export KUBECONFIG={self.layout.kubeconfig}")
             return 0
+        if self.node and self._control_plane_up() and pki.has_node_credentials(self.layout.pki):
+            return self._add_node()
         self.down(quiet=True)  # whatever a half-finished start left behind
         started = time.monotonic()
         try:
             self._start_all(self._build())
-        except (StartError, ApiError, OSError, subprocess.CalledProcessError) as error:
-            print(f"cluster-up failed: {error}", file=sys.stderr)
-            if isinstance(error, StartError):
-                self._print_log_tail(error.component)
+        except START_ERRORS as error:
+            self._report_failure(error)
             self.down(quiet=True)
             return 1
         print(f"control plane up in {time.monotonic() - started:.1f} s (state: {self.state})")
@@ -156,11 +195,53 @@ class Cluster:
 
     def down(self, quiet: bool = False) -> int:
         names = self.processes.recorded()
-        for name in names:
+        # The real node first, while containerd still runs to remove its pods' sandboxes.
+        node.RealNode(self.layout, self.processes).stop()
+        for name in self.processes.recorded():
             self.processes.stop(name)
         if not quiet:
             print(f"stopped {len(names)} control-plane processes (state: {self.state})")
         return 0
+
+    def load_images(self) -> int:
+        """Build the images and import the new ones into the real node (`load-images`)."""
+        try:
+            references = node.RealNode(self.layout, self.processes).load_images()
+        except (node.NodeError, OSError) as error:
+            print(f"load-images failed: {error}", file=sys.stderr)
+            return 1
+        print(*references.values(), sep="\n")
+        return 0
+
+    def _control_plane_up(self) -> bool:
+        running = all(self.processes.pid(name) for name in COMPONENTS)
+        return running and http_ok(self.layout.port("apiserver"), "/readyz")
+
+    def _add_node(self) -> int:
+        """Start the real node beside a control plane that runs without one (one this
+        code started: the API server knows the kubelet's token and its address)."""
+        assert self.node is not None
+        started = time.monotonic()
+        try:
+            kube = self._build() / "kube"
+            self.node.stop()  # whatever a half-finished start left behind
+            self.node.prepare(kube)
+            api = Api.from_kubeconfig(str(self.layout.kubeconfig))
+            self._start_node(api, kube)
+            ready = "registering its node Ready with GPUs"
+            self._wait_for("kubelet", ready, lambda: real_node_usable(api))
+        except START_ERRORS as error:
+            self._report_failure(error)
+            self.node.stop()
+            return 1
+        print(f"real node up in {time.monotonic() - started:.1f} s (state: {self.state})")
+        print(f"export KUBECONFIG={self.layout.kubeconfig}")
+        return 0
+
+    def _report_failure(self, error: Exception) -> None:
+        print(f"cluster-up failed: {error}", file=sys.stderr)
+        if isinstance(error, StartError | node.NodeError) and error.component:
+            self._print_log_tail(error.component)
 
     # ---- steps of up -------------------------------------------------------------------
 
@@ -183,6 +264,9 @@ class Cluster:
     def _start_all(self, bin_dir: Path) -> None:
         layout = self.layout
         self._prepare_state()
+        kube = bin_dir / "kube"
+        if self.node:
+            self.node.prepare(kube)
         self.processes.start("etcd", components.etcd(layout, bin_dir))
         etcd_health = lambda: http_ok(layout.port("etcd"), "/health", tls=False)  # noqa: E731
         self._wait_for("etcd", "healthy", etcd_health)
@@ -195,12 +279,20 @@ class Cluster:
         self._wait_for("apiserver", "publishing its authentication ConfigMap", published)
         self.processes.start("controller-manager", components.controller_manager(layout, bin_dir))
         self.processes.start("scheduler", components.scheduler(layout, bin_dir))
+        if self.node:
+            self._start_node(api, kube)
         for index in range(1, self.gpu_nodes + 1):
             api.request("POST", "/api/v1/nodes", gpu_node(index))
         self.processes.start("kwok", components.kwok(layout, bin_dir))
         self._start_lws(bin_dir, api)
         self.processes.start("podrunner", components.podrunner(layout))
         self._wait_until_usable(api)
+
+    def _start_node(self, api: Api, kube: Path) -> None:
+        assert self.node is not None
+        binding = kubelet_api_admin_binding(pki.KUBELET_CLIENT)
+        api.apply(f"{CLUSTER_ROLE_BINDINGS}/{binding['metadata']['name']}", binding)
+        self.node.start(kube)
 
     def _start_lws(self, bin_dir: Path, api: Api) -> None:
         """CRD first (the controller needs it), then the controller, then its webhooks."""
@@ -236,9 +328,12 @@ class Cluster:
             ("podrunner", "ready", (self.state / "podrunner.ready").exists),
             (kcm, sa, lambda: exists(api, DEFAULT_SA)),
         ]
+        if self.node:
+            ready = "registering its node Ready with GPUs"
+            checks.append(("kubelet", ready, lambda: real_node_usable(api)))
         for component, what, check in checks:
             self._wait_for(component, what, check)
-        for name in COMPONENTS:
+        for name in self.components:
             if not self.processes.pid(name):
                 raise StartError(name, "exited")
 
@@ -263,15 +358,18 @@ class Cluster:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "load-images"])
     args = parser.parse_args()
     state = Path(os.environ.get("LLMFLEET_STATE_DIR") or REPO / ".llmfleet").resolve()
     layout = Layout(state, int(os.environ.get("LLMFLEET_CLUSTER_PORT_BASE", "16400")))
-    cluster = Cluster(layout, int(os.environ.get("LLMFLEET_GPU_NODES", "4")))
+    gpu_nodes = int(os.environ.get("LLMFLEET_GPU_NODES", "4"))
+    real_node = os.environ.get("LLMFLEET_REAL_NODE", "") not in ("", "0")
+    cluster = Cluster(layout, gpu_nodes, real_node)
     commands: dict[str, Callable[[], int]] = {
         "up": cluster.up,
         "down": cluster.down,
         "status": cluster.status,
+        "load-images": cluster.load_images,
     }
     return commands[args.command]()
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Entry point of the local e2e control plane (`make cluster-up` / `make cluster-down`):
-#   bash e2e/cluster.sh up|down|status
-# The work is done by e2e/cluster.py with the repo's virtualenv (it needs PyPI
+#   bash e2e/cluster.sh up|down|status|load-images
+# LLMFLEET_REAL_NODE=1 up also runs a real kubelet node (e2e/node.py; images from
+# images/build.sh, imported again by load-images after a rebuild). The work is done by e2e/cluster.py with the repo's virtualenv (it needs PyPI
 # packages, e.g. PyYAML; `make setup` makes the venv). State folder:
 # $LLMFLEET_STATE_DIR (default <repo>/.llmfleet); binaries are cached in
 # ${LLMFLEET_CACHE_DIR:-~/.cache/llmfleet}/controlplane/.

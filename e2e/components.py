@@ -1,7 +1,8 @@
 """Command lines of the local control plane's processes, and where their files live.
 
 Pure: `cluster.py` calls these to start each component. Every server binds
-127.0.0.1; ports are `$LLMFLEET_CLUSTER_PORT_BASE` (16400) plus PORT_OFFSETS.
+127.0.0.1 (the real node's kubelet and API relay, `node.py`, also its bridge
+address); ports are `$LLMFLEET_CLUSTER_PORT_BASE` (16400) plus PORT_OFFSETS.
 Flags are written as mappings so each reads like a component's config file.
 """
 
@@ -24,6 +25,8 @@ PORT_OFFSETS = {
     "scheduler": 59,
     "kwok": 80,
     "lws-health": 81,
+    "kubelet-healthz": 48,  # the real node's kubelet (node.py), healthz on 127.0.0.1
+    "kubelet": 50,  # ... and its API, on the node's bridge address
 }
 SERVICE_CIDR = "10.96.0.0/16"  # required by the API server; nothing ever connects to it
 
@@ -98,8 +101,16 @@ def apiserver(layout: Layout, bin_dir: Path) -> list[str]:
         "service-account-issuer": layout.server,
         "service-account-key-file": pki / "sa.pub",
         "service-account-signing-key-file": pki / "sa.key",
-        "authorization-mode": "RBAC",
+        # Node: a kubelet may read and write only what its own pods need;
+        # NodeRestriction: and change only its own Node and those pods.
+        "authorization-mode": "Node,RBAC",
+        "enable-admission-plugins": "NodeRestriction",
         "token-auth-file": pki / "tokens.csv",
+        # How `kubectl logs`/exec reach the real node's kubelet (kwok's nodes have none).
+        "kubelet-client-certificate": pki / "kubelet-client.crt",
+        "kubelet-client-key": pki / "kubelet-client.key",
+        "kubelet-certificate-authority": pki / "ca.crt",
+        "kubelet-preferred-address-types": "InternalIP",
         "allow-privileged": "true",
         "profiling": "false",
         "v": 1,

@@ -1,5 +1,6 @@
-"""Objects `cluster.py` creates on a new control plane: the fake GPU nodes and
-the LeaderWorkerSet webhook configurations. Pure functions.
+"""Objects `cluster.py` creates on a new control plane: the fake GPU nodes, the
+LeaderWorkerSet webhook configurations and, with the real node (`node.py`), its
+labels, GPU capacity and the API server's access to its kubelet. Pure functions.
 """
 
 from __future__ import annotations
@@ -9,6 +10,21 @@ from typing import Any
 import yaml
 
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+# The real node (LLMFLEET_REAL_NODE=1): a kubelet on this machine whose pods live on
+# the bridge subnet below. NODE_IP is the bridge's own address: the kubelet serves
+# there, and pods reach the API server there (KUBERNETES_SERVICE_HOST).
+REAL_NODE_NAME = "llmfleet-node"
+NODE_IP = "10.244.0.1"
+POD_SUBNET = "10.244.0.0/24"
+REAL_NODE_GPUS = 4
+# Keeps the kwok tier's pods off the real node; the pods meant for it tolerate this.
+REAL_NODE_TAINT = {"key": "llmfleet.io/node", "value": "real", "effect": "NoSchedule"}
+REAL_NODE_LABELS = {
+    "llmfleet.io/node": "real",
+    "nvidia.com/gpu.product": GPU_PRODUCT,
+    "nvidia.com/gpu.count": str(REAL_NODE_GPUS),
+}
 
 
 def gpu_node(index: int) -> dict[str, Any]:
@@ -47,6 +63,30 @@ def gpu_node(index: int) -> dict[str, Any]:
                 {"type": "Hostname", "address": name},
             ],
         },
+    }
+
+
+def gpu_capacity_patch() -> dict[str, Any]:
+    """Status patch giving the real node its GPUs as an extended resource, the way
+    GPU-less test clusters advertise them (no device plugin: nothing is attached).
+    The kubelet keeps a capacity it does not manage and derives allocatable from it."""
+    gpus = {"nvidia.com/gpu": str(REAL_NODE_GPUS)}
+    return {"status": {"capacity": gpus, "allocatable": gpus}}
+
+
+def kubelet_api_admin_binding(user: str) -> dict[str, Any]:
+    """Let the API server's kubelet client (`user`) use the kubelet API: logs, exec,
+    port-forward. The kubelet authorizes it by a SubjectAccessReview."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "llmfleet:kube-apiserver-kubelet-client"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:kubelet-api-admin",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     }
 
 

@@ -1,8 +1,9 @@
 """The pod runner: a test-only stand-in for the part of a kubelet that runs containers.
 
 Started by `cluster.py` (one per local control plane). It watches the pods bound
-to the fake kwok nodes. kwok gives each one a Running status and a loopback IP
-(its node's podCIDR is inside 127.0.0.0/8) but reports it not Ready; the runner:
+to the fake kwok nodes (never those of the real node, `node.py`). kwok gives each
+one a Running status and a loopback IP (its node's podCIDR is inside 127.0.0.0/8)
+but reports it not Ready; the runner:
 
 1. Starts the pod's process once it has an IP, when the pod says what backs it:
    - annotation `e2e.llmfleet.io/command`: a JSON argv, with `{ip}` and `{port}`
@@ -44,12 +45,14 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubeapi import Api, ApiError
+from manifests import REAL_NODE_NAME
 
 JSON = dict[str, Any]
 COMMAND_ANNOTATION = "e2e.llmfleet.io/command"
@@ -218,7 +221,9 @@ class Runner:
 
     def watch_pods(self) -> None:
         """Thread: list + watch bound pods forever, feeding the inbox."""
-        path = "/api/v1/pods?fieldSelector=spec.nodeName%21%3D"
+        # Bound pods, except those of the real node (node.py), whose kubelet runs them.
+        selector = urllib.parse.quote(f"spec.nodeName!=,spec.nodeName!={REAL_NODE_NAME}")
+        path = f"/api/v1/pods?fieldSelector={selector}"
         while True:
             try:
                 listing = self.api.get(path)

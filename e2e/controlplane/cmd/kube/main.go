@@ -1,10 +1,12 @@
 // Command kube is a multi-call binary for the local e2e control plane:
-// `kube apiserver|controller-manager|scheduler [flags]`. One binary shares the
-// compile and the (slow) link of the Kubernetes code the three have in common.
-// Started by e2e/cluster.sh.
+// `kube apiserver|controller-manager|scheduler|kubelet [flags]`. One binary shares
+// the compile and the (slow) link of the Kubernetes code they have in common.
+// Started by e2e/cluster.sh (the kubelet only with LLMFLEET_REAL_NODE=1, which
+// also uses `kube cri-images|cri-reset`, see cri.go).
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -13,6 +15,7 @@ import (
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 func main() {
@@ -20,9 +23,13 @@ func main() {
 		"apiserver":          apiserver.NewAPIServerCommand,
 		"controller-manager": controllermanager.NewControllerManagerCommand,
 		"scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
+		"kubelet":            func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
+	}
+	if len(os.Args) >= 2 && (os.Args[1] == "cri-images" || os.Args[1] == "cri-reset") {
+		os.Exit(criMain(os.Args[1], os.Args[2:]))
 	}
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: kube apiserver|controller-manager|scheduler [flags]")
+		fmt.Fprintln(os.Stderr, "usage: kube apiserver|controller-manager|scheduler|kubelet [flags] | cri-images|cri-reset ENDPOINT")
 		os.Exit(2)
 	}
 	command := commands[os.Args[1]]()
