@@ -4,7 +4,8 @@ Cases: a missing, empty or own lease may be taken; another holder's fresh lease 
 expired one may. ``try_hold`` on an in-memory API (resourceVersions checked as the API
 server checks them): creates the lease when there is none and loses a race to create it;
 renews its own; leaves another's fresh lease alone; takes an expired one, counting the
-transition; loses a race to a writer that changed the lease since it was read.
+transition; loses a race to a writer that changed the lease since it was read; releases its
+own lease at shutdown (a standby takes it at once), never another's.
 """
 
 from __future__ import annotations
@@ -116,3 +117,24 @@ def test_takes_an_expired_lease_and_counts_the_transition() -> None:
 def test_loses_the_race_to_a_writer_that_changed_it_meanwhile() -> None:
     leases = MemoryLeases(lease("other", NOW - timedelta(seconds=20)), race=True)
     assert not elector(leases).try_hold(NOW)
+
+
+def test_releases_its_own_lease_so_a_standby_takes_it_at_once() -> None:
+    leases = MemoryLeases(lease("me", NOW - timedelta(seconds=1)))
+    elector(leases).release()
+    assert leases.lease is not None
+    assert leases.lease["spec"]["holderIdentity"] == ""
+    standby = LeaseElector(leases, "llmfleet-system", "llmfleet-operator", "standby")
+    assert standby.try_hold(NOW)
+    assert leases.lease["spec"]["holderIdentity"] == "standby"
+
+
+def test_leaves_another_holders_lease_alone_and_survives_a_conflict() -> None:
+    foreign = MemoryLeases(lease("other", NOW))
+    elector(foreign).release()
+    assert foreign.lease is not None
+    assert foreign.lease["spec"]["holderIdentity"] == "other"
+    racing = MemoryLeases(lease("me", NOW), race=True)
+    elector(racing).release()  # logs, raises nothing: the lease lapses on its own
+    assert racing.lease is not None
+    assert racing.lease["spec"]["holderIdentity"] == "me"

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +102,8 @@ class Runtime:
     """What the handlers share, kept in kopf's memo."""
 
     kube: Kube
-    credentials: Credentials
+    credentials: Callable[[], Credentials]
+    """The client's credentials, read again at each kopf login (a rotated token)."""
     metrics: Metrics
     autoscaler: Autoscaler | None = None
     workers: int = 4
@@ -160,7 +161,7 @@ def make_registry() -> kopf.OperatorRegistry:
     @kopf.on.login(registry=registry)
     def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
         """kopf watches with the same credentials the operator's client uses."""
-        found: Credentials = memo["runtime"].credentials
+        found: Credentials = memo["runtime"].credentials()
         return kopf.ConnectionInfo(
             server=found.server,
             ca_path=found.ca_path,

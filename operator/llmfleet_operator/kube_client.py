@@ -70,15 +70,22 @@ def _translated() -> Iterator[None]:
         raise ClientError(404, f"the API server does not serve it: {err}") from err
 
 
-def credentials(dynamic: DynamicClient) -> Credentials:
-    configuration = dynamic.client.configuration
+def credentials(configuration: client.Configuration) -> Credentials:
+    """The client's credentials as they are now: an in-cluster service-account token is
+    re-read from its file when the client's refresh period is over (the kubelet rotates
+    projected tokens), so kopf's re-login after a 401 gets the current one."""
+    refresh = getattr(configuration, "refresh_api_key_hook", None)  # typed as always None
+    if refresh is not None:
+        refresh(configuration)
     keys = configuration.api_key or {}
     bearer = keys.get("authorization") or keys.get("BearerToken")
+    # "Bearer <token>" from a kubeconfig, "bearer <token>" from the in-cluster loader.
+    scheme, _, token = (bearer or "").strip().partition(" ")
     return Credentials(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
         insecure=not configuration.verify_ssl,
-        token=bearer.removeprefix("Bearer ").strip() if bearer else None,
+        token=(token.strip() if scheme.lower() == "bearer" else bearer) or None,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
     )

@@ -15,9 +15,9 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import kopf
+from aiohttp import web
 from prometheus_client import start_http_server
 
 from llmfleet_operator.autoscaler import Autoscaler
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     kube = DynamicKube(dynamic)
     runtime = Runtime(
         kube=kube,
-        credentials=credentials(dynamic),
+        credentials=lambda: credentials(dynamic.client.configuration),
         metrics=Metrics(),
         autoscaler=Autoscaler(DirectScrape(gateway_urls=_gateways(args, kube))),
         workers=args.workers,
@@ -118,24 +118,43 @@ def _gateways(
 
 
 async def _run(args: argparse.Namespace, runtime: Runtime, elector: LeaseElector | None) -> None:
+    health = await _serve_health(args.health_port) if args.health_port else None
     keeper = None
-    if elector is not None:
-        await elector.acquire()
-        keeper = asyncio.create_task(elector.keep(lambda: os.kill(os.getpid(), signal.SIGTERM)))
-    memo: Any = kopf.Memo(runtime=runtime)
     try:
+        if elector is not None:
+            await elector.acquire()
+            keeper = asyncio.create_task(elector.keep(lambda: os.kill(os.getpid(), signal.SIGTERM)))
         await kopf.operator(
             registry=make_registry(),
-            memo=memo,
+            memo=kopf.Memo(runtime=runtime),
             standalone=True,  # no kopf peering: the Lease decides who acts
+            # Else kopf asks getpass for a user name, which an image's numeric user has not.
+            identity=args.identity,
             clusterwide=not args.namespaces,
             namespaces=args.namespaces or (),
-            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
-            if args.health_port
-            else None,
         )
     finally:
         if keeper is not None:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            if elector is not None:
+                await asyncio.to_thread(elector.release)
+        if health is not None:
+            await health.cleanup()
+
+
+async def _serve_health(port: int) -> web.AppRunner:
+    """``/healthz`` on ``port``, answered by this event loop from the start: a standby that
+    waits for the Lease is as alive as the leader (kopf's own endpoint starts only with
+    kopf, after the Lease, so a standby's liveness probe would fail and restart it)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
