@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup tools e2e-tools vllm crds tables verify lint test test-fast test-parity test-e2e run cluster-up cluster-down bench clean
+.PHONY: help setup tools e2e-tools vllm crds tables verify lint test test-fast test-parity test-e2e images test-ship kind run cluster-up cluster-down bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,9 +63,18 @@ test-parity: $(STAMP) vllm ## Parity tier: real vLLM on CPU against the engine s
 	$(BIN)/pytest tests/parity
 
 test-e2e: $(STAMP) e2e-tools ## e2e tier: a real control plane built from Go modules
-	$(BIN)/pytest e2e
+	$(BIN)/pytest e2e --ignore=e2e/shipping
 
-test: lint verify test-fast test-parity test-e2e ## Set up everything, then lint, verify and run every test tier
+images: ## Build the container images (Docker from Debian, a debootstrap base; cached)
+	bash images/build.sh
+
+test-ship: $(STAMP) e2e-tools ## Shipping tier: the chart's images run by a real kubelet on the local control plane
+	$(BIN)/pytest e2e/shipping
+
+kind: $(STAMP) ## The shipping tier on a kind cluster (needs Docker and kind's node image)
+	bash e2e/shipping/kind.sh
+
+test: lint verify test-fast test-parity test-e2e test-ship ## Set up everything, then lint, verify and run every test tier
 
 run: $(STAMP) e2e-tools ## Set up everything and run the main job: control plane, operator, a simulated LLMDeployment
 	$(BIN)/llmfleet validate -f examples/
