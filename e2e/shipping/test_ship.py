@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,36 @@ def logs(kubeconfig: Path, release: str, tmp_path: Path) -> Iterator[PodLogs]:
     followed.stop()
 
 
+def under_load(
+    api: ApiClient,
+    release: str,
+    gateway: str,
+    key: str,
+    logs: PodLogs,
+    clients: int,
+    change: Callable[[], object],
+    settled: tuple[str, Callable[[set[str]], bool]],
+) -> set[str]:
+    """Streams through the gateway until every pod of NAME decodes some, then ``change``, wait
+    until ``settled`` (given the pods before) and until the pods after served SLOTS more
+    streams; asserts none was lost. The pods before."""
+    before = every_pod(api, release)
+    replicas = len(before)
+    logs.follow(before)
+    with Streams(gateway, clients, TOKENS, spread=STREAM_SECONDS, key=key) as load:
+        wait_for(
+            "every client sending, streams on every pod",
+            lambda: load.all_sending and all_busy(api, release, replicas),
+        )
+        change()
+        what, check = settled
+        wait_for(what, lambda: check(before), timeout=300)
+        done_at_change = load.done
+        wait_for("streams served after it", lambda: load.done >= done_at_change + SLOTS)
+    assert load.errors == []
+    return before
+
+
 @pytest.mark.timeout(600)
 def test_a_scale_down_under_streaming_load_loses_no_stream(
     api: ApiClient,
@@ -240,22 +270,17 @@ def test_a_scale_down_under_streaming_load_loses_no_stream(
 ) -> None:
     apply(kubeconfig, release, model(images, 3))
     wait_for("3 serving pods", lambda: serving(api, release, 3), timeout=300)
-    before = every_pod(api, release)
-    logs.follow(before)
-    with Streams(gateway, 2 * SLOTS, TOKENS, spread=STREAM_SECONDS, key=key) as load:
-        wait_for(
-            "every client sending, streams on every pod",
-            lambda: load.all_sending and all_busy(api, release, 3),
-        )
-        kubectl(kubeconfig, "scale", "-n", release, f"llmdeployment/{NAME}", "--replicas=1")
-        wait_for(
-            "the 2 removed pods drained and gone",
-            lambda: len(every_pod(api, release)) == 1,
-            timeout=120,
-        )
-        done_at_scale = load.done
-        wait_for("streams served by the one left", lambda: load.done >= done_at_scale + SLOTS)
-    assert load.errors == []
+    scale = ("scale", "-n", release, f"llmdeployment/{NAME}", "--replicas=1")
+    before = under_load(
+        api,
+        release,
+        gateway,
+        key,
+        logs,
+        2 * SLOTS,
+        lambda: kubectl(kubeconfig, *scale),
+        ("the 2 removed pods drained and gone", lambda _: len(every_pod(api, release)) == 1),
+    )
     removed = before - every_pod(api, release)
     assert len(removed) == 2
     draining = logs.drained(removed)
@@ -274,22 +299,19 @@ def test_a_rollout_under_streaming_load_loses_no_stream(
 ) -> None:
     apply(kubeconfig, release, model(images, 2))
     wait_for("2 serving pods", lambda: serving(api, release, 2), timeout=300)
-    before = every_pod(api, release)
-    logs.follow(before)
-    with Streams(gateway, 2 * SLOTS - 1, TOKENS, spread=STREAM_SECONDS, key=key) as load:
-        wait_for(
-            "every client sending, streams on every pod",
-            lambda: load.all_sending and all_busy(api, release, 2),
-        )
-        apply(kubeconfig, release, model(images, 2, revision="main"))  # new pods
-        wait_for(
+    before = under_load(
+        api,
+        release,
+        gateway,
+        key,
+        logs,
+        2 * SLOTS - 1,
+        lambda: apply(kubeconfig, release, model(images, 2, revision="main")),  # new pods
+        (
             "every old pod drained and gone, the new ones ready",
-            lambda: not every_pod(api, release) & before and serving(api, release, 2),
-            timeout=300,
-        )
-        done_at_rollout = load.done
-        wait_for("streams served by the new pods", lambda: load.done >= done_at_rollout + SLOTS)
-    assert load.errors == []
+            lambda old: not every_pod(api, release) & old and serving(api, release, 2),
+        ),
+    )
     draining = logs.drained(before)
     assert all(draining.values()), draining
 
