@@ -89,7 +89,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "namespace-scope-teams": (
         "rbac.scope=Namespace",
         "operator.watchNamespaces={team-a,team-b}",
-        "gateway.watchNamespace=team-a",
+        "gateway.watchNamespaces={team-a,team-b}",
         "gateway.tenants.namespaces={team-a}",
         "rbac.readNodes=false",
     ),
@@ -102,7 +102,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "network-policies": (
         "networkPolicy.enabled=true",
         "operator.watchNamespaces={team-a}",
-        "gateway.watchNamespace=team-a",
+        "gateway.watchNamespaces={team-a}",
     ),
     "network-policies-cluster-wide": ("networkPolicy.enabled=true",),
     "gateway-off": ("gateway.enabled=false", "networkPolicy.enabled=true"),
@@ -308,11 +308,14 @@ def test_namespace_scope_grants_only_the_watched_namespaces() -> None:
     # Its own namespace: the Lease, and the gateway pods it reads pending requests from.
     own = component(docs, "Role", "release-operator-leader", SYSTEM)
     assert {"leases", "pods"} == {r for rule in own["rules"] for r in rule["resources"]}
-    gateway = component(docs, "Role", "release-gateway", "team-a")
-    assert gateway["rules"] == [
-        {"apiGroups": ["llmfleet.io"], "resources": ["llmdeployments"], "verbs": READ},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
-    ]
+    for place in ("team-a", "team-b"):
+        gateway = component(docs, "Role", "release-gateway", place)
+        assert gateway["rules"] == [
+            {"apiGroups": ["llmfleet.io"], "resources": ["llmdeployments"], "verbs": READ},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": READ},
+        ]
+        binding = component(docs, "RoleBinding", "release-gateway", place)
+        assert binding["subjects"][0]["name"] == "release-gateway"
     keys = component(docs, "Role", "release-gateway-tenant-keys", "team-a")
     assert {r for rule in keys["rules"] for r in rule["resources"]} == {"secrets", "llmtenants"}
     assert all(rule["verbs"] == READ for rule in keys["rules"])
@@ -321,7 +324,7 @@ def test_namespace_scope_grants_only_the_watched_namespaces() -> None:
         operator_args(*MATRIX["namespace-scope-teams"])
     )
     gateway_args = container(docs, "release-gateway")["args"]
-    assert "--watch-namespace=team-a" in gateway_args
+    assert {"--watch-namespace=team-a", "--watch-namespace=team-b"} <= set(gateway_args)
     assert "--tenant-namespace=team-a" in gateway_args
 
     default = render("rbac.scope=Namespace")
@@ -413,7 +416,7 @@ def test_gateway_objects_and_their_switches() -> None:
     args = pod["containers"][0]["args"]
     assert args[0] == "gateway"
     assert not [a for a in args if a.startswith("--watch-namespace")]
-    fixed = render("gateway.autoscaling.enabled=false", "gateway.watchNamespace=team-a")
+    fixed = render("gateway.autoscaling.enabled=false", "gateway.watchNamespaces={team-a}")
     assert component(fixed, "Deployment", "release-gateway")["spec"]["replicas"] == 2
     assert not [d for d in fixed if d["kind"] == "HorizontalPodAutoscaler"]
     assert "--watch-namespace=team-a" in container(fixed, "release-gateway")["args"]

@@ -141,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the credential every region's gateways share (one line)",
     )
     p.add_argument("--peer-interval-seconds", type=positive, default=1.0)
-    p.add_argument("--watch-namespace", help="discover in this namespace only (default: all)")
+    p.add_argument(
+        "--watch-namespace",
+        action="append",
+        default=[],
+        help="discover in this namespace (repeatable; default: every namespace)",
+    )
     p.add_argument("--kubeconfig", help="default: in-cluster configuration, else ~/.kube/config")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
@@ -248,7 +253,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
     cluster = None
     if not given:
         cluster = Cluster(
-            args.watch_namespace,
+            tuple(args.watch_namespace),
             args.kubeconfig,
             tenants=not args.no_tenants,
             tenant_namespaces=tuple(args.tenant_namespace),

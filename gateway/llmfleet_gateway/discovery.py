@@ -46,15 +46,15 @@ _SEEN: dict[tuple[str, str], list[Model]] = {}
 class Cluster:
     """Where to watch LLMDeployments, their pods and the tenants."""
 
-    namespace: str | None = None
-    """One namespace; None: every namespace the gateway may read."""
+    namespaces: tuple[str, ...] = ()
+    """Where to watch LLMDeployments and their pods; empty: every namespace."""
     kubeconfig: str | None = None
     """A kubeconfig file; None: in-cluster configuration, else the default kubeconfig."""
     tenants: bool = True
     """Watch LLMTenants and their Secrets, and ask every request for a tenant's key."""
     tenant_namespaces: tuple[str, ...] = ()
     """Where to read LLMTenants and their keys' Secrets (a Role in each grants it); empty:
-    ``namespace``, else every namespace."""
+    ``namespaces``."""
     region: str | None = None
     """This gateway's region: an LLMDeployment whose ``spec.serving.region`` names another
     is that region's to serve, not this gateway's."""
@@ -203,55 +203,48 @@ async def watch_cluster(
         config.load_incluster_config()
     except config.ConfigException:
         await config.load_kube_config(config_file=cluster.kubeconfig)
-    namespace = cluster.namespace
-    deployments, pods = _Objects(), _Objects()
-    tenant_objects: list[_Objects] = []
+    deployments: list[_Objects] = []
+    pods: list[_Objects] = []
+    tenants_found: list[_Objects] = []
     secrets: list[_Objects] = []
     changed = asyncio.Event()
     async with client.ApiClient() as api:
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
-        keys = {"label_selector": f"{API_KEYS}=true"}
-        watched: list[tuple[_Objects, Any, tuple[str, ...], dict[str, str]]]
-        if namespace:
-            watched = [
-                (
-                    deployments,
-                    custom.list_namespaced_custom_object,
-                    (GROUP, VERSION, namespace, PLURAL),
-                    {},
-                ),
-                (pods, core.list_namespaced_pod, (namespace,), {"label_selector": OWNER}),
-            ]
-        else:
-            watched = [
-                (deployments, custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL), {}),
-                (pods, core.list_pod_for_all_namespaces, (), {"label_selector": OWNER}),
-            ]
-        if cluster.tenants:
-            where = cluster.tenant_namespaces or ((namespace,) if namespace else ())
-            for place in where or (None,):
-                tenant_objects.append(_Objects())
-                secrets.append(_Objects())
+        watched: list[tuple[_Objects, Any, tuple[str, ...], dict[str, str]]] = []
+
+        def follow_in(
+            places: tuple[str, ...],
+            plural: str,
+            found: list[_Objects],
+            core_found: list[_Objects],
+            core_lists: tuple[Any, Any],
+            selector: str,
+        ) -> None:
+            """Watch llmfleet.io ``plural`` into ``found`` and the core objects ``selector``
+            picks (``core_lists``: the cluster-wide and the namespaced list call) into
+            ``core_found``, in each of ``places``; empty: cluster-wide."""
+            everywhere, namespaced = core_lists
+            labels = {"label_selector": selector}
+            for place in places or (None,):
+                found.append(_Objects())
+                core_found.append(_Objects())
                 if place is None:
-                    watched += [
-                        (
-                            tenant_objects[-1],
-                            custom.list_cluster_custom_object,
-                            (GROUP, VERSION, tenant.PLURAL),
-                            {},
-                        ),
-                        (secrets[-1], core.list_secret_for_all_namespaces, (), keys),
-                    ]
+                    where: tuple[str, ...] = (GROUP, VERSION, plural)
+                    watched.append((found[-1], custom.list_cluster_custom_object, where, {}))
+                    watched.append((core_found[-1], everywhere, (), labels))
                 else:
-                    watched += [
-                        (
-                            tenant_objects[-1],
-                            custom.list_namespaced_custom_object,
-                            (GROUP, VERSION, place, tenant.PLURAL),
-                            {},
-                        ),
-                        (secrets[-1], core.list_namespaced_secret, (place,), keys),
-                    ]
+                    where = (GROUP, VERSION, place, plural)
+                    watched.append((found[-1], custom.list_namespaced_custom_object, where, {}))
+                    watched.append((core_found[-1], namespaced, (place,), labels))
+
+        pod_lists = (core.list_pod_for_all_namespaces, core.list_namespaced_pod)
+        follow_in(cluster.namespaces, PLURAL, deployments, pods, pod_lists, OWNER)
+        if cluster.tenants:
+            places = cluster.tenant_namespaces or cluster.namespaces
+            secret_lists = (core.list_secret_for_all_namespaces, core.list_namespaced_secret)
+            follow_in(
+                places, tenant.PLURAL, tenants_found, secrets, secret_lists, f"{API_KEYS}=true"
+            )
 
         async def follow(objects: _Objects, lister: Any, args: tuple[Any, ...], kw: Any) -> None:
             version: str | None = None  # None: list (again) before watching
@@ -303,15 +296,14 @@ async def watch_cluster(
                 if not all(objects.listed for objects, *_ in watched):
                     continue
                 if cluster.tenants:
-                    on_tenants(
-                        tenants.build(
-                            [item for objects in tenant_objects for item in objects.items.values()],
-                            [item for objects in secrets for item in objects.items.values()],
-                        )
-                    )
-                update(pool, deployments.items.values(), pods.items.values(), cluster.region)
+                    on_tenants(tenants.build(_items(tenants_found), _items(secrets)))
+                update(pool, _items(deployments), _items(pods), cluster.region)
                 pool.synced = True
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _items(lists: list[_Objects]) -> list[Manifest]:
+    return [item for objects in lists for item in objects.items.values()]

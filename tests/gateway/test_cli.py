@@ -1,8 +1,8 @@
 """``llmfleet gateway`` flags -> GatewaySettings.
 
 Cases: the routing flags reach RoutingSettings and the prefix index's time to live; their
-defaults are the settings' own; the peer flags reach the settings; a bad value or a flag
-without the one it needs exits with 2 and names the problem.
+defaults are the settings' own; the peer flags reach the settings; --watch-namespace repeats;
+a bad value or a flag without the one it needs exits with 2 and names the problem.
 """
 
 from __future__ import annotations
@@ -100,3 +100,13 @@ def test_bad_values_exit_with_2(
 ) -> None:
     assert _exit_code([*MODEL, *flags]) == 2
     assert said in capsys.readouterr().err
+
+
+def test_watched_namespaces_repeat() -> None:
+    args = build_parser().parse_args(["--watch-namespace", "team-a", "--watch-namespace", "b"])
+    cluster = settings_from_args(args).cluster
+    assert cluster is not None
+    assert cluster.namespaces == ("team-a", "b")
+    everywhere = settings_from_args(build_parser().parse_args([])).cluster
+    assert everywhere is not None
+    assert everywhere.namespaces == ()

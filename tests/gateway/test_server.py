@@ -329,7 +329,7 @@ def test_the_only_replicas_503_reaches_the_client_as_it_was(stack_factory: Stack
 
 
 def test_not_ready_until_discovery_lists_the_cluster(stack_factory: StackFactory) -> None:
-    unreachable = Cluster(namespace="team", kubeconfig="/nonexistent/kubeconfig")
+    unreachable = Cluster(namespaces=("team",), kubeconfig="/nonexistent/kubeconfig")
     stack = stack_factory(settings(cluster=unreachable), engines=0)
     health = http("GET", stack.url.removesuffix("/v1") + "/health")
     assert health.status == 503

@@ -92,13 +92,13 @@ scope only; the namespace scope defaults to the release namespace). */}}
 {{- end -}}
 {{- end }}
 
-{{/* The one namespace the gateway discovers LLMDeployments in; empty: every namespace
-(cluster scope only). The gateway takes a single --watch-namespace. */}}
-{{- define "llmfleet.gatewayNamespace" -}}
+{{/* The namespaces the gateway discovers LLMDeployments in, as a YAML list; empty: every
+namespace (cluster scope only; the namespace scope defaults to the release namespace). */}}
+{{- define "llmfleet.gatewayNamespaces" -}}
 {{- if include "llmfleet.namespaced" . -}}
-{{- .Values.gateway.watchNamespace | default .Release.Namespace -}}
+{{- toYaml (.Values.gateway.watchNamespaces | default (list .Release.Namespace)) -}}
 {{- else -}}
-{{- .Values.gateway.watchNamespace -}}
+{{- toYaml .Values.gateway.watchNamespaces -}}
 {{- end -}}
 {{- end }}
 
@@ -107,12 +107,12 @@ watch. Empty: anywhere (cluster scope without watch namespaces). */}}
 {{- define "llmfleet.engineNamespaces" -}}
 {{- $found := list -}}
 {{- $operator := include "llmfleet.operatorNamespaces" . | fromYamlArray -}}
-{{- $gateway := include "llmfleet.gatewayNamespace" . -}}
+{{- $gateway := include "llmfleet.gatewayNamespaces" . | fromYamlArray -}}
 {{- if .Values.operator.enabled -}}
 {{- $found = concat $found $operator -}}
 {{- end -}}
-{{- if and .Values.gateway.enabled $gateway -}}
-{{- $found = append $found $gateway -}}
+{{- if .Values.gateway.enabled -}}
+{{- $found = concat $found $gateway -}}
 {{- end -}}
 {{- if or (and .Values.operator.enabled (not $operator)) (and .Values.gateway.enabled (not $gateway)) -}}
 {{- $found = list -}}
