@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import kubernetes
@@ -88,3 +88,41 @@ def api(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
     client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     yield client
     client.close()
+
+
+def _state(kubeconfig: Path) -> str:
+    """Pods, events and the chart's pods' log tails: what one needs to see why a test of this
+    tier failed."""
+    parts = []
+    commands = [
+        ("get", "pods", "-A", "-o", "wide"),
+        ("get", "llmdeployments", "-A", "-o", "wide"),
+        ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+        *(
+            ("logs", "-n", ship.SYSTEM, "--tail=30", "--prefix", "-l", selector)
+            for selector in (
+                "app.kubernetes.io/component=operator",
+                "app.kubernetes.io/component=gateway",
+            )
+        ),
+    ]
+    for args in commands:
+        argv = ["kubectl", f"--kubeconfig={kubeconfig}", *args]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        lines = (result.stdout + result.stderr).splitlines()[-60:]
+        parts.append(f"$ kubectl {' '.join(args)}\n" + "\n".join(lines))
+    return "\n\n".join(parts)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    found = getattr(item, "funcargs", {}).get("kubeconfig")
+    if report.failed and isinstance(found, Path):
+        try:
+            report.sections.append(("shipping state", _state(found)))
+        except (OSError, subprocess.SubprocessError) as error:
+            report.sections.append(("shipping state", f"could not collect: {error}"))
+    return report
