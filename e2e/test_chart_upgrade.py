@@ -76,9 +76,11 @@ def previous_chart(into: Path) -> Path:
         changes = run(
             ["git", "-C", str(REPO), "rev-list", "HEAD", "--", "charts/llmfleet/Chart.yaml"]
         ).split()
-        found = [c for c in changes if chart_version(f"{c}^") == PREVIOUS != chart_version(c)]
-        assert found, f"no commit has chart version {PREVIOUS}"
-        revision = f"{found[0]}^"
+        # Newest first; the oldest one added the file (its parent has none): never reached.
+        found = (c for c in changes if chart_version(c) != PREVIOUS == chart_version(f"{c}^"))
+        newest = next(found, None)
+        assert newest, f"no commit has chart version {PREVIOUS}"
+        revision = f"{newest}^"
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", revision, "charts/llmfleet"],
         capture_output=True,
