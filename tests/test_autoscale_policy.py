@@ -390,7 +390,12 @@ def test_a_running_request_is_not_idle() -> None:
         (Observation(0, gateway_pending=3), 1, Reason.DEMAND_FROM_ZERO),
         (Observation(0, samples=(sample("old", waiting=1),)), 1, Reason.DEMAND_FROM_ZERO),
         (Observation(0, gateway_pending=0), 0, Reason.IDLE),
-        (Observation(0, samples=(sample("old", age=120, waiting=1),)), 0, Reason.IDLE),
+        (
+            Observation(0, samples=(sample("old", age=120, waiting=1),), gateway_pending=0),
+            0,
+            Reason.IDLE,
+        ),
+        (Observation(0), 0, Reason.NO_WAKE_SOURCE),  # created at zero, no gateway reports it
     ],
 )
 def test_from_zero_on_demand(observed: Observation, desired: int, reason: Reason) -> None:

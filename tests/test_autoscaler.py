@@ -332,10 +332,18 @@ def test_pending_requests_at_the_gateway_scale_from_zero() -> None:
     )
     source = FakeSource()
     scaler = Autoscaler(source)
-    idle = scaler.run(obj, "uid", [], T0)
+    unreachable = scaler.run(obj, "uid", [], T0)  # no gateway reports the model
+    assert (unreachable.decision.desired, unreachable.decision.reason) == (
+        0,
+        Reason.NO_WAKE_SOURCE,
+    )
+    limited = condition(unreachable.status, ConditionType.SCALING_LIMITED)
+    assert (limited.status, limited.reason) == ("True", Reason.NO_WAKE_SOURCE)
+    source.pending = 0
+    idle = scaler.run(obj, "uid", [], T0 + timedelta(seconds=15))
     assert (idle.decision.desired, idle.decision.reason) == (0, Reason.IDLE)
     source.pending = 2
-    woken = scaler.run(obj, "uid", [], T0 + timedelta(seconds=15))
+    woken = scaler.run(obj, "uid", [], T0 + timedelta(seconds=30))
     assert (woken.decision.desired, woken.decision.reason) == (1, Reason.DEMAND_FROM_ZERO)
 
 

@@ -2,7 +2,8 @@
 
 Cases: all ready -> Ready True; a rollout in flight -> Progressing/Reconciling True;
 scaled to zero is Ready; pods unschedulable for GPUs -> Degraded/Stalled with the number
-of missing GPUs; a pod bigger than any node names the per-pod shortfall; crash loops
+of missing GPUs; a pod bigger than any node names the per-pod shortfall; pods the API
+server refuses to create (a missing PriorityClass) are named in its words; crash loops
 are named; an invalid spec is Ready False InvalidSpec; lastTransitionTime is kept while
 a condition's status holds, so an unchanged world yields an equal status (no write).
 """
@@ -173,6 +174,20 @@ def test_other_scheduling_failures_are_named() -> None:
     degraded = condition(status, ConditionType.DEGRADED)
     assert degraded.reason == Reason.UNSCHEDULABLE
     assert "node affinity" in degraded.message
+
+
+def test_pods_the_api_server_refuses_to_create_are_named() -> None:
+    refused = workload(2, 0, 0)
+    refused |= {"kind": "Deployment", "metadata": {"name": "llama-70b", "generation": 1}}
+    words = 'pods "llama-70b-5d9c" is forbidden: no PriorityClass with name llm-serving was found'
+    refused["status"]["conditions"] = [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": words}
+    ]
+    status = compute_status(deployment(), Observed(refused, [], largest_node_gpus=8), NOW)
+    degraded = condition(status, ConditionType.DEGRADED)
+    assert (degraded.status, degraded.reason) == ("True", Reason.FAILED_CREATE)
+    assert degraded.message == f"Deployment llama-70b cannot create pods: {words}"
+    assert condition(status, ConditionType.STALLED).status == "True"
 
 
 def test_crash_loop() -> None:

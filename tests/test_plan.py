@@ -1,21 +1,23 @@
 """The reconcile plan (pure): which children to apply and delete, and the Event each earns.
 
 Cases: a missing child is Created; a changed pod template is RollingOut; changed replicas
-is Scaled with the numbers; an unchanged child is still applied (to take back hand
-edits) without an Event; a workload of the other kind (the group now spans nodes) is
-deleted.
+is Scaled with the numbers; a child as last applied, with what the API server adds to it,
+is not applied again; a hand edit of a field the operator sets, or a field it no longer
+sets, is applied without an Event; a workload of the other kind (the group now spans nodes)
+is deleted.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import yaml
 
 from llmfleet_contract.api import LLMDeployment
 from llmfleet_operator.children import children
 from llmfleet_operator.reconcile import plan
-from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE
+from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE, Resource
 from tests.corpus import ROOT
 
 UID = "uid-1"
@@ -39,11 +41,35 @@ def test_nothing_exists_everything_created() -> None:
     assert todo.delete == []
 
 
-def test_unchanged_children_applied_without_events() -> None:
+def live(desired: list[tuple[Resource, dict[str, Any]]]) -> dict[Resource, dict[str, Any]]:
+    """The children as the API server keeps them once applied: with its bookkeeping,
+    defaults (inside lists too) and status."""
+    found = {change.kind: copy.deepcopy(change.manifest) for change in plan(desired, {}).apply}
+    for child in found.values():
+        child["metadata"] |= {"resourceVersion": "7", "uid": "u", "managedFields": []}
+        child["status"] = {"observedGeneration": 1}
+    pod = found[DEPLOYMENT]["spec"]["template"]["spec"]
+    pod["containers"][0] |= {"terminationMessagePath": "/dev/termination-log"}
+    pod["dnsPolicy"] = "ClusterFirst"
+    found[SERVICE]["spec"]["ports"][0]["protocol"] = "TCP"
+    return found
+
+
+def test_children_as_last_applied_are_not_applied_again() -> None:
     desired = children(obj(), UID)
-    existing = {kind: copy.deepcopy(manifest) for kind, manifest in desired}
-    todo = plan(desired, existing)
-    assert [c.reason for c in todo.apply] == [None, None, None]
+    assert plan(desired, live(desired)).apply == []
+
+
+def test_a_hand_edit_or_a_field_no_longer_set_is_applied_without_an_event() -> None:
+    desired = children(obj(), UID)
+    edited = live(desired)
+    edited[SERVICE]["spec"]["ports"][0]["port"] = 9999
+    [change] = plan(desired, edited).apply
+    assert (change.kind, change.reason) == (SERVICE, None)
+    trimmed = [(kind, copy.deepcopy(manifest)) for kind, manifest in desired]
+    del dict(trimmed)[PDB]["spec"]["maxUnavailable"]
+    [change] = plan(trimmed, live(desired)).apply
+    assert (change.kind, change.reason) == (PDB, None)
 
 
 def test_template_change_rolls_out_and_replica_change_scales() -> None:

@@ -4,8 +4,10 @@ Cases: a due period scales the Deployment down, sets the pods' deletion costs (t
 pod cheapest) before the apply, posts one Scaled Event with the reason, writes the
 status and asks to come back after the period; an event before the next period runs no
 period and asks for the rest of it; metrics lost post one Warning Event, not one per
-period. The API server's own behaviour (apply, the ReplicaSet honouring the costs) is
-e2e's (e2e/test_autoscaling.py).
+period; a world that did not change costs no write at all (children as last applied,
+signals within their steps); pods the API server refuses to create make Degraded
+FailedCreate with one Warning Event in its words. The API server's own behaviour (apply,
+the ReplicaSet honouring the costs) is e2e's (e2e/test_autoscaling.py).
 """
 
 from __future__ import annotations
@@ -42,18 +44,24 @@ class MemoryKube:
         return copy.deepcopy(found) if found else None
 
     def list(self, kind: Resource, namespace: str | None, selector: str) -> list[Manifest]:
+        if kind == NODE:
+            return [{"status": {"allocatable": {"nvidia.com/gpu": "8"}}}]
         return copy.deepcopy(self.pods) if kind == POD else []
 
     def apply(self, kind: Resource, manifest: Manifest) -> Manifest:
         self.order.append(f"apply {kind.kind}")
         stored = copy.deepcopy(manifest)
-        self.objects[(kind.kind, manifest["metadata"]["name"])] = stored
-        return stored
+        key = (kind.kind, manifest["metadata"]["name"])
+        if "status" in self.objects.get(key, {}):  # an apply leaves the status alone
+            stored["status"] = self.objects[key]["status"]
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
 
     def delete(self, kind: Resource, namespace: str, name: str) -> None:
         self.objects.pop((kind.kind, name), None)
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
+        self.order.append("status")
         self.objects[("LLMDeployment", name)]["status"] = status
 
     def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest:
@@ -138,3 +146,32 @@ def test_an_object_it_does_not_own_in_a_childs_place_is_never_taken_over() -> No
     del kube.objects[("Service", name)]
     assert reconcile(kube, "serving", name, T0) is None
     assert kube.objects[("Service", name)]["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_an_unchanged_world_costs_no_write() -> None:
+    kube, source, scaler, name = world()
+    source.load = {f"p{i}": (0, 3) for i in range(3)}
+    writes = []
+    for step in range(6):  # the same load each period: signals within their steps
+        kube.order.clear()
+        reconcile(kube, "serving", name, T0 + timedelta(seconds=15 * step), scaler)
+        writes.append(list(kube.order))
+    assert "apply Deployment" in writes[0]
+    assert writes[-3:] == [[], [], []], writes
+
+
+def test_pods_the_api_server_refuses_to_create_warn_once() -> None:
+    kube, _, _, name = world()
+    words = 'pods "x" is forbidden: no PriorityClass with name llm-serving was found'
+    kube.objects[("Deployment", name)]["status"] = {
+        "conditions": [
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": words}
+        ]
+    }
+    for _ in range(2):
+        reconcile(kube, "serving", name, T0)
+    status = kube.objects[("LLMDeployment", name)]["status"]
+    [degraded] = [c for c in status["conditions"] if c["type"] == "Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "FailedCreate")
+    assert words in degraded["message"]
+    assert [e[:2] for e in kube.events if e[0] == "Warning"] == [("Warning", "FailedCreate")]

@@ -76,6 +76,14 @@ _SIGNAL_FIELDS = {
     Signal.SLOTS_USED: "slots_used",
     Signal.REQUEST_RATE: "requests_per_second",
 }
+SIGNALS_REFRESH_SECONDS = 600.0
+"""How long the signals in the status may stand while no signal moves by its step: every
+refresh is a write to the API server and etcd, which every controller shares. Live values are
+in the operator's log and its metrics."""
+SIGNAL_STEPS = {"prefill_queue": 1.0, "kv_cache_usage": 0.1, "slots_used": 0.1}
+"""A move of one request waiting, or a tenth of the KV cache or of the slots, is news."""
+RELATIVE_STEP = 0.25
+"""For the other signals (pending tokens, request rate): a quarter of the shown value."""
 _LIMITS = {
     Reason.AT_MAX_REPLICAS: "the policy asks for more than maxReplicas",
     Reason.AT_MIN_REPLICAS: "the policy asks for fewer than minReplicas",
@@ -207,11 +215,33 @@ def scaled_status(
         update={
             "observed_generation": generation,
             "desired_replicas": decision.desired,
-            "signals": Signals(**values) if values else None,
+            "signals": settled(old.signals, Signals(**values) if values else None, now),
             "decisions": decisions or None,
             "conditions": [c for c in previous if c.type not in verdicts] + fresh,
         }
     )
+
+
+def settled(old: Signals | None, new: Signals | None, now: datetime) -> Signals | None:
+    """The signals to show: ``new`` when one moved by its step since ``old`` was shown (or
+    appeared, or went), when the startup time learned changed, or when ``old`` is older than
+    SIGNALS_REFRESH_SECONDS; else ``old``, and the status needs no write for them."""
+    if old is None or new is None or old.sampled_at is None:
+        return new
+    if (now - old.sampled_at).total_seconds() >= SIGNALS_REFRESH_SECONDS:
+        return new
+    if old.learned_startup_seconds != new.learned_startup_seconds:
+        return new
+    for name in _SIGNAL_FIELDS.values():
+        shown, fresh = getattr(old, name), getattr(new, name)
+        if shown is None or fresh is None:
+            if shown is not fresh:
+                return new
+            continue
+        step = SIGNAL_STEPS.get(name, RELATIVE_STEP * max(abs(shown), 1.0))
+        if round(abs(fresh - shown), 9) >= step:  # 0.5 - 0.4 is 0.0999...
+            return new
+    return old
 
 
 def resumed(status: LLMDeploymentStatus | None, now: float) -> History:

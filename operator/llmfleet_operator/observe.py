@@ -89,6 +89,18 @@ def unschedulable(pods: list[Manifest]) -> list[Manifest]:
     ]
 
 
+def replica_failure(workload: Manifest | None) -> str | None:
+    """The API server's words when the workload's controller cannot create pods (quota,
+    admission, a missing PriorityClass or ServiceAccount): its ReplicaFailure condition."""
+    if workload is None:
+        return None
+    for found in (workload.get("status") or {}).get("conditions") or []:
+        if found.get("type") == "ReplicaFailure" and found.get("status") == "True":
+            name = f"{workload.get('kind', 'Deployment')} {workload['metadata']['name']}"
+            return f"{name} cannot create pods: {found.get('message', '')}"
+    return None
+
+
 def crash_looping(pods: list[Manifest]) -> list[str]:
     names = []
     for pod in pods:
@@ -112,6 +124,9 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
             " pod; lower tensorParallelSize x pipelineParallelSize or set gpusPerNode to spread"
             " the group over nodes",
         )
+    refused = replica_failure(observed.workload)
+    if refused:
+        return Verdict(TRUE, Reason.FAILED_CREATE, refused)
     stuck = unschedulable(observed.pods)
     short_of_gpus = [
         p

@@ -3,15 +3,18 @@
 Called by the work queue (:mod:`handlers`) for creates, updates, resyncs and child
 events alike; it looks only at the current state, so a restart mid-way simply runs it
 again. ``plan`` is pure; ``reconcile`` does the I/O through the ``Kube`` seam: it
-server-side applies every desired child (the API server turns an unchanged apply into a
-no-op, and a hand edit of an owned field is taken back), deletes children of a kind no
-longer wanted, and writes the status only when it changed. An object in a child's place
+server-side applies each desired child that differs from the live one (a new manifest,
+whose hash it stamps on the child, or a hand edit of a field it sets, which is taken back;
+an unchanged child costs no write), deletes children of a kind no longer wanted, and writes
+the status only when it changed. An object in a child's place
 that this LLMDeployment does not own is never taken over: ``Ready=False ChildConflict``
 and a Warning Event until it is gone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ import pydantic
 
 from llmfleet_contract import labels
 from llmfleet_contract.api import (
+    ConditionStatus,
     ConditionType,
     EventReason,
     EventType,
@@ -40,7 +44,6 @@ from llmfleet_operator.observe import (
 )
 from llmfleet_operator.resources import (
     CHILD_KINDS,
-    DEPLOYMENT,
     LEADER_WORKER_SET,
     LLMDEPLOYMENT,
     NODE,
@@ -64,7 +67,7 @@ class Change:
     kind: Resource
     manifest: Manifest
     reason: Reason | EventReason | None
-    """The Event's reason; None: no Event (an unchanged child, applied anyway)."""
+    """The Event's reason; None: no Event (a hand edit taken back)."""
     message: str
 
 
@@ -85,17 +88,42 @@ def _template_hash(workload: Manifest | None) -> str | None:
     return str(value) if value else None
 
 
+def stamped(manifest: Manifest) -> Manifest:
+    """``manifest`` with the hash of its content in its annotations: a field dropped from
+    what the operator wants changes the hash, so the apply that removes it happens."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    metadata = manifest["metadata"]
+    annotations = {**(metadata.get("annotations") or {}), labels.APPLIED_HASH: digest}
+    return {**manifest, "metadata": {**metadata, "annotations": annotations}}
+
+
+def covers(live: Any, wanted: Any) -> bool:
+    """Whether ``live`` holds every field of ``wanted`` with its value: what the API server
+    adds (defaults, status, bookkeeping) is ignored; a list matches item by item."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(
+            key in live and covers(live[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(live, list) and len(live) == len(wanted) and all(map(covers, live, wanted))
+        )
+    return bool(live == wanted)
+
+
 def plan(
     desired: list[tuple[Resource, Manifest]],
     existing: dict[Resource, Manifest | None],
     why_scaled: str = "",
 ) -> Plan:
-    """What to apply (every desired child, with the Event its change earns) and delete.
+    """What to apply (each desired child the live one does not already match, with the
+    Event its change earns) and delete.
 
     ``why_scaled`` (the autoscaler's reason) ends the message of a replica change.
     """
     changes = []
-    for kind, manifest in desired:
+    for kind, unstamped in desired:
+        manifest = stamped(unstamped)
         name = manifest["metadata"]["name"]
         current = existing.get(kind)
         reason: Reason | EventReason | None
@@ -116,8 +144,10 @@ def plan(
                 f"Scaled {kind.kind} {name} from {before} to {manifest['spec']['replicas']}"
                 + (f": {why_scaled}" if why_scaled else ""),
             )
+        elif covers(current, manifest):
+            continue  # as last applied, and nobody changed a field of ours: no write
         else:
-            reason, message = None, ""  # applied anyway: puts back hand edits, no Event
+            reason, message = None, ""  # a hand edit or a new field: put back, no Event
         changes.append(Change(kind, manifest, reason, message))
     wanted = {kind for kind, _ in desired}
     stale = [
@@ -190,7 +220,8 @@ def reconcile(
     requeue, why = None, ""
     if autoscaler is not None:
         obj, requeue, why = _autoscale(kube, autoscaler, body, obj, pods, now)
-    todo = plan(children(obj, uid), existing, why)
+    desired = children(obj, uid)
+    todo = plan(desired, existing, why)
     foreign = [
         f"{change.kind.kind} {change.manifest['metadata']['name']}"
         for change in todo.apply
@@ -225,11 +256,14 @@ def reconcile(
         if change.reason:
             log.info("%s/%s: %s", namespace, name, change.message)
             kube.event(body, EventType.NORMAL, change.reason, change.message)
-    workload = applied.get(DEPLOYMENT) or applied.get(LEADER_WORKER_SET)
+    kind = next(kind for kind, _ in desired if kind in WORKLOADS)
+    workload = applied.get(kind) or existing.get(kind)
     observed = Observed(
         workload, pods, _largest_node_gpus(kube, obj.spec.placement.gpu_resource_name)
     )
-    _write_status(kube, body, compute_status(obj, observed, now))
+    status = compute_status(obj, observed, now)
+    _warn_when_degraded(kube, body, status)
+    _write_status(kube, body, status)
     return requeue
 
 
@@ -299,6 +333,21 @@ def _without_server_fields(body: Manifest) -> Manifest:
             if k in meta
         },
     }
+
+
+def _warn_when_degraded(kube: Kube, body: Manifest, status: LLMDeploymentStatus) -> None:
+    """A Warning Event when Degraded turns True or changes its reason (pods that cannot be
+    created, placed or kept running), once: `kubectl describe` and event-based alerts see
+    it beside the condition."""
+    new = find_condition(status.conditions, ConditionType.DEGRADED)
+    if new is None or new.status is not ConditionStatus.TRUE:
+        return
+    conditions: list[Manifest] = (body.get("status") or {}).get("conditions") or []
+    old = next((c for c in conditions if c.get("type") == new.type), {})
+    if (old.get("status"), old.get("reason")) != ("True", new.reason):
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        log.warning("%s/%s: %s: %s", namespace, name, new.reason, new.message)
+        kube.event(body, EventType.WARNING, new.reason, new.message)
 
 
 def _write_status(kube: Kube, body: Manifest, status: LLMDeploymentStatus) -> None:

@@ -57,6 +57,7 @@ class Reason(StrEnum):
     INSUFFICIENT_GPUS = "InsufficientGPUs"
     UNSCHEDULABLE = "Unschedulable"
     CRASH_LOOP = "CrashLoop"
+    FAILED_CREATE = "FailedCreate"
     APPLY_FAILED = "ApplyFailed"
     CHILD_CONFLICT = "ChildConflict"
     AS_EXPECTED = "AsExpected"

@@ -8,7 +8,8 @@ history to pass to the next call, so the function itself keeps no state.
 The order of the rules:
 
 1. From zero: one replica (or ``minReplicas``) as soon as the gateway queues a request or
-   any replica reports one waiting.
+   any replica reports one waiting; at zero with no gateway reporting the model, say that
+   nothing would wake it (``NoWakeSource``).
 2. No ready replica yet (all starting): hold, awaiting startup. Missing or stale
    samples from a ready replica: hold, never scale down, say which. A replica ready for
    less than the staleness and not scraped yet is not missing: it may scale up, never
@@ -192,6 +193,16 @@ class _Decider:
                     self.scaling.min_replicas,
                     Reason.AT_MIN_REPLICAS,
                     f"minReplicas is {self.scaling.min_replicas}",
+                )
+            )
+        if self.observed.gateway_pending is None:  # created at zero, or its gateway went
+            return self._done(
+                _Step(
+                    0,
+                    Reason.NO_WAKE_SOURCE,
+                    "at zero, and no gateway reports llmfleet_gateway_pending_requests for this"
+                    " model: nothing would wake it (the chart's gateway, gatewayMetricsUrls or a"
+                    " Prometheus metrics source tells the operator)",
                 )
             )
         return self._done(_Step(0, Reason.IDLE, "no requests: staying at zero"))
