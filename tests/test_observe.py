@@ -3,9 +3,11 @@
 Cases: all ready -> Ready True; a rollout in flight -> Progressing/Reconciling True;
 scaled to zero is Ready; pods unschedulable for GPUs -> Degraded/Stalled with the number
 of missing GPUs; a pod bigger than any node names the per-pod shortfall; pods the API
-server refuses to create (a missing PriorityClass) are named in its words; crash loops
-are named; an invalid spec is Ready False InvalidSpec; lastTransitionTime is kept while
-a condition's status holds, so an unchanged world yields an equal status (no write).
+server refuses to create (a missing PriorityClass) are named in its words; crash loops,
+images that cannot be pulled and containers that cannot be configured (a missing Secret)
+are named in the kubelet's words; an invalid spec is Ready False InvalidSpec;
+lastTransitionTime is kept while a condition's status holds, so an unchanged world yields an
+equal status (no write).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import yaml
 
 from llmfleet_contract.api import ConditionType, LLMDeployment, Reason
@@ -198,6 +201,37 @@ def test_crash_loop() -> None:
     status = compute_status(deployment(), Observed(workload(2, 1, 2), [pod]), NOW)
     assert condition(status, ConditionType.DEGRADED).reason == Reason.CRASH_LOOP
     assert "p0" in condition(status, ConditionType.DEGRADED).message
+
+
+@pytest.mark.parametrize(
+    ("waiting", "message", "reason"),
+    [
+        (
+            "CreateContainerConfigError",
+            'secret "hf-token" not found',
+            Reason.CONTAINER_CONFIG_ERROR,
+        ),
+        (
+            "ErrImageNeverPull",
+            'Container image "engine:v1" is not present',
+            Reason.IMAGE_UNAVAILABLE,
+        ),
+        ("ImagePullBackOff", 'Back-off pulling image "engine:v1"', Reason.IMAGE_UNAVAILABLE),
+    ],
+)
+def test_containers_that_cannot_start_are_named_in_the_kubelets_words(
+    waiting: str, message: str, reason: Reason
+) -> None:
+    pod = {
+        "metadata": {"name": "p0"},
+        "status": {
+            "containerStatuses": [{"state": {"waiting": {"reason": waiting, "message": message}}}]
+        },
+    }
+    status = compute_status(deployment(), Observed(workload(2, 1, 2), [pod]), NOW)
+    degraded = condition(status, ConditionType.DEGRADED)
+    assert (degraded.status, degraded.reason) == ("True", reason)
+    assert degraded.message == f"1 pod(s) waiting: p0; {waiting}: {message}"
 
 
 def test_invalid_spec() -> None:

@@ -101,14 +101,30 @@ def replica_failure(workload: Manifest | None) -> str | None:
     return None
 
 
-def crash_looping(pods: list[Manifest]) -> list[str]:
-    names = []
+WAITING = {
+    "CrashLoopBackOff": Reason.CRASH_LOOP,
+    "ErrImagePull": Reason.IMAGE_UNAVAILABLE,
+    "ImagePullBackOff": Reason.IMAGE_UNAVAILABLE,
+    "ErrImageNeverPull": Reason.IMAGE_UNAVAILABLE,
+    "InvalidImageName": Reason.IMAGE_UNAVAILABLE,
+    "CreateContainerConfigError": Reason.CONTAINER_CONFIG_ERROR,
+    "CreateContainerError": Reason.CONTAINER_CONFIG_ERROR,
+}
+"""Why a container waits, as the kubelet says it, for the reasons that do not pass alone."""
+
+
+def stuck_containers(pods: list[Manifest]) -> dict[Reason, list[tuple[str, str]]]:
+    """Pods whose containers wait for a reason of WAITING: (pod, the kubelet's words) by
+    our reason."""
+    found: dict[Reason, list[tuple[str, str]]] = {}
     for pod in pods:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             waiting = (status.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") == "CrashLoopBackOff":
-                names.append(pod["metadata"]["name"])
-    return names
+            reason = WAITING.get(waiting.get("reason", ""))
+            if reason is not None and not terminating(pod):
+                words = f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+                found.setdefault(reason, []).append((pod["metadata"]["name"], words))
+    return found
 
 
 def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
@@ -149,13 +165,11 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
         return Verdict(
             TRUE, Reason.UNSCHEDULABLE, f"{len(stuck)} pod(s) cannot be scheduled: {message}"
         )
-    looping = crash_looping(observed.pods)
-    if looping:
-        return Verdict(
-            TRUE,
-            Reason.CRASH_LOOP,
-            f"{len(looping)} pod(s) crash-looping: {', '.join(sorted(looping))}",
-        )
+    failing = stuck_containers(observed.pods)
+    if failing:
+        reason, waiting = next(iter(failing.items()))  # in the pods' order
+        names = ", ".join(sorted(name for name, _ in waiting))
+        return Verdict(TRUE, reason, f"{len(waiting)} pod(s) waiting: {names}; {waiting[0][1]}")
     return Verdict(FALSE, Reason.AS_EXPECTED)
 
 

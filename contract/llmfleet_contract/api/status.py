@@ -57,6 +57,8 @@ class Reason(StrEnum):
     INSUFFICIENT_GPUS = "InsufficientGPUs"
     UNSCHEDULABLE = "Unschedulable"
     CRASH_LOOP = "CrashLoop"
+    IMAGE_UNAVAILABLE = "ImageUnavailable"
+    CONTAINER_CONFIG_ERROR = "ContainerConfigError"
     FAILED_CREATE = "FailedCreate"
     APPLY_FAILED = "ApplyFailed"
     CHILD_CONFLICT = "ChildConflict"
