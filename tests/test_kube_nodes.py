@@ -1,10 +1,13 @@
-"""DynamicKube reuses a node list for NODE_CACHE_SECONDS (a fake dynamic client counts
-the API calls; the real client is exercised by every e2e test).
+"""DynamicKube reuses a node list for NODE_CACHE_SECONDS, and discovery's no for
+ABSENT_CACHE_SECONDS (a fake dynamic client counts the API calls; the real client is
+exercised by every e2e test).
 
 Cases: a second list within the window makes no call; after it, one; other kinds are
 never cached; callers get deep copies, whether the list was fetched or came from the
 cache, so one caller's edit (of the list, a node, or a node's nested status) cannot
-leak into the next.
+leak into the next. A kind not served is looked up again only after its window (each
+lookup rereads all of discovery); a served kind is looked up each time (cheap, cached by
+the client); a kind installed meanwhile is seen after the window.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client import ApiClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from llmfleet_operator.kube_client import NODE_CACHE_SECONDS, DynamicKube
-from llmfleet_operator.resources import NODE, POD
+from llmfleet_operator.kube_client import ABSENT_CACHE_SECONDS, NODE_CACHE_SECONDS, DynamicKube
+from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, NODE, POD
 
 
 def node(name: str) -> dict[str, Any]:
@@ -92,3 +96,32 @@ def test_callers_get_deep_copies_fetched_or_cached() -> None:
     edit(cached)
     assert kube.list(NODE, None, "") == [node("Node-0")]
     assert dynamic.resources.calls == ["Node"]  # the later lists came from the cache
+
+
+@dataclass
+class Discovery(Resources):
+    """Serves every kind but those in ``absent``, counting the lookups."""
+
+    absent: set[str] = field(default_factory=set)
+
+    def get(self, api_version: str, kind: str) -> Resource:
+        self.calls.append(kind)
+        if kind in self.absent:
+            raise ResourceNotFoundError(f"No matches found for {kind}")
+        return Resource(kind, [])
+
+
+def test_a_kind_not_served_is_asked_about_again_only_after_a_while() -> None:
+    now = [0.0]
+    dynamic = Dynamic(resources=Discovery(absent={"LeaderWorkerSet"}))
+    kube = DynamicKube(dynamic, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert not kube.served(LEADER_WORKER_SET)
+    now[0] = ABSENT_CACHE_SECONDS - 1
+    assert not kube.served(LEADER_WORKER_SET)
+    assert dynamic.resources.calls == ["LeaderWorkerSet"]  # each miss rereads discovery
+    assert kube.served(DEPLOYMENT)
+    assert kube.served(DEPLOYMENT)
+    assert dynamic.resources.calls == ["LeaderWorkerSet", "Deployment", "Deployment"]
+    dynamic.resources.absent.clear()  # LeaderWorkerSet installed meanwhile
+    now[0] = ABSENT_CACHE_SECONDS + 1
+    assert kube.served(LEADER_WORKER_SET)

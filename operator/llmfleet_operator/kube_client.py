@@ -103,6 +103,10 @@ def connect(kubeconfig: str | None = None) -> DynamicClient:
 NODE_CACHE_SECONDS = 30.0
 """Node lists are reused this long: capacity changes slowly, and every control period of
 every autoscaled object would otherwise list the whole cluster's nodes."""
+ABSENT_CACHE_SECONDS = 60.0
+"""A kind the API server does not serve (LeaderWorkerSet not installed) is asked about again
+after this long: each miss makes the client read all of discovery again, and every reconcile
+asks."""
 
 
 class DynamicKube:
@@ -114,20 +118,25 @@ class DynamicKube:
         self._clock = clock
         self._nodes: dict[str, tuple[float, list[Manifest]]] = {}
         self._nodes_lock = threading.Lock()
+        self._absent: dict[Resource, float] = {}
+        """When discovery last said a kind is not served."""
 
     def _resource(self, kind: Resource) -> Any:
         return self._dynamic.resources.get(api_version=kind.api_version, kind=kind.kind)
 
     def served(self, kind: Resource) -> bool:
+        """Whether the API server serves ``kind``; a no is kept ABSENT_CACHE_SECONDS (the
+        client refreshes its discovery on each miss by itself)."""
+        missed = self._absent.get(kind)
+        if missed is not None and 0 <= self._clock() - missed < ABSENT_CACHE_SECONDS:
+            return False
         with _translated():
             try:
                 self._resource(kind)
             except ResourceNotFoundError:
-                self._dynamic.resources.invalidate_cache()
-                try:
-                    self._resource(kind)
-                except ResourceNotFoundError:
-                    return False
+                self._absent[kind] = self._clock()
+                return False
+        self._absent.pop(kind, None)
         return True
 
     def get(self, kind: Resource, namespace: str, name: str) -> Manifest | None:
