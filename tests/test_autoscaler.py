@@ -12,7 +12,8 @@ gives the idle replica the lowest deletion cost; the gateway's pending requests 
 model back from zero, and without a gateway to wake it an idle model keeps a replica
 (ScalingLimited says why); the kept decisions are capped; an object that leaves Builtin
 mode loses its scaling conditions; too few GPUs mark ScalingLimited once (not a new
-transition each period) until the pods find their GPUs.
+transition each period) until the pods find their GPUs; a Prometheus source is shared per
+URL and closed once no object reads it.
 
 The metrics source is an in-memory fake (the seam the real sources implement; they are
 tested against real engines and a real Prometheus in test_metrics_sources.py).
@@ -425,3 +426,41 @@ def test_missing_gpus_mark_scaling_limited_once_until_they_are_found() -> None:
     status = compute_status(with_status(obj, period.status), Observed(ready, found), now)
     limited = condition(status, ConditionType.SCALING_LIMITED)
     assert (limited.status, limited.reason) == ("False", Reason.WITHIN_RANGE)
+
+
+@dataclass
+class ClosingSource(FakeSource):
+    url: str = ""
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_prometheus_source_lives_while_an_object_reads_it() -> None:
+    made: list[ClosingSource] = []
+
+    def prometheus(url: str, staleness: float) -> ClosingSource:
+        made.append(ClosingSource(url=url))
+        return made[-1]
+
+    def reading(name: str, url: str) -> LLMDeployment:
+        obj = deployment(metrics={"source": "Prometheus", "prometheusUrl": url})
+        return obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"name": name})})
+
+    scaler = Autoscaler(FakeSource(), prometheus=prometheus)
+    scaler.run(reading("a", "http://p1:9090"), "uid-a", [pod("p0")], T0)
+    scaler.run(reading("b", "http://p1:9090"), "uid-b", [pod("p0")], T0)
+    assert [s.url for s in made] == ["http://p1:9090"]  # one source per URL
+    scaler.run(reading("a", "http://p2:9090"), "uid-a", [pod("p0")], T0)
+    assert [(s.url, s.closed) for s in made] == [
+        ("http://p1:9090", False),
+        ("http://p2:9090", False),
+    ]
+    scaler.forget("serving", "b")  # nobody reads p1 any more
+    assert [(s.url, s.closed) for s in made] == [
+        ("http://p1:9090", True),
+        ("http://p2:9090", False),
+    ]
+    scaler.forget("serving", "a")
+    assert all(s.closed for s in made)

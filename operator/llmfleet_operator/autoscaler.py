@@ -279,6 +279,8 @@ class _State:
     history: History = field(default_factory=History)
     samples: list[Sample] = field(default_factory=list)
     last_run: float | None = None
+    source: tuple[str, float] | None = None
+    """The Prometheus (URL, staleness) this object reads; None: its pods' /metrics."""
     first_ready: dict[tuple[str, float], float] = field(default_factory=dict)
     """When each pod (name and creation: a LeaderWorkerSet's recreated leader keeps its
     name) was first seen Ready: a later flap of readiness moves the pod's Ready
@@ -302,7 +304,8 @@ class Autoscaler:
     """Per-object memory and metrics sources; :meth:`run` is one control period.
 
     ``prometheus`` makes a source for a Prometheus URL and staleness (a seam for tests);
-    sources are kept per URL. Reconciles of different objects may call in parallel.
+    sources are kept per URL while an object reads it, then closed. Reconciles of
+    different objects may call in parallel.
     """
 
     def __init__(
@@ -324,20 +327,33 @@ class Autoscaler:
                 state = self._states[key] = _State(uid)
             return state
 
-    def _source(self, obj: LLMDeployment) -> tuple[MetricsSource, str]:
+    def _source(self, obj: LLMDeployment, state: _State) -> tuple[MetricsSource, str]:
         metrics = obj.spec.autoscaling.metrics  # type: ignore[union-attr]
-        if metrics.source is not MetricsSourceKind.PROMETHEUS or not metrics.prometheus_url:
-            return self._direct, "their /metrics"
-        key = (metrics.prometheus_url, float(metrics.staleness_seconds))
+        key = None
+        if metrics.source is MetricsSourceKind.PROMETHEUS and metrics.prometheus_url:
+            key = (metrics.prometheus_url, float(metrics.staleness_seconds))
         with self._lock:
+            if state.source != key:
+                state.source = key
+                self._prune()
+            if key is None:
+                return self._direct, "their /metrics"
             if key not in self._sources:
                 self._sources[key] = self._make_prometheus(*key)
-            return self._sources[key], f"Prometheus at {redacted(metrics.prometheus_url)}"
+            return self._sources[key], f"Prometheus at {redacted(key[0])}"
+
+    def _prune(self) -> None:
+        """Close the Prometheus sources no object reads any more (under the lock)."""
+        used = {state.source for state in self._states.values()}
+        for key in [key for key in self._sources if key not in used]:
+            _close(self._sources.pop(key))
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop the memory of an object deleted or no longer autoscaled."""
+        """Drop the memory of an object deleted or no longer autoscaled, and the source
+        only it read."""
         with self._lock:
-            self._states.pop((namespace, name), None)
+            if self._states.pop((namespace, name), None) is not None:
+                self._prune()
 
     def due_in(self, obj: LLMDeployment, uid: str, now: float) -> float:
         """Seconds until the next period (0 or less: due now)."""
@@ -354,7 +370,7 @@ class Autoscaler:
         state, clock = self._state(obj, uid), now.timestamp()
         if state.last_run is None:
             state.history = resumed(obj.status, clock)
-        source, where = self._source(obj)
+        source, where = self._source(obj, state)
         pairs = serving_replicas(pods)
         targets = [target for _, target in pairs if target is not None]
         readings = source.samples(targets, clock)
@@ -403,7 +419,11 @@ class Autoscaler:
         """Close the Prometheus sources' connections."""
         with self._lock:
             for source in self._sources.values():
-                close = getattr(source, "close", None)
-                if close is not None:
-                    close()
+                _close(source)
             self._sources.clear()
+
+
+def _close(source: MetricsSource) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
