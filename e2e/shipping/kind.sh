@@ -22,7 +22,7 @@ kind_binary() {
     fi
     local bin="${LLMFLEET_CACHE_DIR:-$HOME/.cache/llmfleet}/tools/kind-$KIND_VERSION"
     if [[ ! -x "$bin/kind" ]]; then
-        GOBIN="$bin" GOFLAGS= go install "sigs.k8s.io/kind@$KIND_VERSION" >&2
+        GOBIN="$bin" GOFLAGS="" go install "sigs.k8s.io/kind@$KIND_VERSION" >&2
     fi
     echo "$bin/kind"
 }
@@ -41,5 +41,7 @@ if ! "$kind" get clusters 2>/dev/null | grep -qx "$cluster"; then
 fi
 "$kind" get kubeconfig --name "$cluster" >"$kubeconfig"
 cd "$repo"
+PATH="$(dirname "$kind"):$PATH" # the tests' `kind load` uses the same kind
+export PATH
 LLMFLEET_TARGET=kind KIND_CLUSTER="$cluster" KUBECONFIG="$kubeconfig" \
     .venv/bin/pytest e2e/shipping "$@"

@@ -123,7 +123,6 @@ def build_images(names: Sequence[str] = ("operator", "gateway", "engine-sim")) -
 class Target(Protocol):
     """Where the chart goes: how its nodes get images, and what the chart needs there."""
 
-    name: str
     kubeconfig: Path
 
     def load(self, refs: Sequence[str]) -> None: ...
@@ -143,7 +142,6 @@ class Local:
 
     kubeconfig: Path
     api_env: list[dict[str, str]]
-    name: str = "local"
 
     def load(self, refs: Sequence[str]) -> None:
         run("bash", REPO / "e2e" / "cluster.sh", "load-images", env={"LLMFLEET_REAL_NODE": "1"})
@@ -172,7 +170,6 @@ class Kind:
 
     cluster: str
     kubeconfig: Path
-    name: str = "kind"
 
     def load(self, refs: Sequence[str]) -> None:
         run("kind", "load", "docker-image", "--name", self.cluster, *refs, timeout=900)
