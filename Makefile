@@ -50,7 +50,7 @@ lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the imp
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench/autoscale/*.py bench/fleetsim/*.py bench/simulator/*.py
-	$(BIN)/mypy --strict bench/tables.py tests/regions.py
+	$(BIN)/mypy --strict bench/tables.py tests/regions.py bench/operator/scrapes.py
 	$(BIN)/mypy --strict bench/routing/*.py
 	MYPYPATH=bench $(BIN)/mypy --strict bench/gateway/*.py
 	MYPYPATH=bench/autoscale $(BIN)/mypy --strict bench/multiregion/*.py
@@ -93,7 +93,7 @@ bench: $(STAMP) ## Run the benchmarks; results go to bench/results/
 	$(BIN)/python bench/simulator/calibration.py
 	$(BIN)/python bench/simulator/capacity.py
 	$(BIN)/python bench/fleetsim/speed.py
-	bash e2e/cluster.sh up
+	LLMFLEET_GPU_NODES=7 bash e2e/cluster.sh up
 	$(BIN)/python bench/operator/throughput.py
 
 clean: ## Remove the venv and local caches of this checkout (not ~/.cache/llmfleet)

@@ -527,6 +527,10 @@ def fewest_turns(results: Results) -> str:
 def operator_throughput(results: Results) -> str:
     run = results.load("operator-throughput.json")
     latency, load, rss = run["latency"], run["throughput"], run["operator_rss_mib"]
+    count, ready, quiet = load["count"], load["reconcile_to_ready"], load["quiet"]
+    created = load["writes_to_ready"]["operator_per_object"]
+    operator_writes = [f"{key} {per_object:.2f}" for key, per_object in created.items()]
+    quiet_rows = ", ".join(f"{key} {n:.0f}" for key, n in quiet["per_minute"].items())
     return "\n".join(
         [
             "| | operator | direct creates | ratio |",
@@ -534,15 +538,37 @@ def operator_throughput(results: Results) -> str:
             f"| `apply` to all 3 children, p50 (max) | {latency['operator_p50_ms']:.0f} ms"
             f" ({latency['operator_max_ms']:.0f} ms) | {latency['direct_p50_ms']:.0f} ms"
             f" | {latency['ratio_p50']:.1f}x |",
-            f"| {load['count']} LLMDeployments until all Ready"
+            f"| {count:,} LLMDeployments until all Ready"
             f" | {load['operator_all_ready_s']:.1f} s,"
             f" {load['operator_child_objects_per_s']:.0f} child objects/s"
-            f" | {load['direct_child_objects_per_s']:.0f} objects/s"
-            f" | {load['ratio_objects_per_s']:.2f}x |",
-            f"| operator memory (RSS) | {rss['idle']:.0f} MiB idle, {rss['after_run']:.0f} MiB"
-            f" after {load['count']} objects | | |",
+            f" | {load['direct_children_s']:.1f} s, {load['direct_child_objects_per_s']:.0f}"
+            f" objects/s | {load['ratio_objects_per_s']:.2f}x |",
+            f"| reconcile latency p50 / p99 until all Ready ({ready['reconciles']:,} reconciles)"
+            f" | {ready['p50_ms']:.0f} ms / {ready['p99_ms']:.0f} ms | | |",
+            f"| the operator's writes per object until Ready | {', '.join(operator_writes)}"
+            " | 3 creates | |",
+            f"| then {quiet['seconds']:.0f} s quiet: the operator's writes per object per 10 min"
+            f" | {quiet['operator_resources_per_object_per_10min']:.3f} | | |",
+            f"| same {quiet['seconds']:.0f} s: every client's mutating requests per minute"
+            f" | {quiet_rows or 'none'} | | |",
+            f"| operator memory (RSS) | {rss['idle']:.0f} MiB idle, {rss['peak']:.0f} MiB peak,"
+            f" {rss['after_run']:.0f} MiB after {count:,} objects | | |",
+            *_autoscaled_rows(run.get("autoscaled")),
         ]
     )
+
+
+def _autoscaled_rows(run: dict[str, Any] | None) -> list[str]:
+    if run is None:
+        return []
+    every = ", ".join(f"{key} {n:.0f}" for key, n in run["per_minute"].items())
+    return [
+        f"| {run['count']} autoscaled simulated models (1 to 1, light load),"
+        f" {run['seconds']:.0f} s: the operator's writes per object per 10 min"
+        f" | {run['operator_resources_per_object_per_10min']:.3f} | | |",
+        f"| same {run['seconds']:.0f} s: every client's mutating requests per minute"
+        f" | {every or 'none'} | | |",
+    ]
 
 
 def fleetsim_speed(results: Results) -> str:

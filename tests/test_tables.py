@@ -6,7 +6,8 @@ Cases:
 - the READMEs name every region the generator knows, and only those;
 - a figure changed in a copy of the JSON changes the rendered table, and only its rows
   (the autoscaling tables, the oracles, the code runs at 180 s, the fewest turns of the
-  hour), and a bar missed in a copy changes the count of rows that meet it;
+  hour, the operator's quiet writes), and a bar missed in a copy changes the count of rows
+  that meet it;
 - a region without its end line, or with a name the generator does not know, is refused;
 - a ratio gets a third decimal only where two would round it onto the bar or onto 1.
 """
@@ -98,6 +99,17 @@ def _changed_rows(name: str, results: Path, source: str, change: Any) -> list[st
     _edit(results / source, change)
     after = tables.REGIONS[name].render(tables.Results(results)).splitlines()
     return [old.split(" |")[0] for old, new in zip(before, after, strict=True) if old != new]
+
+
+def test_changed_quiet_writes_change_their_row(results: Path) -> None:
+    def noisy_operator(run: dict[str, Any]) -> None:
+        run["throughput"]["quiet"]["operator_resources_per_object_per_10min"] = 9.5
+
+    changed = _changed_rows(
+        "operator-throughput", results, "operator-throughput.json", noisy_operator
+    )
+    assert len(changed) == 1
+    assert changed[0].startswith("| then ")
 
 
 def test_changed_oracle_changes_its_row(results: Path) -> None:
