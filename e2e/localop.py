@@ -52,6 +52,14 @@ def _check(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def helm() -> str:
+    """The helm binary, installed by `e2e/install-helm.sh` when missing (cached)."""
+    found = subprocess.run(
+        ["bash", str(REPO / "e2e" / "install-helm.sh")], capture_output=True, text=True, check=False
+    )
+    return _check(found).split()[-1]
+
+
 def install_chart(kubeconfig: Path, *sets: str) -> None:
     """`helm upgrade --install` of the chart (CRDs, RBAC; the operator and gateway at 0
     replicas), with ``sets`` as further ``--set`` values.
@@ -59,14 +67,6 @@ def install_chart(kubeconfig: Path, *sets: str) -> None:
     A CRD applied before without Helm (`kubectl apply -f crds/`) is adopted by the
     release, the way Helm documents: it gets the release's label and annotations first.
     """
-    helm = _check(
-        subprocess.run(
-            ["bash", str(REPO / "e2e" / "install-helm.sh"), "--check"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    ).split()[-1]
     for crd in CRDS:
         if kubectl(kubeconfig, "get", crd).returncode != 0:
             continue
@@ -87,7 +87,7 @@ def install_chart(kubeconfig: Path, *sets: str) -> None:
     _check(
         subprocess.run(
             [
-                helm,
+                helm(),
                 "upgrade",
                 "--install",
                 RELEASE,

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from localop import CRDS, kubectl
+from localop import CRDS, helm, kubectl
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "llmfleet"
@@ -36,16 +36,6 @@ NO_PODS = (
     "gateway.replicas=0",
 )
 OWNER = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
-
-
-def helm() -> str:
-    out = subprocess.run(
-        ["bash", str(REPO / "e2e" / "install-helm.sh"), "--check"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()[-1]
 
 
 def run(argv: list[str], stdin: str | None = None) -> str:

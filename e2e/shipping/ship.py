@@ -37,6 +37,7 @@ import yaml
 if __name__ == "__main__":  # run as a script: the e2e helpers are in the folder above
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components import PORT_OFFSETS
+from localop import RELEASE, SYSTEM, helm
 from manifests import (
     NODE_IP,
     REAL_NODE_LABELS,
@@ -47,12 +48,9 @@ from manifests import (
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "llmfleet"
-RELEASE = "llmfleet"
-SYSTEM = "llmfleet-system"
 # The label of the node that runs the pods (the local node's taint has the same key and value).
 NODE_SELECTOR = {REAL_NODE_TAINT["key"]: REAL_NODE_LABELS[REAL_NODE_TAINT["key"]]}
 TOLERATION = {"key": REAL_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
-CRDS = ("llmdeployments.llmfleet.io", "llmtenants.llmfleet.io")
 
 
 def run(
@@ -76,11 +74,6 @@ def run(
         command = " ".join(str(a) for a in argv)
         raise RuntimeError(f"{command} failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout
-
-
-def helm() -> str:
-    """The helm binary, installed by `e2e/install-helm.sh` when missing (cached)."""
-    return run("bash", REPO / "e2e" / "install-helm.sh").split()[-1]
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:

@@ -26,7 +26,8 @@ import pytest
 import yaml
 from kit import EXAMPLES, apply, get, pods, ready, wait_for
 from kubernetes.client import ApiClient, CoordinationV1Api, CoreV1Api
-from ship import CRDS, RELEASE, SYSTEM, Images, kubectl, placement, port_forward, uninstall
+from localop import CRDS, RELEASE, SYSTEM
+from ship import Images, kubectl, placement, port_forward, uninstall
 from traffic import MODEL, Streams, drained
 
 from llmfleet_contract.api import key_hash
@@ -323,6 +324,6 @@ def test_helm_uninstall_keeps_the_crds_and_every_llmdeployment(
     uninstall(kubeconfig)
     wait_for("the chart's pods gone", lambda: not chart_pods(api, "operator"))
     for crd in CRDS:
-        kubectl(kubeconfig, "get", f"crd/{crd}")
+        kubectl(kubeconfig, "get", crd)
     assert get(api, release, NAME)["metadata"]["generation"] == generation
     kubectl(kubeconfig, "get", "llmtenant/team", "-n", release)
