@@ -5,6 +5,7 @@ models, and how much). The CRDs in ``crds/`` are generated from these models
 (``make crds``); field docstrings are what ``kubectl explain llmdeployment.spec`` prints.
 """
 
+from llmfleet_contract.api.base import ADMITTED
 from llmfleet_contract.api.cel import CelRule
 from llmfleet_contract.api.model import (
     DType,
@@ -58,6 +59,7 @@ from llmfleet_contract.api.tenant import (
 )
 
 __all__ = [
+    "ADMITTED",
     "API_VERSION",
     "GROUP",
     "KIND",
