@@ -8,7 +8,10 @@ and ``List`` items are handled; unreadable input is an error, never a silent pas
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,16 @@ def test_key_prints_a_new_key_and_its_hash(capsys: pytest.CaptureFixture[str]) -
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
     assert "usage: llmfleet" in capsys.readouterr().err
+
+
+def test_the_operator_does_not_load_the_gateways_kubernetes_client() -> None:
+    """kopf imports kubernetes_asyncio whenever it is installed (it is here, for the
+    gateway); `llmfleet operator` runs without it (40 MiB)."""
+    code = (
+        "import sys\nfrom llmfleet.cli import main\n"
+        "try:\n    main(['operator', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sys.modules.get('kubernetes_asyncio') is not None, 'kopf' in sys.modules)"
+    )
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert ran.stdout.split()[-2:] == ["False", "True"]
+    assert importlib.util.find_spec("kubernetes_asyncio") is not None  # installed all along
