@@ -50,7 +50,7 @@ lint: $(STAMP) ## ruff, mypy --strict (the packages and the benches) and the imp
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict bench/autoscale/*.py bench/fleetsim/*.py bench/simulator/*.py
-	$(BIN)/mypy --strict bench/tables.py tests/regions.py bench/operator/scrapes.py
+	$(BIN)/mypy --strict bench/tables.py tests/regions.py bench/operator/scrapes.py bench/operator/scrape.py
 	$(BIN)/mypy --strict bench/routing/*.py
 	MYPYPATH=bench $(BIN)/mypy --strict bench/gateway/*.py
 	MYPYPATH=bench/autoscale $(BIN)/mypy --strict bench/multiregion/*.py

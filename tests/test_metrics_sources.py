@@ -9,8 +9,11 @@ Cases:
   tokens family empty);
 - Prometheus range results read purely: stale, failed last scrape, missing metric, and a
   restarted pod whose old series is ignored;
+- the parser reads only the policy's lines: a malformed line elsewhere costs nothing, one
+  among them costs the sample;
 - DirectScrape against real ``llmfleet engine-sim`` processes under load (running > 0,
-  waiting > 0, KV > 0) plus a dead target reported unreachable, and the real gateways'
+  waiting > 0, KV > 0) plus a dead target reported unreachable, no socket left open
+  between calls, and the real gateways'
   pending requests summed, each gateway read once per round of periods (a dead one tried
   once; a page counting its GETs passes the gateway's own page through);
 - PrometheusSource against a real Prometheus (Debian's package) scraping those processes:
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +43,7 @@ from typing import Any
 import pytest
 import yaml
 
+from llmfleet_contract.exposition import ExpositionError, parse
 from llmfleet_gateway.pool import Model
 from llmfleet_gateway.server import GatewaySettings
 from llmfleet_operator.autoscale.inputs import Sample
@@ -122,9 +127,31 @@ def test_parser_names_what_is_missing() -> None:
     miss = parse_engine(page + "\n", "r0", 0.0)
     assert miss == Miss("r0", MissReason.MISSING_METRIC, "no vllm:num_requests_running")
     garbage = parse_engine("<html>502 Bad Gateway</html>", "r0", 0.0)
-    assert isinstance(garbage, Miss)
-    assert garbage.reason is MissReason.MISSING_METRIC
-    assert "unparseable" in garbage.detail
+    assert garbage == Miss(
+        "r0",
+        MissReason.MISSING_METRIC,
+        "no vllm:num_requests_waiting, vllm:num_requests_running, vllm:kv_cache_usage_perc",
+    )
+
+
+def test_parser_reads_only_the_policys_lines() -> None:
+    """A malformed line elsewhere on the page costs nothing; one among the policy's series
+    costs the sample, with the line named."""
+    elsewhere = vllm_page().replace('{engine="0",model_name="tiny",reason=', "{engine=0,reason=")
+    with pytest.raises(ExpositionError, match="malformed labels"):
+        parse(elsewhere)
+    assert isinstance(parse_engine(elsewhere, "r0", 0.0), Sample)
+    assert parse_engine(elsewhere, "r0", 0.0) == parse_engine(vllm_page(), "r0", 0.0)
+    among = vllm_page().replace(
+        'vllm:num_requests_running{engine="0"', "vllm:num_requests_running{engine=0"
+    )
+    miss = parse_engine(among, "r0", 0.0)
+    assert isinstance(miss, Miss)
+    assert miss.reason is MissReason.MISSING_METRIC
+    assert "unparseable" in miss.detail
+    assert "vllm:num_requests_running{engine=0" in miss.detail
+    indented = vllm_page().replace("\nvllm:num_requests_running{", "\n  vllm:num_requests_running{")
+    assert parse_engine(indented, "r0", 0.0) == parse_engine(vllm_page(), "r0", 0.0)
 
 
 @pytest.mark.parametrize("value", ["NaN", "+Inf"])
@@ -315,6 +342,30 @@ def test_direct_scrape_reads_loaded_engines_and_reports_the_dead_one(fleet: Flee
     assert (miss.replica, miss.reason) == ("dead", MissReason.UNREACHABLE)
     assert fleet.dead.url in miss.detail
     assert "refused" in miss.detail.lower()
+
+
+def test_direct_scrape_holds_no_socket_between_calls(fleet: Fleet) -> None:
+    """A connection per GET, closed with its answer: a fleet's pods, and pods that went away
+    (the dead port), leave no socket open in the operator between periods."""
+    scrape = DirectScrape(timeout_seconds=2)
+    scrape.samples(fleet.targets, time.time())  # the first call's imports and threads
+    before = open_fds()
+    for _ in range(5):
+        readings = scrape.samples(fleet.targets, time.time())
+        assert len(readings.samples) == len(fleet.targets) - 1
+    assert open_fds() == before
+
+
+def open_fds() -> list[str]:
+    """This process's open file descriptors, what each one is."""
+    fds = Path("/proc/self/fd")
+    found = []
+    for fd in fds.iterdir():
+        try:
+            found.append(os.readlink(fd))
+        except FileNotFoundError:  # the listing's own, closed since
+            continue
+    return sorted(found)
 
 
 TOKENS = {(NAMESPACE, "sim-0-pod"): 1200}

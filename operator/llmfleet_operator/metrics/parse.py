@@ -34,6 +34,8 @@ from llmfleet_operator.metrics.readings import Miss, MissReason
 
 ENGINE_METRICS = ENGINE_LOAD
 """Every engine series the policy may read (the Prometheus source asks for these)."""
+_SERIES = tuple(name + after for name in ENGINE_METRICS for after in "{ \t")
+"""How a line of one of those series starts: its name, then labels or a blank."""
 
 
 def sample_from_values(
@@ -60,9 +62,17 @@ def sample_from_values(
 def parse_engine(
     text: str, replica: str, time: float, pending_prefill_tokens: int | None = None
 ) -> Sample | Miss:
-    """One engine's ``/metrics`` page, scraped at ``time``, as a sample of ``replica``."""
+    """One engine's ``/metrics`` page, scraped at ``time``, as a sample of ``replica``.
+
+    Only the lines of :data:`ENGINE_METRICS` are parsed: a vLLM page has hundreds of
+    lines, mostly histogram buckets, and parsing them all cost the operator more than
+    fetching the page (bench/operator/scrape.py). So a malformed line elsewhere on the
+    page does not cost the sample; one among the policy's series does, and a page with
+    none of them (not an engine's) is missing them all.
+    """
+    wanted = "\n".join(line for line in text.split("\n") if line.lstrip().startswith(_SERIES))
     try:
-        values = parse(text).values()
+        values = parse(wanted).values()
     except ExpositionError as error:
         return Miss(replica, MissReason.MISSING_METRIC, f"unparseable metrics page: {error}")
     return sample_from_values(values, replica, time, pending_prefill_tokens)
