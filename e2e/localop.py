@@ -138,6 +138,8 @@ class LocalOperator:
     state: Path
     metrics_port: int = 18080
     identity: str = "local"
+    namespaces: tuple[str, ...] = ()
+    """Watch only these (default: every namespace)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -161,6 +163,7 @@ class LocalOperator:
             f"--lease-namespace={SYSTEM}",
             f"--lease-name={ACCOUNT}",
             f"--identity={self.identity}",
+            *(f"--namespace={namespace}" for namespace in self.namespaces),
         ]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(

@@ -7,11 +7,13 @@ Service that selects leaders; a revision change rolls the pods while a maxReplic
 change does not; a group larger than any node is Degraded with the shortfall and
 recovers when fixed; a hand-deleted child comes back; killing the operator mid-rollout
 and restarting it ends with the same children and no duplicates; deleting the
-LLMDeployment removes every child; the operator serves its metrics.
+LLMDeployment removes every child; the operator serves its metrics; a restarted operator
+reconciles what exists from its watches alone (no GET, no write).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -39,6 +41,7 @@ from kit import (
 )
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 from localop import LocalOperator, kubectl
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmfleet_operator.metrics import DirectScrape, PrometheusSource, Readings, Target
 
@@ -298,20 +301,60 @@ def test_deleting_the_llmdeployment_removes_every_child(
     wait_for("every child garbage-collected", gone, timeout=120)
 
 
-def test_operator_serves_its_metrics(operator: LocalOperator) -> None:
-    def scrape() -> str:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-            ) as reply:
-                text: str = reply.read().decode()
-                return text if "llmfleet_operator_reconcile_total" in text else ""
-        except OSError:
-            return ""
+def operator_page(operator: LocalOperator) -> str:
+    """The operator's /metrics once it has reconciled (empty while it cannot be read)."""
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+        ) as reply:
+            text: str = reply.read().decode()
+            return text if "llmfleet_operator_reconcile_total" in text else ""
+    except OSError:
+        return ""
 
-    text = wait_for("operator metrics", scrape)
+
+def test_operator_serves_its_metrics(operator: LocalOperator) -> None:
+    text = wait_for("operator metrics", lambda: operator_page(operator))
     assert "llmfleet_operator_reconcile_duration_seconds_bucket" in text
     assert "llmfleet_operator_llmdeployments" in text
+
+
+def test_a_restarted_operator_reads_its_watches_not_the_api_server(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    manifest = on_this_cluster(EXAMPLES / "llama-8b.yaml", replicas=1)
+    del manifest["spec"]["autoscaling"]  # its periods would write new signals
+    apply_ready(api_client, kubeconfig, namespace, manifest)
+    wait_for(  # the last status the operator had to write
+        "the rollout complete",
+        lambda: (
+            condition(get(api_client, namespace, "llama-8b"), "Progressing").get("status")
+            == "False"
+        ),
+    )
+    operator.stop()
+    # Scoped to this test's namespace: objects of other tests' namespaces going away would
+    # be reconciled too, with reads of their own.
+    scoped = dataclasses.replace(operator, identity="scoped", namespaces=(namespace,))
+    try:
+        scoped.start()
+        wait_for(
+            "the restarted operator's first reconcile",
+            lambda: 'llmfleet_operator_reconcile_total{result="success"}' in operator_page(scoped),
+        )
+        time.sleep(3)  # its writes, if it made any
+        page = operator_page(scoped)
+    finally:
+        scoped.stop()
+        operator.start()
+    made = {
+        (sample.labels["verb"], sample.labels["resource"]): sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "llmfleet_operator_api_requests_total"
+    }
+    assert {key for key in made if key[1] not in ("leases", "nodes")} == set(), made
+    assert ready(api_client, namespace, "llama-8b")
 
 
 def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig: Path) -> None:

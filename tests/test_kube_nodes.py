@@ -2,7 +2,8 @@
 ABSENT_CACHE_SECONDS (a fake dynamic client counts the API calls; the real client is
 exercised by every e2e test).
 
-Cases: a second list within the window makes no call; after it, one; other kinds are
+Cases: a node is kept as its name, labels, taints and capacity; a second list within the
+window makes no call (nor counts as one in the operator's metrics); after it, one; other kinds are
 never cached; callers get deep copies, whether the list was fetched or came from the
 cache, so one caller's edit (of the list, a node, or a node's nested status) cannot
 leak into the next. A kind not served is looked up again only after its window (each
@@ -18,6 +19,7 @@ from typing import Any
 from kubernetes.client import ApiClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+from llmfleet_operator.handlers import Metrics
 from llmfleet_operator.kube_client import ABSENT_CACHE_SECONDS, NODE_CACHE_SECONDS, DynamicKube
 from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, NODE, POD
 
@@ -25,7 +27,24 @@ from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, NODE, POD
 def node(name: str) -> dict[str, Any]:
     """A fresh body, nested as the API server's is."""
     return {
+        "metadata": {
+            "name": name,
+            "labels": {"nvidia.com/gpu.product": "H100"},
+            "managedFields": [{"manager": "kubelet"}],
+        },
+        "spec": {"podCIDR": "10.244.0.0/24", "taints": [{"key": "k", "effect": "NoSchedule"}]},
+        "status": {
+            "allocatable": {"cpu": "96", "nvidia.com/gpu": "8"},
+            "images": [{"names": ["vllm"], "sizeBytes": 1}],
+        },
+    }
+
+
+def kept(name: str) -> dict[str, Any]:
+    """What the cache keeps of ``node(name)``: name, labels, taints, capacity."""
+    return {
         "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "H100"}},
+        "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]},
         "status": {"allocatable": {"cpu": "96", "nvidia.com/gpu": "8"}},
     }
 
@@ -65,7 +84,8 @@ class Dynamic:
 def test_node_lists_are_reused_for_a_while_and_nothing_else_is() -> None:
     now = [0.0]
     dynamic = Dynamic()
-    kube = DynamicKube(dynamic, clock=lambda: now[0])  # type: ignore[arg-type]
+    metrics = Metrics()
+    kube = DynamicKube(dynamic, clock=lambda: now[0], requests=metrics.api_requests)  # type: ignore[arg-type]
     kube.list(NODE, None, "")
     now[0] = NODE_CACHE_SECONDS - 1
     assert [n["metadata"]["name"] for n in kube.list(NODE, None, "")] == ["Node-0"]
@@ -76,6 +96,13 @@ def test_node_lists_are_reused_for_a_while_and_nothing_else_is() -> None:
     kube.list(POD, "ns", "a=b")
     kube.list(POD, "ns", "a=b")
     assert dynamic.resources.calls == ["Node", "Node", "Pod", "Pod"]
+    counted = metrics.registry.get_sample_value
+    assert (
+        counted("llmfleet_operator_api_requests_total", {"verb": "LIST", "resource": "nodes"}) == 2
+    )
+    assert (
+        counted("llmfleet_operator_api_requests_total", {"verb": "LIST", "resource": "pods"}) == 2
+    )
 
 
 def edit(nodes: list[dict[str, Any]]) -> None:
@@ -92,9 +119,9 @@ def test_callers_get_deep_copies_fetched_or_cached() -> None:
     fetched = kube.list(NODE, None, "")
     edit(fetched)
     cached = kube.list(NODE, None, "")
-    assert cached == [node("Node-0")]
+    assert cached == [kept("Node-0")]
     edit(cached)
-    assert kube.list(NODE, None, "") == [node("Node-0")]
+    assert kube.list(NODE, None, "") == [kept("Node-0")]
     assert dynamic.resources.calls == ["Node"]  # the later lists came from the cache
 
 

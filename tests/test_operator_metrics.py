@@ -1,12 +1,17 @@
 """The operator's per-LLMDeployment series: conditions and replica counts as the last watch
-event showed them, gone with the object, a changed reason replacing the old series."""
+event showed them, gone with the object, a changed reason replacing the old series; the
+autoscaler's live signals as its last period read them."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 
 from llmfleet_contract.exposition import parse
 from llmfleet_operator.handlers import Metrics
+from llmfleet_operator.reconcile import reconcile
+from tests.test_autoscaler import T0
+from tests.test_reconcile_autoscaling import world
 
 
 def series(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -71,3 +76,28 @@ def test_an_object_without_status_has_zero_replicas_and_no_conditions() -> None:
     found = series(metrics)
     assert set(found.values()) == {0.0}
     assert len(found) == 3
+
+
+def test_the_live_signals_of_the_last_period_at_every_scrape() -> None:
+    """The status shows signals only when one moves by its step; the metrics show each
+    period's reading, its target and the replicas it asks for, and go with the object."""
+    kube, source, scaler, name = world()  # 3 replicas, slots used 3, 0 and 2 of 8
+    metrics = Metrics()
+    metrics.show_signals(scaler.live)
+    reconcile(kube, "serving", name, T0, scaler)
+    page = parse(generate_latest(metrics.registry).decode())
+    slots = {("llmdeployment", name), ("namespace", "serving"), ("signal", "slots_used")}
+
+    def one(metric: str) -> float:
+        [found] = [s.value for s in page.named(metric) if set(s.labels.items()) == slots]
+        return found
+
+    running = [running for _, running in source.load.values()]
+    slots_per_replica = int(kube.objects[("LLMDeployment", name)]["spec"]["engine"]["maxNumSeqs"])
+    assert one("llmfleet_operator_signal") == pytest.approx(sum(running) / 3 / slots_per_replica)
+    target = one("llmfleet_operator_signal_target")
+    assert one("llmfleet_operator_signal_replicas") == pytest.approx(
+        sum(running) / slots_per_replica / target
+    )
+    scaler.forget("serving", name)
+    assert parse(generate_latest(metrics.registry).decode()).named("llmfleet_operator_signal") == []

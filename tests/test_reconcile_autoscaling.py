@@ -43,6 +43,8 @@ class MemoryKube:
         found = self.objects.get((kind.kind, name))
         return copy.deepcopy(found) if found else None
 
+    get_live = get
+
     def list(self, kind: Resource, namespace: str | None, selector: str) -> list[Manifest]:
         if kind == NODE:
             return [{"status": {"allocatable": {"nvidia.com/gpu": "8"}}}]
@@ -60,9 +62,10 @@ class MemoryKube:
     def delete(self, kind: Resource, namespace: str, name: str) -> None:
         self.objects.pop((kind.kind, name), None)
 
-    def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         self.order.append("status")
         self.objects[("LLMDeployment", name)]["status"] = status
+        return copy.deepcopy(self.objects[("LLMDeployment", name)])
 
     def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest:
         self.order.append(f"annotate {name}")

@@ -46,6 +46,7 @@ from llmfleet_operator.autoscale import (
     ReplicaPhase,
     Sample,
     Signal,
+    SignalReading,
     decide,
     deletion_order,
 )
@@ -281,6 +282,8 @@ class _State:
     last_run: float | None = None
     source: tuple[str, float] | None = None
     """The Prometheus (URL, staleness) this object reads; None: its pods' /metrics."""
+    readings: dict[str, SignalReading] = field(default_factory=dict)
+    """The signals the last period read, by their name in the status."""
     first_ready: dict[tuple[str, float], float] = field(default_factory=dict)
     """When each pod (name and creation: a LeaderWorkerSet's recreated leader keeps its
     name) was first seen Ready: a later flap of readiness moves the pod's Ready
@@ -355,6 +358,13 @@ class Autoscaler:
             if self._states.pop((namespace, name), None) is not None:
                 self._prune()
 
+    def live(self) -> list[tuple[str, str, dict[str, SignalReading]]]:
+        """Each autoscaled object's signals as its last period read them, by their name in
+        the status: in full for the operator's metrics (the status shows them only when one
+        moves by its step)."""
+        with self._lock:
+            return [(*key, dict(state.readings)) for key, state in self._states.items()]
+
     def due_in(self, obj: LLMDeployment, uid: str, now: float) -> float:
         """Seconds until the next period (0 or less: due now)."""
         period = obj.spec.autoscaling.period_seconds  # type: ignore[union-attr]
@@ -396,6 +406,7 @@ class Autoscaler:
         )
         decision = decide(obj.spec, observation, state.history, clock)
         state.history, state.last_run = decision.history, clock
+        state.readings = {_SIGNAL_FIELDS[reading.signal]: reading for reading in decision.signals}
         absent = unexported(scaling.targets, readings.samples)
         metrics = metrics_verdict(len(targets), readings.missing, where, absent)
         newest = max((s.time for s in state.samples), default=None)

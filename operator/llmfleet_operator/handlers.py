@@ -1,11 +1,15 @@
-"""The kopf wiring: watches feed the work queue; the queue runs the level-based reconcile.
+"""The kopf wiring: watches feed the work queue and the cache; the queue runs the reconcile.
 
-Called by :mod:`operator_main` (``llmfleet operator``). Only ``on.event`` handlers are
-used, so kopf keeps no state on the user's objects: no finalizer, no
+Called by :mod:`operator_main` (``llmfleet operator``). Only ``on.event`` and ``index``
+handlers are used, so kopf keeps no state on the user's objects: no finalizer, no
 last-handled-configuration annotation. Every watch event of an LLMDeployment, or of a
 child or pod labelled with its name, enqueues that LLMDeployment; a resync enqueues every
 known one periodically, so a missed event costs at most one resync period. A reconcile
 of an autoscaled object asks to run again when its next control period is due.
+
+The same watches fill kopf indices of those objects, which kopf completes from its initial
+listings before it runs any other handler: each reconcile reads its LLMDeployment, children
+and pods from them (:mod:`.cache`), so one that finds nothing to do makes no API call.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +30,19 @@ from prometheus_client.registry import Collector
 
 from llmfleet_contract.api import GROUP, PLURAL, VERSION
 from llmfleet_contract.labels import OWNER
+from llmfleet_operator.autoscale import SignalReading
 from llmfleet_operator.autoscaler import Autoscaler
+from llmfleet_operator.cache import CachedKube, Index, Written, packed, snapshot
 from llmfleet_operator.kube import Credentials, Kube
 from llmfleet_operator.reconcile import reconcile
-from llmfleet_operator.resources import CHILD_KINDS, POD
+from llmfleet_operator.resources import CHILD_KINDS, LLMDEPLOYMENT, POD, Resource
 from llmfleet_operator.workqueue import WorkQueue
 
 log = logging.getLogger("llmfleet.operator")
+
+
+LiveSignals = Callable[[], Iterable[tuple[str, str, Mapping[str, SignalReading]]]]
+"""Each autoscaled LLMDeployment's signals at its last period (:meth:`Autoscaler.live`)."""
 
 
 class Metrics:
@@ -59,9 +70,23 @@ class Metrics:
         self.known = Gauge(
             "llmfleet_operator_llmdeployments", "LLMDeployments watched.", registry=self.registry
         )
+        self.api_requests = Counter(
+            "llmfleet_operator_api_requests",
+            "Requests to the API server by verb and resource, kopf's watches and discovery"
+            " aside (a reconcile reads its watches: a quiet world costs none).",
+            ["verb", "resource"],
+            registry=self.registry,
+        )
         self.statuses = Statuses()
         self.registry.register(self.statuses)
 
+    def show_signals(self, live: LiveSignals) -> None:
+        """Export the autoscaler's live signals (:class:`Signals`)."""
+        self.registry.register(Signals(live))
+
+
+FULL_RESYNC_SECONDS = 600.0
+"""How often the resync reconciles an LLMDeployment whose watched objects did not change."""
 
 REPLICA_FIELDS = {"desired": "desiredReplicas", "current": "replicas", "ready": "readyReplicas"}
 
@@ -97,6 +122,35 @@ class Statuses(Collector):
         yield replicas
 
 
+class Signals(Collector):
+    """Each autoscaled LLMDeployment's signals as its last control period read them: the
+    status shows them only when one moves by its step (each change is a write), these at
+    every scrape."""
+
+    def __init__(self, live: LiveSignals) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "llmdeployment", "signal"]
+        value, target, replicas = (
+            GaugeMetricFamily(name, text, labels=labels)
+            for name, text in (
+                ("llmfleet_operator_signal", "A signal at the last period, per ready replica."),
+                ("llmfleet_operator_signal_target", "The spec's per-replica target of a signal."),
+                (
+                    "llmfleet_operator_signal_replicas",
+                    "Replicas a signal asks for: what it needs now plus headroom for its trend.",
+                ),
+            )
+        )
+        for namespace, name, readings in sorted(self.live(), key=lambda one: one[:2]):
+            for signal, reading in sorted(readings.items()):
+                value.add_metric([namespace, name, signal], reading.per_replica)
+                target.add_metric([namespace, name, signal], reading.target)
+                replicas.add_metric([namespace, name, signal], reading.projected)
+        yield from (value, target, replicas)
+
+
 @dataclass
 class Runtime:
     """What the handlers share, kept in kopf's memo."""
@@ -110,21 +164,30 @@ class Runtime:
     resync_seconds: float = 60.0
     known: dict[tuple[str, str], int | None] = field(default_factory=dict)
     """Every LLMDeployment watched, with the ``metadata.generation`` of its last event."""
+    indices: dict[Resource, Index] = field(default_factory=dict)
+    """kopf's indices of the watched objects, by kind (set at startup)."""
+    written: Written = field(default_factory=Written)
+    reconciled: dict[tuple[str, str], tuple[frozenset[Any], float]] = field(default_factory=dict)
+    """When each LLMDeployment was last reconciled, and the versions of its objects then."""
     queue: WorkQueue | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    executor: ThreadPoolExecutor | None = None
 
     async def reconcile_key(self, key: Hashable) -> float | None:
         namespace, name = key if isinstance(key, tuple) else ("", str(key))
         started = time.perf_counter()
+        found = snapshot(self.indices, self.written, namespace, name)
+        kube = CachedKube(self.kube, found, self.written)
         try:
-            requeue = await asyncio.to_thread(
-                reconcile, self.kube, namespace, name, None, self.autoscaler
+            requeue = await asyncio.get_running_loop().run_in_executor(
+                self.executor, reconcile, kube, namespace, name, None, self.autoscaler
             )
         except Exception:
             self.metrics.reconciles.labels(result="error").inc()
             raise
         else:
             self.metrics.reconciles.labels(result="success").inc()
+            self.reconciled[(namespace, name)] = (found.versions(), time.monotonic())
         finally:
             self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.queued.set(len(self.queue or ()))
@@ -136,22 +199,46 @@ class Runtime:
             self.metrics.queued.set(len(self.queue))
 
     async def resync(self) -> None:
+        """Every ``resync_seconds``, enqueue each LLMDeployment whose objects changed since
+        its last reconcile (an event missed), or that was last reconciled FULL_RESYNC_SECONDS
+        ago (what no watched object shows: nodes' capacity). A reconcile reads the watches,
+        so one of an unchanged world would only compute again what it computed before."""
         while True:
             await asyncio.sleep(self.resync_seconds)
-            for namespace, name in list(self.known):
+            for namespace, name in self.due(time.monotonic()):
                 self.enqueue(namespace, name)
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """The LLMDeployments a resync at ``now`` reconciles."""
+
+        def changed(namespace: str, name: str) -> bool:
+            last = self.reconciled.get((namespace, name))
+            if last is None or now - last[1] >= FULL_RESYNC_SECONDS:
+                return True
+            return snapshot(self.indices, self.written, namespace, name).versions() != last[0]
+
+        return [key for key in list(self.known) if changed(*key)]
 
 
 def make_registry() -> kopf.OperatorRegistry:
     """A fresh registry with llmfleet's handlers (one per operator instance)."""
     registry = kopf.OperatorRegistry()
 
+    watched = {
+        LLMDEPLOYMENT: "llmfleet-index",
+        **{kind: f"llmfleet-index-{kind.plural}" for kind in (*CHILD_KINDS, POD)},
+    }
+
     @kopf.on.startup(registry=registry)
-    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) -> None:
         # kopf's own log lines are not Events on the user's objects; ours are.
         settings.posting.enabled = False
         settings.watching.server_timeout = 300
         runtime: Runtime = memo["runtime"]
+        runtime.indices = {kind: indices[index] for kind, index in watched.items()}
+        # Reconciles wait for a thread of their own, not for the loop's default executor,
+        # which other blocking calls (the leader's Lease, kopf's) share.
+        runtime.executor = ThreadPoolExecutor(runtime.workers, thread_name_prefix="reconcile")
         runtime.queue = WorkQueue(runtime.reconcile_key)
         runtime.tasks = [
             asyncio.create_task(runtime.queue.run(runtime.workers)),
@@ -180,6 +267,8 @@ def make_registry() -> kopf.OperatorRegistry:
                 await task
         if runtime.autoscaler is not None:
             runtime.autoscaler.close()
+        if runtime.executor is not None:
+            runtime.executor.shutdown(wait=False, cancel_futures=True)
 
     # The handlers are coroutines: kopf runs a plain function in a thread, and the work
     # queue belongs to the event loop.
@@ -198,6 +287,7 @@ def make_registry() -> kopf.OperatorRegistry:
         key = (namespace, name)
         if type == "DELETED":
             runtime.known.pop(key, None)
+            runtime.reconciled.pop(key, None)
             runtime.metrics.statuses.status.pop(key, None)
             if runtime.autoscaler is not None:
                 runtime.autoscaler.forget(namespace, name)
@@ -213,14 +303,41 @@ def make_registry() -> kopf.OperatorRegistry:
                 runtime.enqueue(namespace, name)
         runtime.metrics.known.set(len(runtime.known))
 
-    async def child_changed(
-        namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
-    ) -> None:
-        memo["runtime"].enqueue(namespace, labels.get(OWNER))
+    def child_changed(kind: Resource) -> Callable[..., Any]:
+        async def changed(
+            type: str | None,
+            namespace: str | None,
+            name: str,
+            labels: Mapping[str, str],
+            memo: Any,
+            **_: Any,
+        ) -> None:
+            runtime: Runtime = memo["runtime"]
+            if type == "DELETED" and namespace:
+                runtime.written.forget(kind, namespace, name)
+            runtime.enqueue(namespace, labels.get(OWNER))
 
+        return changed
+
+    def by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): packed(body)}
+
+    def by_owner(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
+        return {(namespace, labels[OWNER]): packed(body)}
+
+    group, _, version = LLMDEPLOYMENT.api_version.rpartition("/")
+    kopf.index(group, version, LLMDEPLOYMENT.plural, id=watched[LLMDEPLOYMENT], registry=registry)(
+        by_name
+    )
     for kind in (*CHILD_KINDS, POD):
         group, _, version = kind.api_version.rpartition("/")
-        kopf.on.event(group, version, kind.plural, labels={OWNER: kopf.PRESENT}, registry=registry)(
-            child_changed
+        owned = {OWNER: kopf.PRESENT}
+        kopf.index(group, version, kind.plural, labels=owned, id=watched[kind], registry=registry)(
+            by_owner if kind == POD else by_name
+        )
+        kopf.on.event(group, version, kind.plural, labels=owned, registry=registry)(
+            child_changed(kind)
         )
     return registry

@@ -23,6 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from prometheus_client import Counter
 from urllib3.exceptions import HTTPError
 
 from llmfleet_contract import labels
@@ -35,7 +36,7 @@ from llmfleet_operator.kube import (
     KubeError,
     ServerError,
 )
-from llmfleet_operator.resources import LLMDEPLOYMENT, NODE, Resource
+from llmfleet_operator.resources import EVENT, LLMDEPLOYMENT, NODE, Resource
 
 Manifest = dict[str, Any]
 Manifests = list[Manifest]
@@ -109,17 +110,44 @@ after this long: each miss makes the client read all of discovery again, and eve
 asks."""
 
 
+def _node_capacity(node: Manifest) -> Manifest:
+    """What the reconcile reads of a node (its name, labels, taints and capacity): a copy
+    of each cached node is handed to every reconcile, so the rest would cost on each."""
+    meta, spec, status = (node.get(key) or {} for key in ("metadata", "spec", "status"))
+    return {
+        "metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}},
+        "spec": {key: spec[key] for key in ("taints", "unschedulable") if key in spec},
+        "status": {key: status[key] for key in ("allocatable", "capacity") if key in status},
+    }
+
+
 class DynamicKube:
     """``Kube`` over the dynamic client. Safe to share between worker threads."""
 
-    def __init__(self, dynamic: DynamicClient, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        dynamic: DynamicClient,
+        clock: Callable[[], float] = time.monotonic,
+        requests: Counter | None = None,
+    ) -> None:
+        """``requests``: a counter labelled ``verb`` and ``resource`` that counts each
+        request made (discovery aside)."""
         self._dynamic = dynamic
+        self._requests = requests
         self._core = client.CoreV1Api(dynamic.client)
         self._clock = clock
         self._nodes: dict[str, tuple[float, list[Manifest]]] = {}
         self._nodes_lock = threading.Lock()
         self._absent: dict[Resource, float] = {}
         """When discovery last said a kind is not served."""
+
+    @contextlib.contextmanager
+    def _call(self, verb: str, kind: Resource) -> Iterator[None]:
+        """One request to the API server: counted, and its errors translated."""
+        if self._requests is not None:
+            self._requests.labels(verb=verb, resource=kind.plural).inc()
+        with _translated():
+            yield
 
     def _resource(self, kind: Resource) -> Any:
         return self._dynamic.resources.get(api_version=kind.api_version, kind=kind.kind)
@@ -140,17 +168,35 @@ class DynamicKube:
         return True
 
     def get(self, kind: Resource, namespace: str, name: str) -> Manifest | None:
-        with _translated():
-            try:
-                found: Manifest = self._resource(kind).get(name=name, namespace=namespace).to_dict()
-            except NotFoundError:
+        """The object, or None. Read through the generated client's transport, not the
+        dynamic client's ``get``, which formats a traceback for every 404: a child not
+        created yet is asked about for every new LLMDeployment."""
+        api = self._dynamic.client
+        path = self._resource(kind).path(name=name, namespace=namespace)
+        with self._call("GET", kind):
+            response = api.call_api(
+                *api.param_serialize(
+                    "GET",
+                    path,
+                    header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"],
+                )
+            )
+            data: bytes = response.read()
+            if response.status == 404:
                 return None
+            if not 200 <= response.status <= 299:
+                text = data.decode("utf-8", "replace")
+                raise ApiException.from_response(http_resp=response, body=text, data=None)
+        found: Manifest = json.loads(data)
         return found
+
+    get_live = get
 
     def list(self, kind: Resource, namespace: str | None, selector: str) -> list[Manifest]:
         if kind == NODE:
             return self._list_nodes(selector)
-        with _translated():
+        with self._call("LIST", kind):
             result = self._resource(kind).get(namespace=namespace, label_selector=selector)
         return [item.to_dict() for item in result.items]
 
@@ -160,15 +206,15 @@ class DynamicKube:
             cached = self._nodes.get(selector)
         if cached is not None and now - cached[0] < NODE_CACHE_SECONDS:
             return copy.deepcopy(cached[1])
-        with _translated():
+        with self._call("LIST", NODE):
             result = self._resource(NODE).get(namespace=None, label_selector=selector)
-        nodes = [item.to_dict() for item in result.items]
+        nodes = [_node_capacity(item.to_dict()) for item in result.items]
         with self._nodes_lock:
             self._nodes[selector] = (now, nodes)
         return copy.deepcopy(nodes)
 
     def apply(self, kind: Resource, manifest: Manifest) -> Manifest:
-        with _translated():
+        with self._call("APPLY", kind):
             applied: Manifest = (
                 self._resource(kind)
                 .server_side_apply(
@@ -184,7 +230,7 @@ class DynamicKube:
 
     def create(self, kind: Resource, manifest: Manifest) -> Manifest:
         """Create ``manifest``; :class:`ConflictError` when it exists."""
-        with _translated():
+        with self._call("CREATE", kind):
             created: Manifest = (
                 self._resource(kind)
                 .create(body=manifest, namespace=manifest["metadata"].get("namespace"))
@@ -193,24 +239,29 @@ class DynamicKube:
         return created
 
     def delete(self, kind: Resource, namespace: str, name: str) -> None:
-        with _translated(), contextlib.suppress(NotFoundError):
+        with self._call("DELETE", kind), contextlib.suppress(NotFoundError):
             self._resource(kind).delete(
                 name=name, namespace=namespace, body={"propagationPolicy": "Foreground"}
             )
 
-    def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
-        with _translated():
-            self._resource(LLMDEPLOYMENT).status.patch(
-                body={"status": status},
-                name=name,
-                namespace=namespace,
-                content_type="application/merge-patch+json",
+    def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
+        with self._call("PATCH", LLMDEPLOYMENT):
+            patched: Manifest = (
+                self._resource(LLMDEPLOYMENT)
+                .status.patch(
+                    body={"status": status},
+                    name=name,
+                    namespace=namespace,
+                    content_type="application/merge-patch+json",
+                )
+                .to_dict()
             )
+        return patched
 
     def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest:
         """A JSON merge patch; with ``metadata.resourceVersion`` in ``body``, :class:`ConflictError`
         when the object changed since that version."""
-        with _translated():
+        with self._call("PATCH", kind):
             patched: Manifest = (
                 self._resource(kind)
                 .patch(
@@ -251,7 +302,7 @@ class DynamicKube:
             reporting_instance=labels.FIELD_MANAGER,
         )
         try:
-            with _translated():
+            with self._call("CREATE", EVENT):
                 self._core.create_namespaced_event(meta["namespace"], body)
         except KubeError as err:  # an Event is best effort; never fail a reconcile on it
             log.warning("Could not post Event %s on %s: %s", reason, meta["name"], err.message)

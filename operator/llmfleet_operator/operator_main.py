@@ -82,12 +82,15 @@ def main(argv: list[str]) -> int:
     # kopf logs every handler call; our reconcile logs what changed.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     dynamic = connect(args.kubeconfig)
-    kube = DynamicKube(dynamic)
+    metrics = Metrics()
+    kube = DynamicKube(dynamic, requests=metrics.api_requests)
+    autoscaler = Autoscaler(DirectScrape(gateway_urls=_gateways(args, kube)))
+    metrics.show_signals(autoscaler.live)
     runtime = Runtime(
         kube=kube,
         credentials=lambda: credentials(dynamic.client.configuration),
-        metrics=Metrics(),
-        autoscaler=Autoscaler(DirectScrape(gateway_urls=_gateways(args, kube))),
+        metrics=metrics,
+        autoscaler=autoscaler,
         workers=args.workers,
         resync_seconds=args.resync_seconds,
     )

@@ -24,6 +24,7 @@ import pydantic
 
 from llmfleet_contract import labels
 from llmfleet_contract.api import (
+    ADMITTED,
     ConditionStatus,
     ConditionType,
     EventReason,
@@ -195,7 +196,7 @@ def reconcile(
     uid = body["metadata"]["uid"]
     now = now or datetime.now(UTC)
     try:
-        obj = LLMDeployment.model_validate(_without_server_fields(body))
+        obj = LLMDeployment.model_validate(_without_server_fields(body), context=ADMITTED)
     except pydantic.ValidationError as err:
         problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         _report_blocked(kube, body, Reason.INVALID_SPEC, "; ".join(problems), now)
@@ -205,7 +206,6 @@ def reconcile(
         for kind in CHILD_KINDS
         if kube.served(kind)
     }
-    existing = {kind: _owned_by(child, uid) for kind, child in found.items()}
     if obj.spec.parallelism.nodes_per_group > 1 and not kube.served(LEADER_WORKER_SET):
         _report_blocked(
             kube,
@@ -221,6 +221,10 @@ def reconcile(
     if autoscaler is not None:
         obj, requeue, why = _autoscale(kube, autoscaler, body, obj, pods, now)
     desired = children(obj, uid)
+    for kind, _ in desired:
+        if found.get(kind) is None:  # to be created: is anything in its place?
+            found[kind] = kube.get_live(kind, namespace, child_name(kind, name))
+    existing = {kind: _owned_by(child, uid) for kind, child in found.items()}
     todo = plan(desired, existing, why)
     foreign = [
         f"{change.kind.kind} {change.manifest['metadata']['name']}"
@@ -246,16 +250,21 @@ def reconcile(
             f"Deleted {kind.kind} {child}: no longer wanted",
         )
     applied: dict[Resource, Manifest] = {}
-    for change in todo.apply:
-        try:
-            applied[change.kind] = kube.apply(change.kind, change.manifest)
-        except ClientError as err:
-            child = f"{change.kind.kind} {change.manifest['metadata']['name']}"
-            _report_blocked(kube, body, Reason.APPLY_FAILED, f"{child}: {err.message}", now)
-            raise  # the work queue retries with backoff
-        if change.reason:
-            log.info("%s/%s: %s", namespace, name, change.message)
-            kube.event(body, EventType.NORMAL, change.reason, change.message)
+    said: dict[Reason | EventReason, list[str]] = {}
+    try:
+        for change in todo.apply:
+            try:
+                applied[change.kind] = kube.apply(change.kind, change.manifest)
+            except ClientError as err:
+                child = f"{change.kind.kind} {change.manifest['metadata']['name']}"
+                _report_blocked(kube, body, Reason.APPLY_FAILED, f"{child}: {err.message}", now)
+                raise  # the work queue retries with backoff
+            if change.reason:
+                log.info("%s/%s: %s", namespace, name, change.message)
+                said.setdefault(change.reason, []).append(change.message)
+    finally:  # one Event per reason, not one per child: each is a write to the API server
+        for reason, messages in said.items():
+            kube.event(body, EventType.NORMAL, reason, "; ".join(messages))
     kind = next(kind for kind, _ in desired if kind in WORKLOADS)
     workload = applied.get(kind) or existing.get(kind)
     observed = Observed(

@@ -28,6 +28,7 @@ PDB = Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 POD = Resource("v1", "Pod", "pods")
 NODE = Resource("v1", "Node", "nodes")
 LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
+EVENT = Resource("v1", "Event", "events")
 
 CHILD_KINDS = (DEPLOYMENT, LEADER_WORKER_SET, SERVICE, PDB)
 """What an LLMDeployment owns (its children), in the order they are applied."""
