@@ -543,12 +543,15 @@ def operator_throughput(results: Results) -> str:
             f" {load['operator_child_objects_per_s']:.0f} child objects/s"
             f" | {load['direct_children_s']:.1f} s, {load['direct_child_objects_per_s']:.0f}"
             f" objects/s | {load['ratio_objects_per_s']:.2f}x |",
+            f"| then until the Deployment controller has observed every Deployment (Progressing"
+            f" False) | {load['rollouts_complete_s']:.1f} s | | |",
             f"| reconcile latency p50 / p99 until all Ready ({ready['reconciles']:,} reconciles)"
             f" | {ready['p50_ms']:.0f} ms / {ready['p99_ms']:.0f} ms | | |",
             f"| the operator's writes per object until Ready | {', '.join(operator_writes)}"
             " | 3 creates | |",
             f"| then {quiet['seconds']:.0f} s quiet: the operator's writes per object per 10 min"
-            f" | {quiet['operator_resources_per_object_per_10min']:.3f} | | |",
+            f" (its CPU) | {quiet['operator_resources_per_object_per_10min']:.3f}"
+            f" ({quiet['operator_cpu_s_per_min']:.1f} s per minute) | | |",
             f"| same {quiet['seconds']:.0f} s: every client's mutating requests per minute"
             f" | {quiet_rows or 'none'} | | |",
             f"| operator memory (RSS) | {rss['idle']:.0f} MiB idle, {rss['peak']:.0f} MiB peak,"
@@ -569,6 +572,33 @@ def _autoscaled_rows(run: dict[str, Any] | None) -> list[str]:
         f"| same {run['seconds']:.0f} s: every client's mutating requests per minute"
         f" | {every or 'none'} | | |",
     ]
+
+
+def operator_scrape(results: Results) -> str:
+    run = results.load("operator-scrape.json")
+    setup, parse = run["setup"], run["parse_ms"]
+    kinds = {"vllm": "close idle at 5 s (vLLM)", "keep": "keep idle open"}
+    lines = [
+        f"Parsing the page ({setup['page_bytes'] / 1000:.0f} kB, {setup['page_lines']} lines):"
+        f" {parse['full']:.2f} ms of CPU for every line,\n{parse['shipped']:.2f} ms for the"
+        " policy's lines only.",
+        "",
+        f"| client | engines | CPU per GET: HTTP + parse | core at {setup['target_gets_per_s']:.0f}"
+        " GETs/s | achieved (flat out) GETs/s | `samples()` p50 / p99 | connections per GET"
+        " | sockets at peak (after close) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in run["runs"]:
+        lines.append(
+            f"| {row['client']} | {kinds[row['engines']]}"
+            f" | {row['http_ms_per_get']:.2f} + {row['parse_ms_per_get']:.2f} ms"
+            f" | {row['core_share']:.0%} | {row['gets_per_s']:.0f} ({row['max_gets_per_s']:,.0f})"
+            + (f", {row['misses']} misses" if row["misses"] else "")
+            + f" | {row['p50_ms']:.1f} / {row['p99_ms']:.1f} ms"
+            f" | {row['connections_per_get']:.2f}"
+            f" | {row['fds_peak']:,} ({row['fds_after_close']}) |"
+        )
+    return "\n".join(lines)
 
 
 def fleetsim_speed(results: Results) -> str:
@@ -976,6 +1006,7 @@ REGIONS: dict[str, Region] = {
     "autoscale-oracles": Region(tuple(dict.fromkeys(source for source, _ in ORACLE_RUNS)), oracles),
     "autoscale-fewest-flips": Region(tuple(HOUR.values()), fewest_turns),
     "operator-throughput": Region(("operator-throughput.json",), operator_throughput),
+    "operator-scrape": Region(("operator-scrape.json",), operator_scrape),
     "fleetsim-speed": Region(("fleetsim-speed.json",), fleetsim_speed),
     "simulator-calibration": Region(("simulator-calibration.json",), simulator_calibration),
     "simulator-capacity": Region(("simulator-capacity.json",), simulator_capacity),
