@@ -1,14 +1,15 @@
 """The operator's per-LLMDeployment series: conditions and replica counts as the last watch
 event showed them, gone with the object, a changed reason replacing the old series; the
-autoscaler's live signals as its last period read them."""
+autoscaler's live signals as its last period read them; GPU-seconds held, integrated between
+watch events."""
 
 from __future__ import annotations
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from llmfleet_contract.exposition import parse
-from llmfleet_operator.handlers import Metrics
+from llmfleet_operator.handlers import GpuSeconds, Metrics
 from llmfleet_operator.reconcile import reconcile
 from tests.test_autoscaler import T0
 from tests.test_reconcile_autoscaling import world
@@ -101,3 +102,27 @@ def test_the_live_signals_of_the_last_period_at_every_scrape() -> None:
     )
     scaler.forget("serving", name)
     assert parse(generate_latest(metrics.registry).decode()).named("llmfleet_operator_signal") == []
+
+
+def test_gpu_seconds_integrate_the_groups_held_between_events() -> None:
+    now = [0.0]
+    held = GpuSeconds(clock=lambda: now[0])
+    registry = CollectorRegistry()
+    registry.register(held)
+    labels = {"namespace": "team", "llmdeployment": "llama"}
+
+    def total() -> float | None:
+        return registry.get_sample_value("llmfleet_operator_gpu_seconds_total", labels)
+
+    tp4 = {"spec": {"parallelism": {"tensorParallelSize": 4}}}
+    held.observe(("team", "llama"), {**tp4, "status": {"replicas": 2}})  # 8 GPUs from t=0
+    now[0] = 10.0
+    assert total() == 80.0
+    held.observe(("team", "llama"), {**tp4, "status": {"replicas": 1}})  # 4 GPUs from t=10
+    now[0] = 15.0
+    assert total() == 100.0
+    held.observe(("team", "llama"), {"spec": {}, "status": {}})  # scaled to zero at t=15
+    now[0] = 60.0
+    assert total() == 100.0
+    held.observe(("team", "llama"), None)  # deleted
+    assert total() is None

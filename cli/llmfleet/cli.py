@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "engine-sim": ("llmfleet_runtime.simulator.cli:main", "run the vLLM-faithful engine simulator"),
     "gateway": ("llmfleet_gateway.cli:main", "run the OpenAI gateway in front of the replicas"),
     "simulate": ("llmfleet_fleetsim.cli:main", "replay a trace through a simulated fleet"),
+    "usage": ("llmfleet_operator.usage:main", "what each tenant used and cost, from Prometheus"),
 }
 
 UNUSED: dict[str, tuple[str, ...]] = {

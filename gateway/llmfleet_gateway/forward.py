@@ -109,6 +109,8 @@ class Exchange:
         self.clock = clock
         self.tenant = tenant
         """The tenant's ``namespace/name`` (empty: an open gateway)."""
+        self.deployment = ("", "")
+        """The model's LLMDeployment (namespace, name), for its busy seconds."""
         self.headers: dict[str, str] = {}
         """Headers of the gateway's own for the answer (the tenant's rate limits)."""
         self.response: web.StreamResponse | None = None
@@ -179,6 +181,12 @@ class Exchange:
             "ttft_s": None if self.ttft_s is None else round(self.ttft_s, 4),
             "duration_s": round(now - self.arrived, 4),
         }
+
+    def held(self, seconds: float) -> None:
+        """Count ``seconds`` a replica of this region spent on the request."""
+        namespace, deployment = self.deployment
+        busy = self.metrics.busy.labels(deployment, namespace, self.incoming.model, self.tenant)
+        busy.inc(max(0.0, seconds))
 
     def meter(self, usage: object) -> None:
         if not isinstance(usage, dict):

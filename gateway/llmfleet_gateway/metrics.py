@@ -102,6 +102,14 @@ class GatewayMetrics:
             ["model", "kind", TENANT],
             registry=reg,
         )
+        self.busy = Counter(
+            "llmfleet_gateway_busy_seconds",
+            "Seconds requests held a replica, from the gateway's send to the answer's last byte"
+            " (every attempt), by LLMDeployment, model and tenant: what each LLMDeployment's"
+            " GPU-seconds are split by (llmfleet usage).",
+            [LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE, "model", TENANT],
+            registry=reg,
+        )
         self.forwarded = Counter(
             "llmfleet_gateway_forwarded_requests",
             "Requests sent to a peer region's gateways, by model, tenant, region and why"

@@ -363,6 +363,7 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
     exchange = forward.Exchange(
         request, incoming, gateway.clock(), gateway.metrics, gateway.clock, label
     )
+    exchange.deployment = model.key
     try:
         if reservation is not None and tenant is not None:
             exchange.headers.update(gateway.limits.headers(tenant))
@@ -423,9 +424,13 @@ async def _route(
             prefill = max(1, incoming.prompt_tokens - cached * forward.BLOCK_TOKENS)
             try:
                 if pick is None:
-                    outcome = await forward.send(
-                        gateway.session, replica, path, raw, exchange, prefill
-                    )
+                    sent = gateway.clock()
+                    try:
+                        outcome = await forward.send(
+                            gateway.session, replica, path, raw, exchange, prefill
+                        )
+                    finally:  # a peer's replica is metered by the peer
+                        exchange.held(gateway.clock() - sent)
                 else:
                     outcome = await _forward_to_peer(gateway, exchange, pick, key, path, raw)
             finally:  # a slot freed, however the attempt ended: the next waiter looks

@@ -3,9 +3,10 @@
 Called by :mod:`operator_main` (``llmfleet operator``). Only ``on.event`` and ``index``
 handlers are used, so kopf keeps no state on the user's objects: no finalizer, no
 last-handled-configuration annotation. Every watch event of an LLMDeployment, or of a
-child or pod labelled with its name, enqueues that LLMDeployment; a resync enqueues every
-known one periodically, so a missed event costs at most one resync period. A reconcile
-of an autoscaled object asks to run again when its next control period is due.
+child or pod labelled with its name, enqueues that LLMDeployment; a periodic resync
+enqueues every one whose watched objects changed since its last reconcile, and each one
+every FULL_RESYNC_SECONDS. A reconcile of an autoscaled object asks to run again when its
+next control period is due.
 
 The same watches fill kopf indices of those objects, which kopf completes from its initial
 listings before it runs any other handler: each reconcile reads its LLMDeployment, children
@@ -25,7 +26,7 @@ from typing import Any
 
 import kopf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from llmfleet_contract.api import GROUP, PLURAL, VERSION
@@ -79,6 +80,8 @@ class Metrics:
         )
         self.statuses = Statuses()
         self.registry.register(self.statuses)
+        self.gpu_seconds = GpuSeconds()
+        self.registry.register(self.gpu_seconds)
 
     def show_signals(self, live: LiveSignals) -> None:
         """Export the autoscaler's live signals (:class:`Signals`)."""
@@ -120,6 +123,44 @@ class Statuses(Collector):
                 replicas.add_metric([namespace, name, state], float(status.get(key) or 0))
         yield conditions
         yield replicas
+
+
+class GpuSeconds(Collector):
+    """Each LLMDeployment's GPU-seconds so far: its serving groups (``status.replicas``: every
+    group that exists, started or not, holds its GPUs) times a group's GPUs (tensor x
+    pipeline parallel), integrated between its watch events. What ``llmfleet usage`` splits
+    between tenants. Counted from this process's start: Prometheus' ``increase`` reads
+    across a restart or a change of leader."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._held: dict[tuple[str, str], tuple[float, float, float]] = {}
+        """(since, GPUs held since then, GPU-seconds before then) by LLMDeployment."""
+
+    def observe(self, key: tuple[str, str], body: Mapping[str, Any] | None) -> None:
+        """The object as a watch event shows it (None: deleted)."""
+        now = self._clock()
+        since, gpus, total = self._held.get(key, (now, 0.0, 0.0))
+        if body is None:
+            self._held.pop(key, None)
+            return
+        parallelism = (body.get("spec") or {}).get("parallelism") or {}
+        group = parallelism.get("tensorParallelSize", 1) * parallelism.get(
+            "pipelineParallelSize", 1
+        )
+        held = float((body.get("status") or {}).get("replicas") or 0) * group
+        self._held[key] = (now, held, total + (now - since) * gpus)
+
+    def collect(self) -> Iterator[Metric]:
+        found = CounterMetricFamily(
+            "llmfleet_operator_gpu_seconds",
+            "GPU-seconds each LLMDeployment's serving groups held.",
+            labels=["namespace", "llmdeployment"],
+        )
+        now = self._clock()
+        for (namespace, name), (since, gpus, total) in sorted(self._held.items()):
+            found.add_metric([namespace, name], total + (now - since) * gpus)
+        yield found
 
 
 class Signals(Collector):
@@ -288,6 +329,7 @@ def make_registry() -> kopf.OperatorRegistry:
         if type == "DELETED":
             runtime.known.pop(key, None)
             runtime.reconciled.pop(key, None)
+            runtime.metrics.gpu_seconds.observe(key, None)
             runtime.metrics.statuses.status.pop(key, None)
             if runtime.autoscaler is not None:
                 runtime.autoscaler.forget(namespace, name)
@@ -296,6 +338,7 @@ def make_registry() -> kopf.OperatorRegistry:
             changed = key not in runtime.known or runtime.known[key] != generation
             runtime.known[key] = generation
             runtime.metrics.statuses.status[key] = dict(body.get("status") or {})
+            runtime.metrics.gpu_seconds.observe(key, body)
             # The operator's own status writes change no generation: reconciling on them
             # would double the API calls of every control period. The resync covers
             # label and annotation edits.
@@ -319,10 +362,13 @@ def make_registry() -> kopf.OperatorRegistry:
 
         return changed
 
-    def by_name(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    # Coroutines too: kopf would run a plain function in a thread, for every event.
+    async def by_name(
+        namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
         return {(namespace, name): packed(body)}
 
-    def by_owner(
+    async def by_owner(
         namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         return {(namespace, labels[OWNER]): packed(body)}

@@ -40,6 +40,7 @@ from tests.runtime.conftest import stop
 SLOTS = 4
 OBJECTIVE_S = 0.5
 OPEN_KEY, RESIDENT_KEY = (f"sk-{secrets.token_hex(8)}" for _ in range(2))
+BUSY = "llmfleet_gateway_busy_seconds_total"
 
 
 @dataclass
@@ -156,6 +157,10 @@ def test_an_outage_fails_over_and_residency_holds(world: World) -> None:
     served = [served_by(a, OPEN_KEY, stream=i % 2 == 1) for i in range(12)]
     assert set(served) <= {"b", "c"}, served  # every one answered, none by the dead region
     assert a.metric("llmfleet_gateway_forwarded_requests_total", reason="Failover") == 12
+    # The peers' replicas did the work, and the peers meter it for the tenant; a metered only
+    # its tries at its dead engine.
+    busy = {site.region.name: site.metric(BUSY, tenant="default/open") for site in (a, b, c)}
+    assert busy["b"] + busy["c"] > 10 * busy["a"], busy
     with pytest.raises(openai.APIStatusError) as held:
         served_by(a, RESIDENT_KEY)
     # Refused by a's dead engine (502) or held for a's replicas (503): never sent away.

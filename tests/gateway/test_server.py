@@ -101,7 +101,9 @@ def test_streams_pass_through_and_are_metered(stack_factory: StackFactory) -> No
         await oa.close()
         return without, with_usage
 
+    started = time.monotonic()
     without, with_usage = asyncio.run(run())
+    elapsed = time.monotonic() - started
     assert without[0].choices[0].delta.role == "assistant"
     assert without[-1].choices[0].finish_reason == "length"
     assert all(chunk.usage is None for chunk in without)
@@ -109,6 +111,8 @@ def test_streams_pass_through_and_are_metered(stack_factory: StackFactory) -> No
     assert with_usage[-1].usage is not None
     assert with_usage[-1].usage.completion_tokens == 6
     assert metric(stack, "llmfleet_gateway_tokens_total", model=MODEL, kind="completion") == 12
+    # The seconds the two requests held the replica: what its GPU-seconds are split by.
+    assert 0 < metric(stack, "llmfleet_gateway_busy_seconds_total", tenant="") <= elapsed
 
 
 def test_request_ids_on_every_answer(stack_factory: StackFactory) -> None:

@@ -1,0 +1,228 @@
+"""``llmfleet usage``: what each tenant used of each model since a time, and what it cost.
+
+Reads Prometheus, over the window from ``--since`` to now:
+
+- requests, and prompt and completion tokens as the engines counted them, by tenant and
+  model: the gateways' ``llmfleet_gateway_requests_total`` and ``..._tokens_total``;
+- each LLMDeployment's GPU-seconds: the operator's ``llmfleet_operator_gpu_seconds_total``
+  (its serving groups times a group's GPUs, over time);
+- the seconds each tenant's requests held one of its replicas, by model: the gateways'
+  ``llmfleet_gateway_busy_seconds_total``.
+
+Each LLMDeployment's GPU-seconds are split between tenants and models by those busy seconds.
+Busy time rather than tokens: a request holds one of an engine's slots (and its KV cache)
+for as long as it runs, which is what keeps other requests out, whatever its tokens;
+tokens would undercharge a slow generation and overcharge a prompt the prefix cache served.
+Time no request held a replica is split the same way: a fleet is sized and paid for the load
+its tenants bring. A window in which an LLMDeployment served nobody shows its GPU-seconds
+as ``(idle)``. So the tenants' GPU-seconds add up to the fleet's. Cost is GPU-hours times
+``--gpu-hour-price``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from llmfleet_contract.metrics import LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE
+
+IDLE = "(idle)"
+"""The tenant of GPU-seconds no request used in the window."""
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+Deployment = tuple[str, str]
+"""An LLMDeployment's (namespace, name)."""
+
+
+@dataclass
+class Row:
+    """One tenant's use of one model in the window."""
+
+    tenant: str
+    model: str
+    requests: float = 0.0
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    busy_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    cost: float | None = None
+
+
+def window_seconds(since: str, now: float) -> float:
+    """``--since`` as seconds before ``now``: a duration (``90m``, ``24h``, ``7d``) or an
+    ISO 8601 time with its offset."""
+    match = _DURATION.match(since.strip())
+    if match:
+        seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    else:
+        try:
+            moment = datetime.fromisoformat(since.strip())
+        except ValueError:
+            raise ValueError(
+                f"--since {since!r}: expected a duration (30m, 24h, 7d) or a time such as"
+                " 2026-12-01T00:00:00+00:00"
+            ) from None
+        if moment.tzinfo is None:
+            raise ValueError(f"--since {since!r}: give the time's offset (+00:00 for UTC)")
+        seconds = now - moment.timestamp()
+    if seconds <= 0:
+        raise ValueError(f"--since {since!r} is not in the past")
+    return seconds
+
+
+def attribute(
+    gpu_seconds: Mapping[Deployment, float],
+    busy: Mapping[tuple[Deployment, str, str], float],
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """(busy seconds, GPU-seconds) by (tenant, model): each LLMDeployment's GPU-seconds
+    split by the busy seconds of its (model, tenant) pairs; an LLMDeployment nobody used is
+    ``(IDLE, its name)``."""
+    found: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def add(key: tuple[str, str], seconds: float, gpus: float) -> None:
+        before = found.get(key, (0.0, 0.0))
+        found[key] = (before[0] + seconds, before[1] + gpus)
+
+    for deployment in sorted(set(gpu_seconds) | {key[0] for key in busy}):
+        used = {key[1:]: s for key, s in busy.items() if key[0] == deployment and s > 0}
+        total, held = sum(used.values()), gpu_seconds.get(deployment, 0.0)
+        if total <= 0:
+            if held > 0:
+                add((IDLE, f"{deployment[0]}/{deployment[1]}"), 0.0, held)
+            continue
+        for (model, tenant), seconds in used.items():
+            add((tenant, model), seconds, held * seconds / total)
+    return found
+
+
+class Usage:
+    """The window's figures from a Prometheus at ``url``."""
+
+    def __init__(self, url: str, window_s: float, timeout_s: float = 10.0) -> None:
+        self._client = PrometheusConnect(url=url, retry=Retry(total=0))
+        self._window = f"{max(1, round(window_s))}s"
+        self._timeout = timeout_s
+
+    def _increase(self, metric: str, by: Iterable[str]) -> list[tuple[dict[str, str], float]]:
+        query = f"sum by ({', '.join(by)}) (increase({metric}[{self._window}]))"
+        found = self._client.custom_query(query, params={"timeout": f"{round(self._timeout)}s"})
+        return [(series["metric"], float(series["value"][1])) for series in found]
+
+    def rows(self, price: float | None) -> list[Row]:
+        """Every (tenant, model) pair with a figure in the window, costed at ``price`` a
+        GPU-hour (None: no cost)."""
+        try:
+            return self._rows(price)
+        finally:
+            self._client.close()
+
+    def _rows(self, price: float | None) -> list[Row]:
+        rows: dict[tuple[str, str], Row] = {}
+
+        def row(tenant: str, model: str) -> Row:
+            return rows.setdefault((tenant, model), Row(tenant or "(none)", model))
+
+        for labels, value in self._increase("llmfleet_gateway_requests_total", ("tenant", "model")):
+            row(labels.get("tenant", ""), labels.get("model", "")).requests += value
+        tokens = self._increase("llmfleet_gateway_tokens_total", ("tenant", "model", "kind"))
+        for labels, value in tokens:
+            found = row(labels.get("tenant", ""), labels.get("model", ""))
+            if labels.get("kind") == "prompt":
+                found.prompt_tokens += value
+            elif labels.get("kind") == "completion":
+                found.completion_tokens += value
+        held = {
+            (labels.get("namespace", ""), labels.get("llmdeployment", "")): value
+            for labels, value in self._increase(
+                "llmfleet_operator_gpu_seconds_total", ("namespace", "llmdeployment")
+            )
+        }
+        by = (LLMDEPLOYMENT_NAMESPACE, LLMDEPLOYMENT, "model", "tenant")
+        busy = {
+            (
+                (labels.get(LLMDEPLOYMENT_NAMESPACE, ""), labels.get(LLMDEPLOYMENT, "")),
+                labels.get("model", ""),
+                labels.get("tenant", ""),
+            ): value
+            for labels, value in self._increase("llmfleet_gateway_busy_seconds_total", by)
+        }
+        for (tenant, model), (seconds, gpus) in attribute(held, busy).items():
+            found = row(tenant, model)
+            found.busy_seconds, found.gpu_seconds = seconds, gpus
+        for found in rows.values():
+            found.cost = None if price is None else found.gpu_seconds / 3600 * price
+        return sorted(rows.values(), key=lambda r: (r.tenant, r.model))
+
+
+def table(rows: list[Row], currency: str) -> str:
+    header = ["tenant", "model", "requests", "prompt tokens", "completion tokens", "GPU-hours"]
+    priced = any(r.cost is not None for r in rows)
+    lines = [header + ([f"cost ({currency})"] if priced else [])]
+    for r in rows:
+        cells = [r.tenant, r.model, f"{r.requests:,.0f}", f"{r.prompt_tokens:,.0f}"]
+        cells += [f"{r.completion_tokens:,.0f}", f"{r.gpu_seconds / 3600:,.3f}"]
+        lines.append(cells + ([f"{r.cost:,.2f}"] if r.cost is not None else []))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="llmfleet usage", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--prometheus",
+        required=True,
+        help="the Prometheus that scrapes the gateways and the operator",
+    )
+    parser.add_argument(
+        "--since",
+        default="24h",
+        help="a duration (30m, 24h, 7d) or an ISO 8601 time with its offset",
+    )
+    parser.add_argument(
+        "--tenant", action="append", help="only this tenant, namespace/name (repeatable)"
+    )
+    parser.add_argument(
+        "--gpu-hour-price", type=float, help="what a GPU-hour costs; adds a cost column"
+    )
+    parser.add_argument("--currency", default="USD")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    now = time.time()
+    try:
+        window = window_seconds(args.since, now)
+        rows = Usage(args.prometheus, window).rows(args.gpu_hour_price)
+    except ValueError as error:
+        parser.error(str(error))
+    except (PrometheusApiClientException, OSError) as error:
+        print(
+            f"llmfleet usage: Prometheus at {args.prometheus} did not answer: {error}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.tenant:
+        rows = [r for r in rows if r.tenant in args.tenant]
+    if args.json:
+        document: dict[str, Any] = {
+            "since": datetime.fromtimestamp(now - window).astimezone().isoformat(),
+            "until": datetime.fromtimestamp(now).astimezone().isoformat(),
+            "currency": args.currency if args.gpu_hour_price is not None else None,
+            "rows": [asdict(r) for r in rows],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print(table(rows, args.currency))
+    return 0
