@@ -12,13 +12,15 @@ unschedulable).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kit import EXAMPLES, apply, condition, get, wait_for
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import ApiClient, CoreV1Api, SchedulingV1Api
+from kubernetes.client.exceptions import ApiException
 from localop import LocalOperator
 
 EXPECTED = {
@@ -38,6 +40,14 @@ def verdict(obj: dict[str, Any]) -> tuple[str, str, str] | None:
             return (kind, found["reason"], found["message"])
     ready = condition(obj, "Ready")
     return ("Ready", ready["reason"], "") if ready.get("status") == "True" else None
+
+
+@pytest.fixture(autouse=True)
+def bare(api_client: ApiClient) -> None:
+    """No PriorityClass llm-serving: e2e/test_operator.py creates it (cluster-wide) for the
+    examples' own prerequisites."""
+    with contextlib.suppress(ApiException):  # 404: the cluster never had it
+        SchedulingV1Api(api_client).delete_priority_class("llm-serving")
 
 
 @pytest.mark.parametrize("example", EXAMPLE_FILES)
