@@ -369,6 +369,18 @@ def test_the_operator_reads_every_gateway_replica_by_default() -> None:
     assert not [a for a in operator_args("gateway.enabled=false") if "gateway" in a]
 
 
+def test_the_operator_gets_the_gpu_hour_price_when_one_is_set() -> None:
+    assert "--gpu-hour-price=2.50" in operator_args("operator.gpuHourPrice=2.50")
+    assert not [a for a in operator_args() if a.startswith("--gpu-hour-price")]
+    refused = subprocess.run(
+        [helm(), "template", "release", str(CHART), "--set-string", "operator.gpuHourPrice=2 USD"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0
+    assert "gpuHourPrice" in refused.stderr
+
+
 def test_gateway_reads_llmdeployments_pods_and_tenants_and_writes_nothing() -> None:
     docs = render()
     role = component(docs, "ClusterRole", "release-gateway")

@@ -126,3 +126,21 @@ def test_gpu_seconds_integrate_the_groups_held_between_events() -> None:
     assert total() == 100.0
     held.observe(("team", "llama"), None)  # deleted
     assert total() is None
+
+
+def test_the_gpu_hour_price_from_the_spec_else_the_operators_default() -> None:
+    held = GpuSeconds()
+    registry = CollectorRegistry()
+    registry.register(held)
+
+    def price(name: str) -> float | None:
+        labels = {"namespace": "team", "llmdeployment": name}
+        return registry.get_sample_value("llmfleet_operator_gpu_hour_price", labels)
+
+    priced = {"spec": {"placement": {"gpuHourPrice": "3.25"}}}
+    held.observe(("team", "h100"), priced)
+    held.observe(("team", "any"), {"spec": {}})
+    assert (price("h100"), price("any")) == (3.25, None)
+    held.default_price = 2.0
+    held.observe(("team", "any"), {"spec": {}})
+    assert (price("h100"), price("any")) == (3.25, 2.0)

@@ -4,7 +4,8 @@ Cases: each LLMDeployment's GPU-seconds are split between its tenants and models
 busy seconds, and add up to the fleet's; one nobody used is idle; ``--since`` takes a
 duration or a time with its offset and refuses a naive or future one; against a real
 Prometheus scraping counters that grow at known rates (two tenants, 3:1 busy time), the
-table and the JSON carry requests, tokens, GPU-hours and cost in those proportions, and a
+table and the JSON carry requests, tokens, GPU-hours and cost in those proportions (cost at
+the flag's price, else at the LLMDeployment's price the operator exports), and a
 Prometheus that does not answer is an error message, not a traceback.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmfleet_operator.usage import IDLE, attribute, main, window_seconds
+from llmfleet_operator.usage import IDLE, Share, attribute, main, window_seconds
 from tests.runtime.conftest import free_port, stop
 from tests.test_metrics_sources import prometheus_binary, query
 
@@ -30,13 +31,13 @@ LLAMA, QWEN = ("team", "llama"), ("team", "qwen")
 
 def test_gpu_seconds_split_by_busy_time_and_add_up() -> None:
     busy = {(LLAMA, "llama", "t/a"): 30.0, (LLAMA, "llama-lora", "t/b"): 10.0}
-    found = attribute({LLAMA: 400.0, QWEN: 100.0}, busy)
+    found = attribute({LLAMA: 400.0, QWEN: 100.0}, busy, {LLAMA: 36.0})
     assert found == {
-        ("t/a", "llama"): (30.0, 300.0),
-        ("t/b", "llama-lora"): (10.0, 100.0),
-        (IDLE, "team/qwen"): (0.0, 100.0),
+        ("t/a", "llama"): Share(30.0, 300.0, 3.0),
+        ("t/b", "llama-lora"): Share(10.0, 100.0, 1.0),
+        (IDLE, "team/qwen"): Share(0.0, 100.0, None),  # qwen has no price
     }
-    assert sum(gpus for _, gpus in found.values()) == 500.0
+    assert sum(share.gpu_seconds for share in found.values()) == 500.0
 
 
 def test_since_is_a_duration_or_a_time_with_its_offset() -> None:
@@ -67,6 +68,8 @@ RATES = {
     ): 0.5,
     ("llmfleet_operator_gpu_seconds_total", 'llmdeployment="llama",namespace="team"'): 8.0,
 }
+PRICE = 'llmfleet_operator_gpu_hour_price{llmdeployment="llama",namespace="team"} 7.2'
+"""The operator's export of the LLMDeployment's spec.placement.gpuHourPrice."""
 
 
 @pytest.fixture
@@ -80,7 +83,7 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
             lines = [
                 f"{name}{{{labels}}} {rate * elapsed}" for (name, labels), rate in RATES.items()
             ]
-            body = ("\n".join(lines) + "\n").encode()
+            body = ("\n".join([*lines, PRICE]) + "\n").encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.end_headers()
@@ -158,7 +161,11 @@ def test_usage_from_a_real_prometheus(prometheus: str, capsys: pytest.CaptureFix
     assert main(["--prometheus", prometheus, "--since", "1h", "--tenant", "t/b"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["tenant", "model"]
-    assert [line.split()[0] for line in lines[1:]] == ["t/b"]
+    assert lines[0].endswith("cost (USD)")  # the LLMDeployment's own price: 7.2 a GPU-hour
+    [line] = lines[1:]
+    cells = line.split()
+    assert cells[0] == "t/b"
+    assert float(cells[-1]) == pytest.approx(float(cells[-2]) * 7.2, rel=0.01, abs=0.01)
 
 
 def test_a_prometheus_that_does_not_answer_is_a_message(

@@ -136,6 +136,9 @@ class GpuSeconds(Collector):
         self._clock = clock
         self._held: dict[tuple[str, str], tuple[float, float, float]] = {}
         """(since, GPUs held since then, GPU-seconds before then) by LLMDeployment."""
+        self._prices: dict[tuple[str, str], float] = {}
+        self.default_price: float | None = None
+        """A GPU-hour's price where ``spec.placement.gpuHourPrice`` is unset (None: none)."""
 
     def observe(self, key: tuple[str, str], body: Mapping[str, Any] | None) -> None:
         """The object as a watch event shows it (None: deleted)."""
@@ -143,7 +146,14 @@ class GpuSeconds(Collector):
         since, gpus, total = self._held.get(key, (now, 0.0, 0.0))
         if body is None:
             self._held.pop(key, None)
+            self._prices.pop(key, None)
             return
+        given = ((body.get("spec") or {}).get("placement") or {}).get("gpuHourPrice")
+        price = float(given) if given is not None else self.default_price
+        if price is None:
+            self._prices.pop(key, None)
+        else:
+            self._prices[key] = price
         parallelism = (body.get("spec") or {}).get("parallelism") or {}
         group = parallelism.get("tensorParallelSize", 1) * parallelism.get(
             "pipelineParallelSize", 1
@@ -160,7 +170,15 @@ class GpuSeconds(Collector):
         now = self._clock()
         for (namespace, name), (since, gpus, total) in sorted(self._held.items()):
             found.add_metric([namespace, name], total + (now - since) * gpus)
-        yield found
+        prices = GaugeMetricFamily(
+            "llmfleet_operator_gpu_hour_price",
+            "What a GPU-hour of each LLMDeployment costs (spec.placement.gpuHourPrice, else"
+            " the operator's --gpu-hour-price).",
+            labels=["namespace", "llmdeployment"],
+        )
+        for (namespace, name), price in sorted(self._prices.items()):
+            prices.add_metric([namespace, name], price)
+        yield from (found, prices)
 
 
 class Signals(Collector):

@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         " chart's default): each gateway replica holds its own requests",
     )
     parser.add_argument("--gateway-port", type=int, default=8080, help="the gateway pods' port")
+    parser.add_argument(
+        "--gpu-hour-price",
+        type=float,
+        help="what a GPU-hour costs where an LLMDeployment's spec.placement.gpuHourPrice is"
+        " unset (exported for llmfleet usage)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -83,6 +89,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     dynamic = connect(args.kubeconfig)
     metrics = Metrics()
+    metrics.gpu_seconds.default_price = args.gpu_hour_price
     kube = DynamicKube(dynamic, requests=metrics.api_requests)
     autoscaler = Autoscaler(DirectScrape(gateway_urls=_gateways(args, kube)))
     metrics.show_signals(autoscaler.live)

@@ -16,7 +16,9 @@ tokens would undercharge a slow generation and overcharge a prompt the prefix ca
 Time no request held a replica is split the same way: a fleet is sized and paid for the load
 its tenants bring. A window in which an LLMDeployment served nobody shows its GPU-seconds
 as ``(idle)``. So the tenants' GPU-seconds add up to the fleet's. Cost is GPU-hours times
-``--gpu-hour-price``.
+``--gpu-hour-price``, else each LLMDeployment's price as the operator exports it
+(``llmfleet_operator_gpu_hour_price``: its ``spec.placement.gpuHourPrice``, or the operator's
+``--gpu-hour-price``).
 """
 
 from __future__ import annotations
@@ -82,28 +84,41 @@ def window_seconds(since: str, now: float) -> float:
     return seconds
 
 
+@dataclass
+class Share:
+    """What one (tenant, model) pair used of the LLMDeployments behind it."""
+
+    busy_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    cost: float | None = 0.0
+    """None when an LLMDeployment it used has no price."""
+
+    def add(self, seconds: float, gpus: float, price: float | None) -> None:
+        self.busy_seconds += seconds
+        self.gpu_seconds += gpus
+        self.cost = None if price is None or self.cost is None else self.cost + gpus / 3600 * price
+
+
 def attribute(
     gpu_seconds: Mapping[Deployment, float],
     busy: Mapping[tuple[Deployment, str, str], float],
-) -> dict[tuple[str, str], tuple[float, float]]:
-    """(busy seconds, GPU-seconds) by (tenant, model): each LLMDeployment's GPU-seconds
-    split by the busy seconds of its (model, tenant) pairs; an LLMDeployment nobody used is
-    ``(IDLE, its name)``."""
-    found: dict[tuple[str, str], tuple[float, float]] = {}
-
-    def add(key: tuple[str, str], seconds: float, gpus: float) -> None:
-        before = found.get(key, (0.0, 0.0))
-        found[key] = (before[0] + seconds, before[1] + gpus)
-
+    prices: Mapping[Deployment, float],
+) -> dict[tuple[str, str], Share]:
+    """Each (tenant, model) pair's share: each LLMDeployment's GPU-seconds split by the busy
+    seconds of its (model, tenant) pairs, priced at its GPU-hour price; an LLMDeployment
+    nobody used is ``(IDLE, its namespace/name)``."""
+    found: dict[tuple[str, str], Share] = {}
     for deployment in sorted(set(gpu_seconds) | {key[0] for key in busy}):
         used = {key[1:]: s for key, s in busy.items() if key[0] == deployment and s > 0}
         total, held = sum(used.values()), gpu_seconds.get(deployment, 0.0)
+        price = prices.get(deployment)
         if total <= 0:
             if held > 0:
-                add((IDLE, f"{deployment[0]}/{deployment[1]}"), 0.0, held)
+                idle = (IDLE, f"{deployment[0]}/{deployment[1]}")
+                found.setdefault(idle, Share()).add(0.0, held, price)
             continue
         for (model, tenant), seconds in used.items():
-            add((tenant, model), seconds, held * seconds / total)
+            found.setdefault((tenant, model), Share()).add(seconds, held * seconds / total, price)
     return found
 
 
@@ -115,14 +130,16 @@ class Usage:
         self._window = f"{max(1, round(window_s))}s"
         self._timeout = timeout_s
 
-    def _increase(self, metric: str, by: Iterable[str]) -> list[tuple[dict[str, str], float]]:
-        query = f"sum by ({', '.join(by)}) (increase({metric}[{self._window}]))"
-        found = self._client.custom_query(query, params={"timeout": f"{round(self._timeout)}s"})
+    def _query(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        found = self._client.custom_query(promql, params={"timeout": f"{round(self._timeout)}s"})
         return [(series["metric"], float(series["value"][1])) for series in found]
 
+    def _increase(self, metric: str, by: Iterable[str]) -> list[tuple[dict[str, str], float]]:
+        return self._query(f"sum by ({', '.join(by)}) (increase({metric}[{self._window}]))")
+
     def rows(self, price: float | None) -> list[Row]:
-        """Every (tenant, model) pair with a figure in the window, costed at ``price`` a
-        GPU-hour (None: no cost)."""
+        """Every (tenant, model) pair with a figure in the window; costed at ``price`` a
+        GPU-hour, else at each LLMDeployment's price as the operator exports it."""
         try:
             return self._rows(price)
         finally:
@@ -158,12 +175,23 @@ class Usage:
             ): value
             for labels, value in self._increase("llmfleet_gateway_busy_seconds_total", by)
         }
-        for (tenant, model), (seconds, gpus) in attribute(held, busy).items():
+        prices = dict.fromkeys(held, price) if price is not None else self._prices()
+        for (tenant, model), share in attribute(held, busy, prices).items():
             found = row(tenant, model)
-            found.busy_seconds, found.gpu_seconds = seconds, gpus
-        for found in rows.values():
-            found.cost = None if price is None else found.gpu_seconds / 3600 * price
+            found.busy_seconds, found.gpu_seconds, found.cost = (
+                share.busy_seconds,
+                share.gpu_seconds,
+                share.cost,
+            )
         return sorted(rows.values(), key=lambda r: (r.tenant, r.model))
+
+    def _prices(self) -> dict[Deployment, float]:
+        """Each LLMDeployment's GPU-hour price, as the operator last exported it."""
+        last = f"last_over_time(llmfleet_operator_gpu_hour_price[{self._window}])"
+        return {
+            (labels.get("namespace", ""), labels.get("llmdeployment", "")): value
+            for labels, value in self._query(f"max by (namespace, llmdeployment) ({last})")
+        }
 
 
 def table(rows: list[Row], currency: str) -> str:
@@ -173,7 +201,9 @@ def table(rows: list[Row], currency: str) -> str:
     for r in rows:
         cells = [r.tenant, r.model, f"{r.requests:,.0f}", f"{r.prompt_tokens:,.0f}"]
         cells += [f"{r.completion_tokens:,.0f}", f"{r.gpu_seconds / 3600:,.3f}"]
-        lines.append(cells + ([f"{r.cost:,.2f}"] if r.cost is not None else []))
+        if priced:
+            cells.append("-" if r.cost is None else f"{r.cost:,.2f}")
+        lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
@@ -196,7 +226,10 @@ def main(argv: list[str]) -> int:
         "--tenant", action="append", help="only this tenant, namespace/name (repeatable)"
     )
     parser.add_argument(
-        "--gpu-hour-price", type=float, help="what a GPU-hour costs; adds a cost column"
+        "--gpu-hour-price",
+        type=float,
+        help="what a GPU-hour costs, for every model (default: each LLMDeployment's price as"
+        " the operator exports it)",
     )
     parser.add_argument("--currency", default="USD")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -219,7 +252,7 @@ def main(argv: list[str]) -> int:
         document: dict[str, Any] = {
             "since": datetime.fromtimestamp(now - window).astimezone().isoformat(),
             "until": datetime.fromtimestamp(now).astimezone().isoformat(),
-            "currency": args.currency if args.gpu_hour_price is not None else None,
+            "currency": args.currency if any(r.cost is not None for r in rows) else None,
             "rows": [asdict(r) for r in rows],
         }
         print(json.dumps(document, indent=2))

@@ -148,3 +148,9 @@ class PlacementSpec(ApiModel):
     through it). Counts against the pod's memory."""
     model_cache: ModelCacheSpec | None = None
     """Volume for the weights. Unset: an emptyDir at ``/models``."""
+    gpu_hour_price: (
+        Annotated[str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,6})?$", max_length=16)] | None
+    ) = None
+    """What one of these GPUs costs an hour (``"2.50"``), in the currency the platform
+    reports in: ``llmfleet usage`` prices this model's GPU-hours with it. Unset: the
+    operator's ``--gpu-hour-price`` (the chart's ``operator.gpuHourPrice``)."""
