@@ -6,7 +6,8 @@ duration or a time with its offset and refuses a naive or future one; against a 
 Prometheus scraping counters that grow at known rates (two tenants, 3:1 busy time), the
 table and the JSON carry requests, tokens, GPU-hours and cost in those proportions (cost at
 the flag's price, else at the LLMDeployment's price the operator exports), and a
-Prometheus that does not answer is an error message, not a traceback.
+Prometheus that does not answer is an error message, not a traceback, and shows no
+credential of its URL.
 """
 
 from __future__ import annotations
@@ -171,8 +172,9 @@ def test_usage_from_a_real_prometheus(prometheus: str, capsys: pytest.CaptureFix
 def test_a_prometheus_that_does_not_answer_is_a_message(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    assert main(["--prometheus", url]) == 1
+    port = free_port()
+    assert main(["--prometheus", f"http://viewer:s3cret@127.0.0.1:{port}"]) == 1
     error = capsys.readouterr().err
-    assert error.startswith(f"llmfleet usage: Prometheus at {url} did not answer")
+    assert error.startswith(f"llmfleet usage: Prometheus at http://127.0.0.1:{port} did not answer")
     assert "Traceback" not in error
+    assert "s3cret" not in error

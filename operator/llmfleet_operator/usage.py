@@ -38,6 +38,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from llmfleet_contract.metrics import LLMDEPLOYMENT, LLMDEPLOYMENT_NAMESPACE
+from llmfleet_operator.metrics.prometheus import redacted
 
 IDLE = "(idle)"
 """The tenant of GPU-seconds no request used in the window."""
@@ -237,14 +238,13 @@ def main(argv: list[str]) -> int:
     now = time.time()
     try:
         window = window_seconds(args.since, now)
-        rows = Usage(args.prometheus, window).rows(args.gpu_hour_price)
     except ValueError as error:
         parser.error(str(error))
+    try:
+        rows = Usage(args.prometheus, window).rows(args.gpu_hour_price)
     except (PrometheusApiClientException, OSError) as error:
-        print(
-            f"llmfleet usage: Prometheus at {args.prometheus} did not answer: {error}",
-            file=sys.stderr,
-        )
+        where = redacted(args.prometheus)  # a URL's credentials stay out of the message
+        print(f"llmfleet usage: Prometheus at {where} did not answer: {error}", file=sys.stderr)
         return 1
     if args.tenant:
         rows = [r for r in rows if r.tenant in args.tenant]
