@@ -175,13 +175,6 @@ def full_parse(text: str, replica: str, time: float) -> Sample | Miss:
     return sample_from_values(parse(text).values(), replica, time)
 
 
-def readings(results: list[Sample | Miss]) -> Readings:
-    return Readings(
-        samples=tuple(r for r in results if isinstance(r, Sample)),
-        missing=tuple(r for r in results if isinstance(r, Miss)),
-    )
-
-
 class Threaded:
     """A blocking GET per target, fanned out on threads: a pool per call (as before) or
     one shared pool."""
@@ -201,9 +194,9 @@ class Threaded:
 
     def samples(self, targets: Sequence[Target], now: float) -> Readings:
         if self._pool is not None:
-            return readings(list(self._pool.map(lambda t: self._read(t, now), targets)))
+            return Readings.of(self._pool.map(lambda t: self._read(t, now), targets))
         with ThreadPoolExecutor(min(16, len(targets))) as pool:
-            return readings(list(pool.map(lambda t: self._read(t, now), targets)))
+            return Readings.of(pool.map(lambda t: self._read(t, now), targets))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -293,7 +286,7 @@ class Aiohttp:
     def samples(self, targets: Sequence[Target], now: float) -> Readings:
         urls = [target.url + "/metrics" for target in targets]
         pages = asyncio.run_coroutine_threadsafe(self._gather(urls), self._loop).result()
-        return readings(
+        return Readings.of(
             [
                 Miss(t.replica, MissReason.UNREACHABLE, str(page))
                 if isinstance(page, Exception)

@@ -64,10 +64,7 @@ class DirectScrape:
         tokens = self._pending_prefill_tokens(now)
         with ThreadPoolExecutor(max_workers=min(self._parallel, len(targets))) as pool:
             results = list(pool.map(lambda target: self._read(target, now, tokens), targets))
-        return Readings(
-            samples=tuple(r for r in results if isinstance(r, Sample)),
-            missing=tuple(r for r in results if isinstance(r, Miss)),
-        )
+        return Readings.of(results)
 
     def gateway_pending(self, namespace: str, name: str, now: float) -> int | None:
         """Requests every gateway holds for ``namespace/name``; None if none reports it."""

@@ -158,10 +158,7 @@ class PrometheusSource:
             )
             for t in targets
         ]
-        return Readings(
-            samples=tuple(r for r in results if isinstance(r, Sample)),
-            missing=tuple(r for r in results if isinstance(r, Miss)),
-        )
+        return Readings.of(results)
 
     def _pending_prefill_tokens(
         self, targets: Sequence[Target], now: float

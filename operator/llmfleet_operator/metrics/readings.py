@@ -8,7 +8,7 @@ reason, never as an exception."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -61,6 +61,15 @@ class Readings:
 
     samples: tuple[Sample, ...] = ()
     missing: tuple[Miss, ...] = ()
+
+    @classmethod
+    def of(cls, results: Iterable[Sample | Miss]) -> Readings:
+        """Each target's sample or miss, sorted into the two, in their order."""
+        found = list(results)
+        return cls(
+            samples=tuple(r for r in found if isinstance(r, Sample)),
+            missing=tuple(r for r in found if isinstance(r, Miss)),
+        )
 
 
 class MetricsSource(Protocol):
