@@ -102,14 +102,15 @@ class Exchange:
         arrived: float,
         metrics: GatewayMetrics,
         clock: Callable[[], float],
-        tenant: str = "",
+        tenant: str,
+        deployment: tuple[str, str],
     ) -> None:
         self.request, self.incoming, self.arrived = request, incoming, arrived
         self.metrics = metrics
         self.clock = clock
         self.tenant = tenant
         """The tenant's ``namespace/name`` (empty: an open gateway)."""
-        self.deployment = ("", "")
+        self.deployment = deployment
         """The model's LLMDeployment (namespace, name), for its busy seconds."""
         self.headers: dict[str, str] = {}
         """Headers of the gateway's own for the answer (the tenant's rate limits)."""

@@ -361,9 +361,8 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
         raise
     label = "" if tenant is None else tenant.label
     exchange = forward.Exchange(
-        request, incoming, gateway.clock(), gateway.metrics, gateway.clock, label
+        request, incoming, gateway.clock(), gateway.metrics, gateway.clock, label, model.key
     )
-    exchange.deployment = model.key
     try:
         if reservation is not None and tenant is not None:
             exchange.headers.update(gateway.limits.headers(tenant))
