@@ -52,6 +52,8 @@ class Tenant:
     limits: TenantLimits = field(default_factory=TenantLimits)
     regions: frozenset[str] | None = None
     """Where its requests may be served (``spec.regions``); None: anywhere."""
+    cache_ttl_s: float | None = None
+    """How long its answers are kept for a repeat (``spec.responseCache``); None: never."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -121,6 +123,7 @@ def tenant_of(manifest: Object) -> Tenant:
         priority=obj.spec.priority,
         limits=obj.spec.limits,
         regions=None if obj.spec.regions is None else frozenset(obj.spec.regions),
+        cache_ttl_s=None if (cache := obj.spec.response_cache) is None else cache.ttl_seconds,
     )
 
 

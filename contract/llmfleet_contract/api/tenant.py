@@ -61,6 +61,15 @@ class TenantLimits(ApiModel):
     Spent, requests are refused until the next day, and told not to retry."""
 
 
+class ResponseCache(ApiModel):
+    """The tenant's answers kept at the gateway and given again for the same request."""
+
+    ttl_seconds: Annotated[int, Field(ge=1, le=86_400)] = 300
+    """How long an answer is given again. Only deterministic requests are kept (``temperature``
+    0, or a ``seed``), matched exactly on their body (key order and ``user`` aside), within
+    the gateway's memory bound (``--response-cache-mib``), and never for another tenant."""
+
+
 class LLMTenantSpec(ApiModel):
     """A tenant: its keys, its models, its limits and its priority."""
 
@@ -84,6 +93,9 @@ class LLMTenantSpec(ApiModel):
     requests may be served. A gateway of another region refuses them (403
     ``region_not_allowed``) and no gateway forwards them there, whatever the load. Unset:
     any region."""
+    response_cache: ResponseCache | None = None
+    """Opt in to the gateway's response cache: a repeated deterministic request is answered
+    from it (``x-llmfleet-cache: hit``), without an engine. Unset: never cached."""
 
 
 class LLMTenant(ApiModel):
