@@ -24,6 +24,7 @@ from pathlib import Path
 from aiohttp import web
 
 from llmfleet_contract.arguments import count, positive, whole
+from llmfleet_gateway import guardrails, tiers
 from llmfleet_gateway.discovery import Cluster
 from llmfleet_gateway.pool import Model
 from llmfleet_gateway.routing import RoutingSettings
@@ -197,6 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a replica is believed to keep a prompt's prefix cached (match the"
         " engines' cache turnover)",
     )
+    p.add_argument(
+        "--aliases",
+        type=Path,
+        metavar="FILE",
+        help="model tiers (YAML): aliases clients name, served by a cheaper model first and a"
+        " larger one by rule (see llmfleet_gateway.tiers)",
+    )
+    p.add_argument(
+        "--response-cache-mib",
+        type=count,
+        default=64,
+        help="memory for the response cache of tenants that opt in (spec.responseCache)",
+    )
+    p.add_argument(
+        "--guardrail",
+        type=guardrails.parse_flag,
+        action="append",
+        default=[],
+        metavar="NAME[:open|:closed]",
+        help="a guardrail plugin by its entry point (group llmfleet.guardrails; built in: pii),"
+        " run in the order given (repeatable); closed (the default): a plugin that fails"
+        " refuses the request (503), open: it is passed by",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -250,6 +274,12 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
             tenants = load_file(args.tenants, args.namespace)
         except OSError as error:
             raise ValueError(f"--tenants {args.tenants}: {error.strerror}") from None
+    aliases = {}
+    if args.aliases:
+        aliases = tiers.load_file(args.aliases)
+        clash = sorted(set(aliases) & set(names))
+        if clash:
+            raise ValueError(f"--aliases {args.aliases}: {clash[0]!r} is also a --model")
     cluster = None
     if not given:
         cluster = Cluster(
@@ -284,6 +314,9 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         queue_seconds=args.queue_seconds,
         scrape_seconds=args.scrape_seconds,
         prefix_ttl_seconds=args.prefix_ttl_seconds,
+        aliases=aliases,
+        response_cache_bytes=args.response_cache_mib << 20,
+        guardrails=guardrails.load(args.guardrail),
     )
 
 

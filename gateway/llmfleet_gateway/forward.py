@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from llmfleet_contract.openai import DONE, ApiError, error_event
+from llmfleet_gateway.guardrails import Guardrails, StreamGuard
 from llmfleet_gateway.incoming import CHARS_PER_TOKEN, ClientRequest
 from llmfleet_gateway.metrics import GatewayMetrics
 from llmfleet_gateway.pool import Replica
@@ -39,6 +40,8 @@ _KEPT_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 MOST_EVENT_BYTES = 16 << 20
 """A stream whose event outgrows this is not an engine's: it is ended with an error."""
 MOST_ERROR_BYTES = 64 << 10
+MOST_RECORDED_BYTES = 4 << 20
+"""The largest stream kept for the response cache."""
 
 
 class Outcome(Enum):
@@ -104,6 +107,9 @@ class Exchange:
         clock: Callable[[], float],
         tenant: str,
         deployment: tuple[str, str],
+        guardrails: Guardrails | None = None,
+        *,
+        chat: bool = True,
     ) -> None:
         self.request, self.incoming, self.arrived = request, incoming, arrived
         self.metrics = metrics
@@ -112,6 +118,9 @@ class Exchange:
         """The tenant's ``namespace/name`` (empty: an open gateway)."""
         self.deployment = deployment
         """The model's LLMDeployment (namespace, name), for its busy seconds."""
+        self.guardrails = guardrails
+        """The plugins that see the answer (after it, and on each streamed chunk)."""
+        self.chat = chat
         self.headers: dict[str, str] = {}
         """Headers of the gateway's own for the answer (the tenant's rate limits)."""
         self.response: web.StreamResponse | None = None
@@ -127,6 +136,13 @@ class Exchange:
         self.usage: dict[str, int] = {}
         self.unavailable: tuple[int, bytes, dict[str, str]] | None = None
         """The last replica's 503 (status, body, kept headers): the answer when none is left."""
+        self.complete = False
+        """The replica's answer reached the client whole."""
+        self.cached = False
+        """Answered from the response cache."""
+        self.recording: bytearray | None = None
+        """A stream's events as the client got them, for the response cache (None: not kept,
+        or outgrew :data:`MOST_RECORDED_BYTES`)."""
 
     async def start_stream(self) -> web.StreamResponse:
         if self.response is None:
@@ -176,6 +192,7 @@ class Exchange:
             "stream": self.incoming.stream,
             "status": self.status,
             "replica": self.replica,
+            "cached": self.cached,
             "prompt_tokens_estimate": self.incoming.prompt_tokens,
             **self.usage,
             "waited_s": round(self.waited_s, 4),
@@ -300,6 +317,12 @@ async def _whole(
     if status == 200:
         with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
             exchange.meter(orjson.loads(body).get("usage"))
+        if exchange.guardrails is not None:
+            try:
+                body = await _after(exchange.guardrails, body, exchange.chat)
+            except ApiError as error:
+                exchange.answer = await exchange.fail(error)
+                return
     content_type = "application/json"
     if upstream is not None:
         content_type = upstream.headers.get("Content-Type", content_type)
@@ -313,6 +336,18 @@ async def _whole(
             **headers,
         },
     )
+
+
+async def _after(guardrails: Guardrails, body: bytes, chat: bool) -> bytes:
+    """A whole answer as the guardrails leave it."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body  # not the engine's JSON: passed on as written
+    if not isinstance(answer, dict):
+        return body
+    checked = await guardrails.after(answer, chat=chat)
+    return body if checked is answer else orjson.dumps(checked)
 
 
 def _engine_error(status: int, body: bytes) -> ApiError:
@@ -338,6 +373,7 @@ async def _stream(
     exchange.answer = response
     buffer = bytearray()
     first_at: float | None = None
+    guard = None if exchange.guardrails is None else exchange.guardrails.stream(chat=exchange.chat)
     async for data in upstream.content.iter_any():
         buffer += data
         end = _event_end(buffer)
@@ -355,26 +391,56 @@ async def _stream(
             exchange.ttft_s = first_at - exchange.arrived
             attempt.first_token()
             exchange.metrics.ttft.labels(incoming.model).observe(exchange.ttft_s)
-        if not await _pass(exchange, response, events, first_at):
+        if not await _pass(exchange, response, events, first_at, guard):
             return Outcome.FAILED  # the client left: leaving the block aborts the engine's work
-    if buffer and not await _pass(exchange, response, bytes(buffer), first_at or exchange.clock()):
+    if buffer and not await _pass(
+        exchange, response, bytes(buffer), first_at or exchange.clock(), guard
+    ):
         return Outcome.FAILED
     return Outcome.DONE
 
 
 async def _pass(
-    exchange: Exchange, response: web.StreamResponse, events: bytes, first_at: float
+    exchange: Exchange,
+    response: web.StreamResponse,
+    events: bytes,
+    first_at: float,
+    guard: StreamGuard | None,
 ) -> bool:
     """Write ``events`` to the client (the usage chunk metered, and dropped unless asked
-    for); False when the client is gone."""
+    for; each chunk through the guardrails); False when the client is gone or a guardrail
+    ended the stream."""
     if _USAGE_CHUNK[0] in events and _USAGE_CHUNK[1] in events:
         events = _usage(exchange, events, first_at)
+    if guard is not None:
+        try:
+            events = _guarded(guard, events)
+        except ApiError as error:
+            await exchange.fail(error)
+            return False
     try:
         await response.write(events)
     except ConnectionError:
         return False
     exchange.forwarded = True
+    if exchange.recording is not None:
+        exchange.recording += events
+        if len(exchange.recording) > MOST_RECORDED_BYTES:
+            exchange.recording = None
     return True
+
+
+def _guarded(guard: StreamGuard, events: bytes) -> bytes:
+    """``events`` with each data event's text as the guardrails leave it."""
+    out = []
+    for event in events.replace(b"\r\n", b"\n").split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                payload = orjson.loads(event[6:])
+                if isinstance(payload, dict):
+                    event = b"data: " + orjson.dumps(guard.event(payload))
+        out.append(event)
+    return b"\n\n".join(out)
 
 
 def _usage(exchange: Exchange, events: bytes, first_at: float) -> bytes:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from llmfleet_gateway.admission import WaitingRoom
     from llmfleet_gateway.pool import Pool
     from llmfleet_gateway.quota import Store
+    from llmfleet_gateway.responses import ResponseCache
 
 TENANT = "tenant"
 """The label of per-tenant series: the tenant's ``namespace/name`` (empty: an open gateway)."""
@@ -79,10 +80,51 @@ class _Live(Collector):
 class GatewayMetrics:
     """The counters and histograms, and the registry that renders them with the live gauges."""
 
-    def __init__(self, pool: Pool, room: WaitingRoom, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        room: WaitingRoom,
+        store: Store | None = None,
+        responses: ResponseCache | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Live(pool, room, store))
         reg = self.registry
+        self.escalations = Counter(
+            "llmfleet_gateway_escalations",
+            "Requests for a model alias served past its first tier, by alias, the tier it"
+            " left, the tier it went to, why (Header, Tenant, PromptLength, Saturation,"
+            " Failure) and tenant.",
+            ["alias", "from_model", "to_model", "reason", TENANT],
+            registry=reg,
+        )
+        self.cache_lookups = Counter(
+            "llmfleet_gateway_response_cache_lookups",
+            "Deterministic requests of tenants with a response cache, by model (as asked),"
+            " result (hit, miss) and tenant.",
+            ["model", "result", TENANT],
+            registry=reg,
+        )
+        self.cache_saved_tokens = Counter(
+            "llmfleet_gateway_response_cache_saved_tokens",
+            "Tokens the engines did not process because the cache answered, by model, kind"
+            " and tenant.",
+            ["model", "kind", TENANT],
+            registry=reg,
+        )
+        if responses is not None:
+            size = Gauge(
+                "llmfleet_gateway_response_cache_bytes",
+                "Bytes the response cache holds (its bound: --response-cache-mib).",
+                registry=reg,
+            )
+            size.set_function(lambda: responses.bytes)
+            entries = Gauge(
+                "llmfleet_gateway_response_cache_entries",
+                "Answers the response cache holds.",
+                registry=reg,
+            )
+            entries.set_function(lambda: len(responses))
         self.requests = Counter(
             "llmfleet_gateway_requests",
             "Requests answered, by model, replica (empty: none), HTTP status and tenant.",

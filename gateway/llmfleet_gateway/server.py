@@ -9,8 +9,10 @@ factory taking its settings and clock (no globals). Routes: ``POST /v1/chat/comp
 
 A request goes: authenticate its tenant (:mod:`.tenants`: a 401 without a valid key, a 404 for
 a model the tenant may not use, exactly as for one that does not exist), parse
-(:mod:`.incoming`), admit it within the tenant's limits (:mod:`.limits`: 429 with OpenAI's
-rate-limit headers), pick a replica (:func:`.routing.choose` on the pool's
+(:mod:`.incoming`), resolve a model alias to its tier (:mod:`.tiers`), pass the guardrails
+(:mod:`.guardrails`), admit it within the tenant's limits (:mod:`.limits`: 429 with OpenAI's
+rate-limit headers), answer it from the tenant's response cache when it may
+(:mod:`.responses`), pick a replica (:func:`.routing.choose` on the pool's
 view), wait in the waiting room when none can take it (:mod:`.admission`: held while its model
 has no ready replica, queued while every replica is saturated; bounded, with a time to live),
 or, with peer regions, send it to one instead (:meth:`.peers.Peers.pick`: no local
@@ -42,6 +44,7 @@ from llmfleet_contract.openai import ApiError
 from llmfleet_gateway import forward
 from llmfleet_gateway.admission import Wait, WaitingRoom
 from llmfleet_gateway.discovery import Cluster, watch_cluster
+from llmfleet_gateway.guardrails import Configured, Guardrails
 from llmfleet_gateway.incoming import ClientRequest, parse
 from llmfleet_gateway.limits import Limits, Reservation
 from llmfleet_gateway.metrics import GatewayMetrics
@@ -49,8 +52,20 @@ from llmfleet_gateway.peers import HOP, PEER_KEY, REGION, SUMMARY_PATH, Peers, P
 from llmfleet_gateway.pool import Model, Pool, Replica, scrape_forever
 from llmfleet_gateway.prefix import PrefixIndex, checkpoints
 from llmfleet_gateway.quota import Store, sync_forever
+from llmfleet_gateway.responses import Answer, ResponseCache, key_of
 from llmfleet_gateway.routing import Choice, RouteReason, RouteRequest, RoutingSettings, choose
 from llmfleet_gateway.tenants import Directory, Tenant, may_use
+from llmfleet_gateway.tiers import (
+    ESCALATED_HEADER,
+    MODEL_HEADER,
+    TIER_HEADER,
+    Alias,
+    Escalate,
+    Reason,
+)
+
+CACHE_HEADER = "x-llmfleet-cache"
+"""``hit`` or ``miss`` on the answers of a tenant with a response cache."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,12 @@ class GatewaySettings:
     """The credential the regions' gateways share (required with peers)."""
     peer_interval_s: float = 1.0
     """How often each peer's summary is read."""
+    aliases: Mapping[str, Alias] = field(default_factory=dict)
+    """Model tiers by alias (``--aliases FILE``, :mod:`.tiers`)."""
+    response_cache_bytes: int = 64 << 20
+    """The response cache's memory bound (for tenants that opt in)."""
+    guardrails: tuple[Configured, ...] = ()
+    """The guardrail plugins, run in order (``--guardrail NAME[:open|closed]``)."""
 
 
 @dataclass
@@ -117,6 +138,8 @@ class Gateway:
     limits: Limits = field(init=False)
     peers: Peers | None = field(init=False)
     """The peer regions (None: none configured)."""
+    responses: ResponseCache = field(init=False)
+    guardrails: Guardrails | None = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -136,7 +159,11 @@ class Gateway:
         self.limits = Limits(self.settings.limit_share, self.wall, store)
         self.room = WaitingRoom(self.settings.wait_limit)
         self.prefixes = PrefixIndex(self.settings.prefix_capacity, self.settings.prefix_ttl_seconds)
-        self.metrics = GatewayMetrics(self.pool, self.room, store)
+        self.responses = ResponseCache(settings.response_cache_bytes, self.clock)
+        self.metrics = GatewayMetrics(self.pool, self.room, store, self.responses)
+        self.guardrails = None
+        if settings.guardrails:
+            self.guardrails = Guardrails(settings.guardrails, self.metrics.registry)
         for peer in self.peers.peers if self.peers else ():
             self.metrics.peer_up.labels(peer.region).set(0)
 
@@ -282,6 +309,12 @@ async def _models(request: web.Request) -> web.Response:
         for model in gateway.pool.models.values()
         if may_use(tenant, model)
     ]
+    data += [
+        {"id": alias.name, "object": "model", "created": 0, "owned_by": "llmfleet"}
+        | {"tiers": [model.name for model in tiers]}
+        for alias in gateway.settings.aliases.values()
+        if (tiers := _tiers(gateway, alias, tenant))
+    ]
     return web.Response(
         body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
     )
@@ -343,17 +376,20 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
         tenant = _tenant(gateway, request)
         raw = await request.read()
         incoming = parse(raw, chat=chat)
-        model = gateway.pool.models.get(incoming.model)
-        if model is None or not may_use(tenant, model):
-            raise _unknown(incoming.model)
-        _check_residency(gateway, tenant, model.name, forwarded=hop is not None)
+        tiers, start, why = _resolve(gateway, incoming, tenant, request.headers.get(TIER_HEADER))
+        _check_residency(gateway, tenant, tiers[start].name, forwarded=hop is not None)
+        if gateway.guardrails is not None:
+            checked = await gateway.guardrails.before(incoming.body, chat=chat)
+            if checked is not incoming.body:
+                raw = orjson.dumps(checked)
+                incoming = parse(raw, chat=chat)
         reservation: Reservation | None = None
         if tenant is not None and hop is None:  # a peer's request: charged where it entered
             incoming, raw, tokens = _reserve(gateway, tenant, incoming, raw)
             try:
                 reservation = await gateway.limits.acquire(tenant, tokens)
             except forward.RateLimitedError:
-                gateway.metrics.rejected.labels(model.name, "TenantLimit", tenant.label).inc()
+                gateway.metrics.rejected.labels(incoming.model, "TenantLimit", tenant.label).inc()
                 raise
     except ApiError as error:  # refused before routing: a line of its own
         if access.isEnabledFor(logging.INFO):
@@ -361,21 +397,185 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
         raise
     label = "" if tenant is None else tenant.label
     exchange = forward.Exchange(
-        request, incoming, gateway.clock(), gateway.metrics, gateway.clock, label, model.key
+        request,
+        incoming,
+        gateway.clock(),
+        gateway.metrics,
+        gateway.clock,
+        label,
+        tiers[start].key,
+        gateway.guardrails,
+        chat=chat,
     )
+    cache_key = None
+    if tenant is not None and tenant.cache_ttl_s is not None and hop is None:
+        cache_key = key_of(label, path, incoming.body)
     try:
         if reservation is not None and tenant is not None:
             exchange.headers.update(gateway.limits.headers(tenant))
         if gateway.settings.region is not None:
             exchange.headers[REGION] = gateway.settings.region
-        return await _route(gateway, exchange, path, raw, tenant, forwarded=hop is not None)
+        if cache_key is not None:
+            if (kept := gateway.responses.get(cache_key)) is not None:
+                return await _replay(gateway, exchange, kept)
+            exchange.headers[CACHE_HEADER] = "miss"
+            gateway.metrics.cache_lookups.labels(incoming.model, "miss", label).inc()
+            exchange.recording = bytearray() if incoming.stream else None
+        answer = await _tiered(gateway, exchange, path, raw, tenant, tiers, start, why, hop)
+        if cache_key is not None and tenant is not None and tenant.cache_ttl_s is not None:
+            _keep(gateway, exchange, cache_key, tenant.cache_ttl_s)
+        return answer
     finally:
         if reservation is not None:
             used = exchange.usage
             spent = used.get("prompt_tokens", 0) + used.get("completion_tokens", 0)
-            gateway.limits.settle(reservation, spent if used else reservation.tokens)
+            charged = spent if used or exchange.cached else reservation.tokens
+            gateway.limits.settle(reservation, charged)
         if access.isEnabledFor(logging.INFO):
             access.info(orjson.dumps(exchange.access_record(gateway.clock())).decode())
+
+
+def _resolve(
+    gateway: Gateway, incoming: ClientRequest, tenant: Tenant | None, asked: str | None
+) -> tuple[list[Model], int, Reason | None]:
+    """The models that may serve the request (an alias's tiers it may use, in order, or the
+    one it names), where it starts among them and why not at the first; 404 for a model the
+    tenant may not use, 400 for a tier header naming none of the alias's tiers."""
+    alias = gateway.settings.aliases.get(incoming.model)
+    if alias is None:
+        model = gateway.pool.models.get(incoming.model)
+        if model is None or not may_use(tenant, model):
+            raise _unknown(incoming.model)
+        return [model], 0, None
+    tiers = _tiers(gateway, alias, tenant)
+    if not tiers:
+        raise _unknown(incoming.model)
+    label = "" if tenant is None else tenant.label
+    try:
+        start, why = alias.start(
+            [model.name for model in tiers], label, incoming.prompt_tokens, asked
+        )
+    except ValueError:
+        names = ", ".join(model.name for model in tiers)
+        raise ApiError(
+            400,
+            f"`{TIER_HEADER}: {asked}` names no tier of `{alias.name}`; its tiers: {names}.",
+            "invalid_request_error",
+            None,
+            "invalid_tier",
+        ) from None
+    if why is not None:
+        gateway.metrics.escalations.labels(
+            alias.name, tiers[0].name, tiers[start].name, why, label
+        ).inc()
+    return tiers, start, why
+
+
+def _tiers(gateway: Gateway, alias: Alias, tenant: Tenant | None) -> list[Model]:
+    """The alias's tiers that are served and that ``tenant`` may use, cheapest first."""
+    found = (gateway.pool.models.get(name) for name in alias.tiers)
+    return [model for model in found if model is not None and may_use(tenant, model)]
+
+
+async def _tiered(
+    gateway: Gateway,
+    exchange: forward.Exchange,
+    path: str,
+    raw: bytes,
+    tenant: Tenant | None,
+    tiers: list[Model],
+    index: int,
+    why: Reason | None,
+    hop: str | None,
+) -> web.StreamResponse:
+    """Route the request at its tier; with an alias, a tier whose replicas are all busy or
+    failed (as its rules allow) passes it to the next."""
+    asked = exchange.incoming.model
+    alias = gateway.settings.aliases.get(asked)
+    while True:
+        model = tiers[index]
+        if alias is not None:
+            body = {**exchange.incoming.body, "model": model.name}
+            raw = orjson.dumps(body)
+            exchange.incoming = dataclasses.replace(exchange.incoming, body=body, model=model.name)
+            exchange.deployment = model.key
+            exchange.headers[MODEL_HEADER] = model.name
+            if why is not None:
+                exchange.headers[ESCALATED_HEADER] = why
+        rules = alias.escalate if alias is not None and index + 1 < len(tiers) else None
+        try:
+            return await _route(
+                gateway, exchange, path, raw, tenant, forwarded=hop is not None, escalate=rules
+            )
+        except _Escalation as step:
+            assert alias is not None
+            why, index = step.reason, index + 1
+            exchange.unavailable = None
+            gateway.metrics.escalations.labels(
+                alias.name, model.name, tiers[index].name, why, exchange.tenant
+            ).inc()
+
+
+class _Escalation(Exception):  # noqa: N818 -- a step up, not an error
+    """The tier cannot take the request and its alias's rules send it to the next."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+
+
+async def _replay(gateway: Gateway, exchange: forward.Exchange, kept: Answer) -> web.StreamResponse:
+    """Answer from the response cache: the bytes the first client got, as SSE for a stream."""
+    exchange.cached = True
+    exchange.status = 200
+    exchange.headers[CACHE_HEADER] = "hit"
+    if kept.model != exchange.incoming.model:
+        exchange.headers[MODEL_HEADER] = kept.model
+    tenant, model = exchange.tenant, exchange.incoming.model
+    gateway.metrics.cache_lookups.labels(model, "hit", tenant).inc()
+    saved = gateway.metrics.cache_saved_tokens
+    saved.labels(model, "prompt", tenant).inc(kept.prompt_tokens)
+    saved.labels(model, "completion", tenant).inc(kept.completion_tokens)
+    exchange.count("")
+    if exchange.incoming.stream:
+        response = await exchange.start_stream()
+        with contextlib.suppress(ConnectionError):
+            await response.write(kept.body)
+        return response
+    return web.Response(
+        body=kept.body,
+        headers={
+            "Content-Type": kept.content_type,
+            forward.REQUEST_ID: exchange.request[forward.REQUEST_ID_KEY],
+            **exchange.headers,
+        },
+    )
+
+
+def _keep(gateway: Gateway, exchange: forward.Exchange, key: bytes, ttl_s: float) -> None:
+    """Keep a whole, successful answer for the next same request."""
+    answer = exchange.answer
+    if exchange.status != 200 or not exchange.complete or answer is None:
+        return
+    if exchange.incoming.stream:
+        body = None if exchange.recording is None else bytes(exchange.recording)
+        content_type = "text/event-stream"
+    else:
+        assert isinstance(answer, web.Response)
+        body = answer.body if isinstance(answer.body, bytes) else None
+        content_type = answer.content_type
+    if body is None:
+        return
+    gateway.responses.put(
+        key,
+        Answer(
+            body,
+            content_type,
+            exchange.incoming.model,
+            exchange.usage.get("prompt_tokens", 0),
+            exchange.usage.get("completion_tokens", 0),
+        ),
+        ttl_s,
+    )
 
 
 def _reserve(
@@ -408,9 +608,11 @@ async def _route(
     tenant: Tenant | None,
     *,
     forwarded: bool = False,
+    escalate: Escalate | None = None,
 ) -> web.StreamResponse:
     """Send the request to replicas (or a peer region) until one answers it, or answer the
-    error; a request a peer ``forwarded`` stays here."""
+    error; a request a peer ``forwarded`` stays here. With an alias's ``escalate`` rules
+    (and a tier above), :class:`_Escalation` when no replica can take it or all failed."""
     incoming = exchange.incoming
     blocks = checkpoints(incoming.prompt)
     key = gateway.pool.models[incoming.model].key  # held, even if the model goes meanwhile
@@ -418,7 +620,9 @@ async def _route(
     peers = None if forwarded else gateway.peers
     try:
         while True:
-            replica, cached, pick = await _replica(gateway, exchange, blocks, tried, tenant, peers)
+            replica, cached, pick = await _replica(
+                gateway, exchange, blocks, tried, tenant, peers, escalate
+            )
             tried.add(replica.name)
             prefill = max(1, incoming.prompt_tokens - cached * forward.BLOCK_TOKENS)
             try:
@@ -441,11 +645,15 @@ async def _route(
                     # Recorded once a replica took it: a burst sharing the prefix follows it.
                     gateway.prefixes.record(blocks, replica.name, gateway.clock())
                 exchange.count(replica.name)
+                exchange.complete = outcome is forward.Outcome.DONE
                 assert exchange.answer is not None
                 return exchange.answer
             # Another replica; with peer regions, whichever comes first of a peer that can
             # take it and a replica here (held as when there is none, within the hold).
-            if _others(gateway, incoming.model, tried) or peers is not None:
+            others = _others(gateway, incoming.model, tried)
+            if not others and escalate is not None and escalate.on_failure:
+                raise _Escalation(Reason.FAILURE)
+            if others or peers is not None:
                 gateway.metrics.retries.labels(incoming.model).inc()
                 continue
             unavailable = await forward.answer_unavailable(exchange)
@@ -540,6 +748,7 @@ async def _replica(
     tried: set[str],
     tenant: Tenant | None,
     peers: Peers | None,
+    escalate: Escalate | None,
 ) -> tuple[Replica, int, Pick | None]:
     """A replica for the request and the prompt blocks it is believed to hold, or a peer
     region to send it to (with ``peers``: see :meth:`.peers.Peers.pick`), waiting in the
@@ -587,6 +796,8 @@ async def _replica(
                     return pick.peer.target, 0, pick
             if choice.replica is not None:
                 return gateway.pool.get(model, choice.replica), choice.cached_blocks, None
+            if entered is None and escalate is not None and escalate.on_saturation:
+                raise _Escalation(Reason.SATURATION)
             why = Wait.QUEUED if choice.reason is RouteReason.SATURATED else Wait.HELD
             now = gateway.clock()
             if entered is None:

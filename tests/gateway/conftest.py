@@ -42,6 +42,8 @@ class Stack:
     engines: int = 2
     wall: Callable[[], float] = time.time
     """The gateway's wall clock (tenant limit windows)."""
+    served: tuple[str, ...] = (MODEL,)
+    """The model names every engine answers to."""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     runners: list[web.AppRunner] = field(default_factory=list)
     engine_urls: list[str] = field(default_factory=list)
@@ -67,7 +69,7 @@ class Stack:
     async def start(self) -> None:
         for _ in range(self.engines):
             port = free_port()
-            app = create_engine(SimSettings(profile=FAST, served_model_names=(MODEL,)))
+            app = create_engine(SimSettings(profile=FAST, served_model_names=self.served))
             await self._serve(app, port)
             self.engine_apps.append(app)
             self.engine_urls.append(f"http://127.0.0.1:{port}")
@@ -108,9 +110,10 @@ def running(
     gateway: GatewaySettings | None = None,
     engines: int = 2,
     wall: Callable[[], float] = time.time,
+    served: tuple[str, ...] = (MODEL,),
 ) -> Iterator[Stack]:
     """A stack on its own thread, stopped and joined on the way out."""
-    stack = Stack(gateway or settings(), engines, wall=wall)
+    stack = Stack(gateway or settings(), engines, wall=wall, served=served)
     thread = threading.Thread(target=stack.loop.run_forever, daemon=True)
     thread.start()
     try:
@@ -131,8 +134,9 @@ def stack_factory() -> Iterator[Callable[..., Stack]]:
             gateway: GatewaySettings | None = None,
             engines: int = 2,
             wall: Callable[[], float] = time.time,
+            served: tuple[str, ...] = (MODEL,),
         ) -> Stack:
-            return stacks.enter_context(running(gateway, engines, wall))
+            return stacks.enter_context(running(gateway, engines, wall, served))
 
         yield make
 
