@@ -14,7 +14,12 @@ operator keeps only read-only cluster-scoped rules. The operator reads every rea
 chart's gateway by default, or the gateway URLs given, or none without a gateway; the gateway's
 RBAC reads LLMDeployments and pods and writes nothing; its Deployment (sized by a
 HorizontalPodAutoscaler unless that is off), Service, PodDisruptionBudget and namespace switch
-render as the values say, and none with it off. Both workloads pass the restricted Pod Security
+render as the values say, and none with it off. The gateway's model tiers (aliases) render into a
+ConfigMap mounted read-only and named by --aliases, in a file the gateway's loader takes, with a
+checksum that rolls the pods when they change (no ConfigMap, no flag without aliases); the
+response cache's size is always passed, guardrails become flags in order, the gateway's parser and
+settings take what the chart renders, and the schema refuses a bad tier, failure mode or size
+and keeps the gateway's field names. Both workloads pass the restricted Pod Security
 Standard's rules and take scheduling, env, images and pull secrets from the values. The
 PrometheusRule's expressions parse and its alerts fire on the series they are about (promtool);
 the dashboard's queries parse, and both name only metrics the code exports. Network policies
@@ -23,6 +28,7 @@ confine the engines to the gateway, the operator, monitoring and their own group
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -38,7 +44,10 @@ import yaml
 
 from llmfleet_contract import metrics as contract_metrics
 from llmfleet_contract.labels import ENGINE_PORT, ENGINE_PORT_NAME, common_labels
+from llmfleet_gateway import tiers
 from llmfleet_gateway.admission import WaitingRoom
+from llmfleet_gateway.cli import build_parser, settings_from_args
+from llmfleet_gateway.guardrails import Failure
 from llmfleet_gateway.metrics import GatewayMetrics
 from llmfleet_gateway.pool import Pool
 from llmfleet_operator.handlers import Metrics as OperatorMetrics
@@ -83,6 +92,22 @@ def render(*values: str) -> list[Doc]:
 
 
 FULL = str(FIXTURES / "values-full.yaml")
+ALIASES = (
+    "gateway.aliases[0].name=chat",
+    "gateway.aliases[0].tiers={chat-small,chat-large}",
+    "gateway.aliases[0].escalate.promptTokensAbove=6000",
+    "gateway.aliases[0].escalate.tenants={team-a/research}",
+    "gateway.aliases[0].escalate.onFailure=false",
+    "gateway.aliases[1].name=code",
+    "gateway.aliases[1].tiers={code-7b,code-34b,code-70b}",
+)
+ECONOMICS = (
+    *ALIASES,
+    "gateway.responseCacheMiB=256",
+    "gateway.guardrails[0].name=pii",
+    "gateway.guardrails[1].name=acme.filter",
+    "gateway.guardrails[1].failure=open",
+)
 MATRIX: dict[str, tuple[str, ...]] = {
     "defaults": (),
     "namespace-scope": ("rbac.scope=Namespace",),
@@ -111,6 +136,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "tenants-off": ("gateway.tenants.enabled=false", "rbac.scope=Namespace"),
     "autoscaling-off": ("gateway.autoscaling.enabled=false", "gateway.replicas=3"),
     "everything": (FULL,),
+    "economics": ECONOMICS,
 }
 
 
@@ -470,6 +496,195 @@ def test_gateway_peer_regions() -> None:
     assert "gateway.peers needs gateway.region and gateway.peerKey.secretName" in lonely.stderr
 
 
+# ---- the gateway's economics: model tiers, response cache, guardrails -----------------------
+
+
+def refusal(*sets: str) -> str:
+    """What `helm template` says refusing ``sets`` (it must refuse them)."""
+    argv = [helm(), "template", "release", str(CHART)]
+    for value in sets:
+        argv += ["--set", value]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode != 0, sets
+    return result.stderr
+
+
+def checksum(docs: list[Doc]) -> str | None:
+    deployment = component(docs, "Deployment", "release-gateway")
+    found: str | None = deployment["spec"]["template"]["metadata"]["annotations"].get(
+        "checksum/aliases"
+    )
+    return found
+
+
+def test_aliases_render_into_a_mounted_config_map(tmp_path: Path) -> None:
+    docs = render(*ALIASES)
+    config = component(docs, "ConfigMap", "release-gateway-aliases")
+    assert config["metadata"]["namespace"] == SYSTEM
+    text = config["data"]["aliases.yaml"]
+    assert yaml.safe_load(text) == {
+        "aliases": [
+            {
+                "name": "chat",
+                "tiers": ["chat-small", "chat-large"],
+                "escalate": {
+                    "promptTokensAbove": 6000,
+                    "tenants": ["team-a/research"],
+                    "onFailure": False,
+                },
+            },
+            {"name": "code", "tiers": ["code-7b", "code-34b", "code-70b"]},
+        ]
+    }
+    # The gateway's own loader takes the file as rendered.
+    (tmp_path / "aliases.yaml").write_text(text)
+    loaded = tiers.load_file(tmp_path / "aliases.yaml")
+    assert loaded["chat"].tiers == ["chat-small", "chat-large"]
+    assert loaded["chat"].escalate.prompt_tokens_above == 6000
+    assert loaded["chat"].escalate.tenants == {"team-a/research"}
+    assert (loaded["chat"].escalate.on_failure, loaded["chat"].escalate.header) == (False, True)
+    assert loaded["code"].tiers == ["code-7b", "code-34b", "code-70b"]
+    # Mounted read-only where the flag points.
+    pod = component(docs, "Deployment", "release-gateway")["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "aliases"]
+    assert volume["configMap"] == {"name": "release-gateway-aliases"}
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "aliases"]
+    assert mount["readOnly"] is True
+    [flag] = [a for a in pod["containers"][0]["args"] if a.startswith("--aliases")]
+    assert flag == f"--aliases={mount['mountPath']}/aliases.yaml"
+    # The pods carry the file's checksum: a change of tiers rolls them, nothing else does.
+    assert checksum(docs) == hashlib.sha256(text.removesuffix("\n").encode()).hexdigest()
+    assert checksum(render(*ALIASES, "gateway.logLevel=DEBUG")) == checksum(docs)
+    changed = render(*ALIASES, "gateway.aliases[1].tiers={code-7b,code-70b}")
+    assert checksum(changed) not in {None, checksum(docs)}
+
+
+def test_no_aliases_no_config_map_and_no_flag() -> None:
+    docs = render()
+    assert not [d for d in docs if d["kind"] == "ConfigMap"]
+    args = container(docs, "release-gateway")["args"]
+    assert not [a for a in args if a.startswith(("--aliases", "--guardrail"))]
+    assert "--response-cache-mib=64" in args
+    assert checksum(docs) is None
+    pod = component(docs, "Deployment", "release-gateway")["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    # The chart's default is the gateway's.
+    assert build_parser().get_default("response_cache_mib") == 64
+
+
+def test_guardrails_become_flags_in_order() -> None:
+    args = container(render(*ECONOMICS), "release-gateway")["args"]
+    assert [a for a in args if a.startswith("--guardrail")] == [
+        "--guardrail=pii:closed",
+        "--guardrail=acme.filter:open",
+    ]
+    assert "--response-cache-mib=256" in args
+    swapped = render("gateway.guardrails[0].name=acme.filter", "gateway.guardrails[1].name=pii")
+    assert [a for a in container(swapped, "release-gateway")["args"] if "guardrail" in a] == [
+        "--guardrail=acme.filter:closed",
+        "--guardrail=pii:closed",
+    ]
+    assert 'gateway.guardrails names "pii" twice' in refusal(
+        "gateway.guardrails[0].name=pii",
+        "gateway.guardrails[1].name=pii",
+        "gateway.guardrails[1].failure=open",
+    )
+
+
+def test_the_gateway_takes_the_rendered_flags_and_file(tmp_path: Path) -> None:
+    """The args, parsed by the gateway's own parser and turned into its settings (the
+    ConfigMap's file standing in for the mount; pii is installed here, acme.filter is not).
+    From a values file, where Helm reads every number as a float: still whole numbers."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {
+                    "aliases": [
+                        {
+                            "name": "chat",
+                            "tiers": ["chat-small", "chat-large"],
+                            "escalate": {"promptTokensAbove": 1_000_000, "header": False},
+                        }
+                    ],
+                    "responseCacheMiB": 1_048_576,
+                    "guardrails": [{"name": "pii"}],
+                }
+            }
+        )
+    )
+    docs = render(str(values))
+    given = container(docs, "release-gateway")["args"]
+    assert "--response-cache-mib=1048576" in given
+    args = build_parser().parse_args(given[1:])
+    assert args.guardrail == [("pii", Failure.CLOSED)]
+    path = tmp_path / "aliases.yaml"
+    path.write_text(component(docs, "ConfigMap", "release-gateway-aliases")["data"]["aliases.yaml"])
+    args.aliases = path
+    settings = settings_from_args(args)
+    assert settings.aliases["chat"].escalate.prompt_tokens_above == 1_000_000
+    assert settings.aliases["chat"].escalate.header is False
+    assert settings.response_cache_bytes == 1 << 40
+    assert [(g.name, g.failure) for g in settings.guardrails] == [("pii", Failure.CLOSED)]
+    ordered = build_parser().parse_args(
+        container(render(*ECONOMICS), "release-gateway")["args"][1:]
+    )
+    assert ordered.guardrail == [("pii", Failure.CLOSED), ("acme.filter", Failure.OPEN)]
+
+
+def test_the_schema_refuses_bad_tiers_guardrails_and_cache_sizes() -> None:
+    chat = ("gateway.aliases[0].name=chat",)
+    for sets, says in [
+        ((*chat, "gateway.aliases[0].tiers={chat-small}"), "minItems: got 1, want 2"),
+        ((*chat, "gateway.aliases[0].tiers={a,a}"), "are equal"),
+        ((*chat, "gateway.aliases[0].tiers={a,b,c,d,e,f,g,h,i}"), "maxItems: got 9, want 8"),
+        (("gateway.aliases[0].tiers={a,b}",), "missing property 'name'"),
+        (
+            (
+                *chat,
+                "gateway.aliases[0].tiers={a,b}",
+                "gateway.aliases[0].escalate.onSaturaton=true",
+            ),
+            "additional properties 'onSaturaton' not allowed",
+        ),
+        (
+            (
+                *chat,
+                "gateway.aliases[0].tiers={a,b}",
+                "gateway.aliases[0].escalate.tenants={research}",
+            ),
+            "does not match pattern",
+        ),
+        (
+            ("gateway.guardrails[0].name=pii", "gateway.guardrails[0].failure=maybe"),
+            "value must be one of 'open', 'closed'",
+        ),
+        (("gateway.guardrails[0].name=pii:open",), "does not match pattern"),
+        (("gateway.responseCacheMiB=0",), "minimum: got 0, want 1"),
+    ]:
+        stderr = refusal(*sets)
+        assert "schema" in stderr, stderr
+        assert says in stderr, (sets, stderr)
+    assert 'gateway.aliases names "chat" twice' in refusal(
+        *chat,
+        "gateway.aliases[0].tiers={a,b}",
+        "gateway.aliases[1].name=chat",
+        "gateway.aliases[1].tiers={c,d}",
+    )
+
+
+def test_the_schema_spells_the_gateway_fields() -> None:
+    """Its aliases' keys are the tiers file's, as the gateway reads them (camelCase)."""
+    gateway = json.loads((CHART / "values.schema.json").read_text())["properties"]["gateway"]
+    alias = gateway["properties"]["aliases"]["items"]
+    assert set(alias["properties"]) == {f.alias for f in tiers.Alias.model_fields.values()}
+    escalate = alias["properties"]["escalate"]
+    assert set(escalate["properties"]) == {f.alias for f in tiers.Escalate.model_fields.values()}
+    assert set(alias["required"]) == {
+        f.alias for f in tiers.Alias.model_fields.values() if f.is_required()
+    }
+
+
 # ---- the binaries' flags -------------------------------------------------------------------
 
 
@@ -502,7 +717,7 @@ def test_every_flag_is_one_the_binary_takes(case: str) -> None:
 # ---- pods: security, scheduling, images ----------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["defaults", "everything"])
+@pytest.mark.parametrize("case", ["defaults", "everything", "economics"])
 def test_pods_meet_the_restricted_pod_security_standard(case: str) -> None:
     docs = render(*MATRIX[case])
     for name in ("release-operator", "release-gateway"):
@@ -514,7 +729,8 @@ def test_pods_meet_the_restricted_pod_security_standard(case: str) -> None:
             "seccompProfile": {"type": "RuntimeDefault"},
         }
         assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
-        assert all(set(v) <= {"name", "emptyDir", "secret"} for v in pod["volumes"])
+        allowed = {"name", "emptyDir", "secret", "configMap"}
+        assert all(set(v) <= allowed for v in pod["volumes"])
         for box in pod["containers"]:
             assert box["securityContext"] == {
                 "allowPrivilegeEscalation": False,

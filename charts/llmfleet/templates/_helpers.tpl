@@ -45,6 +45,19 @@ app.kubernetes.io/component: gateway
 {{- toYaml (.Values.gateway.tenants.namespaces | default (list .Release.Namespace)) -}}
 {{- end -}}
 
+{{/* The gateway's model tiers file (`llmfleet gateway --aliases`, llmfleet_gateway.tiers);
+its checksum on the pods rolls them when it changes. */}}
+{{- define "llmfleet.gatewayAliases" -}}
+{{- $names := list -}}
+{{- range .Values.gateway.aliases -}}
+{{- if has .name $names -}}
+{{- fail (printf "gateway.aliases names %q twice" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- toYaml (dict "aliases" .Values.gateway.aliases) -}}
+{{- end -}}
+
 {{/* Each gateway replica's share of a tenant limit: the replicas together never exceed it. */}}
 {{- define "llmfleet.limitShare" -}}
 {{- if .Values.gateway.tenants.limitShare -}}
