@@ -5,7 +5,8 @@ busy seconds, and add up to the fleet's; one nobody used is idle; ``--since`` ta
 duration or a time with its offset and refuses a naive or future one; against a real
 Prometheus scraping counters that grow at known rates (two tenants, 3:1 busy time), the
 table and the JSON carry requests, tokens, GPU-hours and cost in those proportions (cost at
-the flag's price, else at the LLMDeployment's price the operator exports), and a
+the flag's price, else at the LLMDeployment's price the operator exports), a series born in
+the window with its first count counts it, and a
 Prometheus that does not answer is an error message, not a traceback, and shows no
 credential of its URL.
 """
@@ -69,6 +70,11 @@ RATES = {
     ): 0.5,
     ("llmfleet_operator_gpu_seconds_total", 'llmdeployment="llama",namespace="team"'): 8.0,
 }
+BORN = (
+    ("llmfleet_gateway_requests_total", 'model="llama",tenant="t/c"', 1),
+    ("llmfleet_gateway_tokens_total", 'model="llama",kind="prompt",tenant="t/c"', 50),
+)
+"""Series that appear during the window with their first count in them."""
 PRICE = 'llmfleet_operator_gpu_hour_price{llmdeployment="llama",namespace="team"} 7.2'
 """The operator's export of the LLMDeployment's spec.placement.gpuHourPrice."""
 
@@ -84,6 +90,8 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
             lines = [
                 f"{name}{{{labels}}} {rate * elapsed}" for (name, labels), rate in RATES.items()
             ]
+            if elapsed > 2:  # t/c's one request: its series born with its count
+                lines += [f"{name}{{{labels}}} {value}" for name, labels, value in BORN]
             body = ("\n".join([*lines, PRICE]) + "\n").encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -147,7 +155,8 @@ def test_usage_from_a_real_prometheus(prometheus: str, capsys: pytest.CaptureFix
     )
     document = json.loads(capsys.readouterr().out)
     rows = {row["tenant"]: row for row in document["rows"]}
-    assert set(rows) == {"t/a", "t/b"}
+    assert set(rows) == {"t/a", "t/b", "t/c"}
+    assert (rows["t/c"]["requests"], rows["t/c"]["prompt_tokens"]) == (1, 50)
     a, b = rows["t/a"], rows["t/b"]
     assert a["requests"] == pytest.approx(3 * b["requests"], rel=0.05)
     assert a["prompt_tokens"] == pytest.approx(3 * b["prompt_tokens"], rel=0.05)

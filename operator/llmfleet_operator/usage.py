@@ -136,7 +136,14 @@ class Usage:
         return [(series["metric"], float(series["value"][1])) for series in found]
 
     def _increase(self, metric: str, by: Iterable[str]) -> list[tuple[dict[str, str], float]]:
-        return self._query(f"sum by ({', '.join(by)}) (increase({metric}[{self._window}]))")
+        """What ``metric`` counted in the window. ``increase()`` alone misses what a series
+        counted before its first sample, and a series is born with its first count (a
+        tenant's first request to a model, a new gateway pod): one born in the window counts
+        from zero, so its value now is what it counted."""
+        window = self._window
+        grown = f"(increase({metric}[{window}]) and {metric} offset {window})"
+        born = f"({metric} unless {metric} offset {window})"
+        return self._query(f"sum by ({', '.join(by)}) ({grown} or {born})")
 
     def rows(self, price: float | None) -> list[Row]:
         """Every (tenant, model) pair with a figure in the window; costed at ``price`` a
