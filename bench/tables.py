@@ -670,8 +670,9 @@ def _stream_step(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def gateway_table(run: dict[str, Any]) -> str:
-    """Per contender: its most requests/s and streams/s, the latency and TTFT it adds to
-    direct's (p50 / p99, ms) at the fixed rates, and its CPU per request."""
+    """Per contender but the feature ones (:func:`gateway_features`): its most requests/s and
+    streams/s, the latency and TTFT it adds to direct's (p50 / p99, ms) at the fixed rates,
+    and its CPU per request."""
     setup, found = run["setup"], run["contenders"]
     rate, stream_rate = setup["rate"], setup["stream_rate"]
     direct = found["direct"]
@@ -687,7 +688,7 @@ def gateway_table(run: dict[str, Any]) -> str:
         f" | ({_ms(streams_direct['p50_ms'])} / {_ms(streams_direct['p99_ms'])}) | - |",
     ]
     for name, entry in found.items():
-        if name == "direct":
+        if name == "direct" or name in GATEWAY_FEATURES:
             continue
         keys = ("p50_ms", "p99_ms")
         added = _added(entry["fixed_rate"], fixed_direct, rate, keys)
@@ -702,6 +703,114 @@ def gateway_table(run: dict[str, Any]) -> str:
         ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+GATEWAY_BASELINE = "llmfleet-tenants"
+"""The feature contenders' baseline: our gateway with tenants and limits on."""
+GATEWAY_FEATURES = (
+    "llmfleet-alias",
+    "llmfleet-cache-hit",
+    "llmfleet-cache-miss",
+    "llmfleet-pii",
+    "llmfleet-tenants-again",
+)
+"""The baseline with one feature on each (the last: the baseline measured again, after them)."""
+
+
+def _against(value: float, base: float) -> str:
+    return f"{value:,.0f} ({value / base - 1:+.0%})"
+
+
+def _signed(value: float) -> str:
+    """``value`` with its sign, two decimals; no "-0.00"."""
+    return f"{value if round(value, 2) else 0.0:+.2f}"
+
+
+def _latency_against(step: dict[str, Any], base: dict[str, Any], rate: float) -> str:
+    """A fixed-rate step's p50 / p99, and in brackets the difference from the baseline's."""
+    if not _sustained(step, rate):
+        return f"saturated ({step['ok_per_second']:,.0f}/s answered)"
+    keys = ("p50_ms", "p99_ms")
+    added = " / ".join(_signed(step[key] - base[key]) for key in keys)
+    return f"{' / '.join(_ms(step[key]) for key in keys)} ({added})"
+
+
+def gateway_features(run: dict[str, Any]) -> str:
+    """What each feature costs on the hot path: per feature contender, its most requests/s and
+    streams/s, its p50 / p99 latency and TTFT at the fixed rates and its CPU per request, each
+    with its difference from the baseline's in the same run; then what the features counted
+    (cache hits, escalations, time in the guardrail). Empty when the run had none of them."""
+    found = run["contenders"]
+    base = found.get(GATEWAY_BASELINE)
+    entries = [found[name] for name in GATEWAY_FEATURES if name in found]
+    if base is None or not entries:
+        return ""
+    rate, stream_rate = run["setup"]["rate"], run["setup"]["stream_rate"]
+    base_streams = _stream_step(base["fixed_streams"])
+    rows = [
+        f"| feature on (over tenants and limits) | requests/s | streams/s | latency at {rate:,}"
+        f" req/s, p50 / p99 (ms) | TTFT at {stream_rate} streams/s, p50 / p99 (ms)"
+        " | CPU per request (ms) |",
+        "|---|---|---|---|---|---|",
+        f"| none: the baseline ({base['label']})"
+        f" | {base['max_requests']['ok_per_second']:,.0f}"
+        f" | {base['max_streams']['ok_per_second']:,.0f}"
+        f" | {_ms(base['fixed_rate']['p50_ms'])} / {_ms(base['fixed_rate']['p99_ms'])}"
+        f" | {_ms(base_streams['p50_ms'])} / {_ms(base_streams['p99_ms'])}"
+        f" | {base['cpu_ms_per_request']:.3f} |",
+    ]
+    for entry in entries:
+        cpu = entry["cpu_ms_per_request"]
+        cells = [
+            entry["label"],
+            _against(entry["max_requests"]["ok_per_second"], base["max_requests"]["ok_per_second"]),
+            _against(entry["max_streams"]["ok_per_second"], base["max_streams"]["ok_per_second"]),
+            _latency_against(entry["fixed_rate"], base["fixed_rate"], rate),
+            _latency_against(_stream_step(entry["fixed_streams"]), base_streams, stream_rate),
+            f"{cpu:.3f} ({cpu - base['cpu_ms_per_request']:+.3f})",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    intro = (
+        "Features on the hot path, each on top of tenants and limits and measured in the same"
+        " run as that baseline (just after it); in brackets, the difference from the baseline."
+        " Metering (busy seconds and tokens per tenant) is always on, in every llmfleet row."
+    )
+    return "\n\n".join([intro, "\n".join(rows), *_feature_counts(run)])
+
+
+def _feature_counts(run: dict[str, Any]) -> list[str]:
+    """One sentence per feature on what it did in the measured steps (after the warm-up)."""
+    found, lines = run["contenders"], []
+    counted = {name: found[name].get("features", {}) for name in GATEWAY_FEATURES if name in found}
+    rows = {"llmfleet-cache-hit": "the hit row", "llmfleet-cache-miss": "the miss row"}
+    caches = [
+        f"{rows.get(name, found[name]['label'])}: {cache['hit_share']:.1%} hits of"
+        f" {cache['hits'] + cache['misses']:,} lookups, {cache['entries']:,} answers"
+        f" ({cache['bytes'] / 1024:,.0f} KiB) kept at the end"
+        for name, features in counted.items()
+        if (cache := features.get("response_cache"))
+    ]
+    if caches:
+        bound = run["setup"].get("response_cache_mib")
+        within = f" (bound: {bound} MiB)" if bound else ""
+        lines.append(f"Response cache{within}, " + "; ".join(caches) + ".")
+    if "llmfleet-alias" in counted:
+        escalated = counted["llmfleet-alias"].get("escalations", 0)
+        lines.append(
+            "Model alias: every request served by its first tier."
+            if not escalated
+            else f"Model alias: {escalated:,} requests escalated past the first tier."
+        )
+    stages = {"before": "request", "after": "whole answer", "chunk": "streamed chunk"}
+    for name, features in counted.items():
+        if guardrail := features.get("guardrail"):
+            spent = ", ".join(
+                f"{guardrail[stage]['us_per_call']:.1f} us per {what}"
+                for stage, what in stages.items()
+                if stage in guardrail
+            )
+            lines.append(f"{found[name]['label']}, time in the plugin (its metric): {spent}.")
+    return lines
 
 
 def gateway_overload(run: dict[str, Any]) -> str:
@@ -764,14 +873,22 @@ def gateway_tenants(run: dict[str, Any]) -> str:
 
 
 def gateway_body(run: dict[str, Any]) -> str:
-    """The table, what tenants cost and the overload step (when the run had them), one
-    paragraph a line."""
+    """The table, what tenants cost, what each feature costs and the overload step (when the
+    run had them), one paragraph a line."""
     parts = [gateway_table(run)]
     if tenants := gateway_tenants(run):
         parts += tenants.split("\n")
+    if features := gateway_features(run):
+        parts.append(features)
     if "overload" in run:
         parts += gateway_overload(run).split("\n")
     return "\n\n".join(parts)
+
+
+def gateway_highlights(run: dict[str, Any]) -> str:
+    """The top README's region: the table, and the features' table when the run had them."""
+    features = gateway_features(run)
+    return gateway_table(run) + (f"\n\n{features}" if features else "")
 
 
 def gateway_markdown(run: dict[str, Any]) -> str:
@@ -1023,7 +1140,7 @@ REGIONS: dict[str, Region] = {
         lambda results: multiregion_table(results.load("multiregion.json")),
     ),
     "gateway-highlights": Region(
-        ("gateway.json",), lambda results: _gateway(results, gateway_table)
+        ("gateway.json",), lambda results: _gateway(results, gateway_highlights)
     ),
 }
 

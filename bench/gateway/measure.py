@@ -1,5 +1,6 @@
-"""The gateway bench's measurements: a load step through vegeta or the stream generator, and
-the CPU time a process tree spent. Called by ``run.py``; every step is pinned to the load core.
+"""The gateway bench's measurements: a load step through vegeta or the stream generator, the
+CPU time a process tree spent, and what our gateway's features counted (its ``/metrics``).
+Called by ``run.py``; every step is pinned to the load core.
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ import json
 import os
 import re
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 LOAD_CORE = "1"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -135,3 +139,67 @@ def streams(
     )
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+def gateway_counters(port: int) -> dict[str, float]:
+    """What our gateway's features counted so far (its ``/metrics``), summed over models and
+    tenants: response cache lookups by result (``cache_hit``, ``cache_miss``) and what the
+    cache holds, escalations past an alias's first tier, and per guardrail stage the seconds
+    spent and the calls (``guardrail_seconds:STAGE``, ``guardrail_calls:STAGE``)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    out: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        out[key] = out.get(key, 0.0) + value
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels = sample.name, sample.labels
+            if name == "llmfleet_gateway_response_cache_lookups_total":
+                add(f"cache_{labels['result']}", sample.value)
+            elif name == "llmfleet_gateway_response_cache_entries":
+                add("cache_entries", sample.value)
+            elif name == "llmfleet_gateway_response_cache_bytes":
+                add("cache_bytes", sample.value)
+            elif name == "llmfleet_gateway_escalations_total":
+                add("escalations", sample.value)
+            elif name == "llmfleet_gateway_guardrail_seconds_sum":
+                add(f"guardrail_seconds:{labels['stage']}", sample.value)
+            elif name == "llmfleet_gateway_guardrail_seconds_count":
+                add(f"guardrail_calls:{labels['stage']}", sample.value)
+    return out
+
+
+def features(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """What the features did between two readings of :func:`gateway_counters`: response cache
+    hits and misses and the share of hits, what the cache held at the end, escalations, and
+    per guardrail stage the calls and the mean microseconds per call (only what happened)."""
+
+    def grown(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    out: dict[str, Any] = {}
+    hits, misses = grown("cache_hit"), grown("cache_miss")
+    if hits + misses:
+        out["response_cache"] = {
+            "hits": int(hits),
+            "misses": int(misses),
+            "hit_share": hits / (hits + misses),
+            "entries": int(after.get("cache_entries", 0)),
+            "bytes": int(after.get("cache_bytes", 0)),
+        }
+    if escalations := grown("escalations"):
+        out["escalations"] = int(escalations)
+    stages = sorted(key.split(":")[1] for key in after if key.startswith("guardrail_calls:"))
+    guardrail = {
+        stage: {
+            "calls": int(calls),
+            "us_per_call": 1e6 * grown(f"guardrail_seconds:{stage}") / calls,
+        }
+        for stage in stages
+        if (calls := grown(f"guardrail_calls:{stage}"))
+    }
+    if guardrail:
+        out["guardrail"] = guardrail
+    return out

@@ -16,6 +16,11 @@ same engines and the same load in the same run, one after the other, after a war
 3. ``STREAM_RATE`` streams/s: time to the first byte (added TTFT, as above);
 4. as many streams/s as it completes, from ``STREAM_WORKERS`` back to back.
 
+The feature contenders (``contenders.FEATURES``: a model alias, the response cache all hits
+or all misses, the PII guardrail) are the tenants contender with one feature more each; for
+our gateway the run also reads ``/metrics`` after the warm-up and at the end, and records
+what the features did in between (``measure.features``).
+
 Then the overload step: slow engines (``SLOW_LATENCY`` per answer, ``SLOW_SLOTS`` at once,
 the rest queued in the engine) driven at twice what they serve, through our gateway with a
 small ``--max-in-flight`` and ``--wait-limit``, and through the plain proxy: the share
@@ -48,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import measure  # the bench's own modules, beside this script
 import tables  # bench/tables.py: the result table
-from contenders import CACHE, CONTENDERS, MODEL, REPO, Contender, _ours, _plain
+from contenders import CACHE, CACHE_MIB, CONTENDERS, MODEL, REPO, Contender, _ours, _plain
 
 HERE = Path(__file__).resolve().parent
 PROXY_CORE = "0"
@@ -62,6 +67,11 @@ STREAM_RATE = 200
 STREAM_WORKERS = 256
 CHUNKS = 16
 CHUNK_DELAY_MS = 5
+BODIES = 64
+MOST_REQUESTS_PER_S = 12_000
+"""More requests/s than any contender answers here (direct: about 10,000): what a step of
+unique bodies is sized for."""
+MOST_STREAMS_PER_S = 4_000
 SLOW_LATENCY_MS = 50
 SLOW_SLOTS = 4
 OVERLOAD_IN_FLIGHT = 4
@@ -74,31 +84,39 @@ SYSTEM = (
 ) * 3
 
 
-def bodies(stream: bool) -> list[dict[str, Any]]:
-    """64 small chat completions sharing a system prompt (about 120 prompt tokens each)."""
+def bodies(stream: bool, contender: Contender, seeds: range) -> list[dict[str, Any]]:
+    """Small chat completions of ``contender.model`` sharing a system prompt (about 120 prompt
+    tokens each), the ``i``-th asking question ``i % BODIES``; with ``temperature: 0`` when the
+    contender's load is deterministic, and ``seed: i`` when it is unique."""
     out = []
-    for i in range(64):
+    for i in seeds:
+        n = i % BODIES
         body: dict[str, Any] = {
-            "model": MODEL,
+            "model": contender.model,
             "messages": [
                 {"role": "system", "content": SYSTEM},
-                {"role": "user", "content": f"Question {i}: which replica serves request {i}?"},
+                {"role": "user", "content": f"Question {n}: which replica serves request {n}?"},
             ],
             "max_tokens": 16,
         }
+        if contender.deterministic:
+            body["temperature"] = 0
+        if contender.unique:
+            body["seed"] = i
         if stream:
             body["stream"] = True
         out.append(body)
     return out
 
 
-def write_targets(folder: Path, port: int | None, keys: tuple[str, ...] = ()) -> tuple[Path, Path]:
-    """vegeta's targets (JSON format) and the stream bodies (one a line) for one contender:
-    through ``port``, or straight to the engines in turn when it is None; with ``keys``, each
-    target carries one of them (``Authorization: Bearer``), in turn."""
+def write_targets(folder: Path, port: int | None, contender: Contender, seeds: range) -> Path:
+    """vegeta's targets (JSON format) for one contender, bodies ``seeds``: through ``port``, or
+    straight to the engines in turn when it is None; with the contender's keys, each target
+    carries one of them (``Authorization: Bearer``), in turn."""
     urls = [f"http://127.0.0.1:{port}"] if port else engine_urls(ENGINE_PORT)
+    keys = contender.keys
     lines = []
-    for i, body in enumerate(bodies(stream=False)):
+    for i, body in enumerate(bodies(False, contender, seeds)):
         header = {"Content-Type": ["application/json"]}
         if keys:
             header["Authorization"] = [f"Bearer {keys[i % len(keys)]}"]
@@ -111,9 +129,31 @@ def write_targets(folder: Path, port: int | None, keys: tuple[str, ...] = ()) ->
         lines.append(json.dumps(target))
     targets = folder / "targets.json"
     targets.write_text("\n".join(lines) + "\n")
+    return targets
+
+
+def write_streams(folder: Path, contender: Contender, seeds: range) -> Path:
+    """The stream generator's bodies (one a line) for one contender, bodies ``seeds``."""
     streams = folder / "streams.jsonl"
-    streams.write_text("\n".join(json.dumps(body) for body in bodies(stream=True)) + "\n")
-    return targets, streams
+    lines = (json.dumps(body) for body in bodies(True, contender, seeds))
+    streams.write_text("\n".join(lines) + "\n")
+    return streams
+
+
+class Seeds:
+    """The bodies of each step: the same ``BODIES`` for every step, or, for a contender whose
+    load is unique, fresh ones, enough for the step at ``ceiling`` per second."""
+
+    def __init__(self, contender: Contender) -> None:
+        self.unique = contender.unique
+        self.next = 0
+
+    def step(self, rate: float, seconds: float, ceiling: float) -> range:
+        if not self.unique:
+            return range(BODIES)
+        count = int(1.2 * (rate or ceiling) * seconds) + BODIES
+        self.next += count
+        return range(self.next - count, self.next)
 
 
 def engine_urls(first_port: int) -> list[str]:
@@ -234,23 +274,40 @@ def measure_one(
     contender: Contender, tools: measure.Tools, urls: list[str], seconds: float
 ) -> dict[str, Any]:
     scratch = tools.work
+    seeds = Seeds(contender)
     with contender_process(contender, urls, scratch) as (port, pid):
-        targets, stream_bodies = write_targets(scratch, port, contender.keys)
-        stream = measure.StreamLoad(
+        stream_urls = (
             [f"http://127.0.0.1:{port}/v1/chat/completions"]
             if port
-            else [f"{url}/v1/chat/completions" for url in urls],
-            stream_bodies,
-            contender.keys,
+            else [f"{url}/v1/chat/completions" for url in urls]
         )
-        measure.requests(tools, targets, RATE / 2, 2, 512)  # warm-up
-        measure.streams(tools, stream, STREAM_RATE / 2, 1, 0)
+
+        def requests(rate: float, seconds: float, workers: int) -> dict[str, Any]:
+            bodies = seeds.step(rate, seconds, MOST_REQUESTS_PER_S)
+            targets = write_targets(scratch, port, contender, bodies)
+            return measure.requests(tools, targets, rate, seconds, workers)
+
+        def streams(rate: float, seconds: float, workers: int) -> dict[str, Any]:
+            bodies = write_streams(
+                scratch, contender, seeds.step(rate, seconds, MOST_STREAMS_PER_S)
+            )
+            load = measure.StreamLoad(stream_urls, bodies, contender.keys)
+            return measure.streams(tools, load, rate, seconds, workers)
+
+        requests(RATE / 2, 2, 512)  # warm-up
+        streams(STREAM_RATE / 2, 1, 0)
+        ours = port is not None and contender.name.startswith("llmfleet")
+        counted = measure.gateway_counters(PROXY_PORT) if ours else None
         before = measure.cpu_seconds(pid) if pid else 0.0
-        fixed = measure.requests(tools, targets, RATE, seconds, 512)
+        fixed = requests(RATE, seconds, 512)
         cpu = measure.cpu_seconds(pid) - before if pid else None
-        most = measure.requests(tools, targets, 0, seconds, WORKERS)
-        stream_fixed = measure.streams(tools, stream, STREAM_RATE, seconds, 0)
-        stream_most = measure.streams(tools, stream, 0, seconds, STREAM_WORKERS)
+        most = requests(0, seconds, WORKERS)
+        stream_fixed = streams(STREAM_RATE, seconds, 0)
+        stream_most = streams(0, seconds, STREAM_WORKERS)
+        features = None
+        if counted is not None:
+            features = measure.features(counted, measure.gateway_counters(PROXY_PORT))
+            print(f"  {contender.name}: {json.dumps(features)}", file=sys.stderr)
     answered = sum(fixed["codes"].values())
     return {
         "label": contender.label,
@@ -259,6 +316,7 @@ def measure_one(
         "max_requests": most,
         "fixed_streams": stream_fixed,
         "max_streams": stream_most,
+        **({"features": features} if features else {}),
     }
 
 
@@ -275,7 +333,7 @@ def overload(engine: Path, tools: measure.Tools, seconds: float) -> dict[str, An
             Contender("plain-least_load", "plain aiohttp, least_load", _plain("least_load")),
         ):
             with contender_process(contender, urls, tools.work) as (port, _):
-                targets, _ = write_targets(tools.work, port)
+                targets = write_targets(tools.work, port, contender, range(BODIES))
                 runs[contender.name] = measure.requests(tools, targets, 2 * capacity, seconds, 4096)
     return {
         "engine_latency_ms": SLOW_LATENCY_MS,
@@ -304,6 +362,7 @@ def setup(seconds: float) -> dict[str, Any]:
         "stream_workers": STREAM_WORKERS,
         "chunks": CHUNKS,
         "chunk_delay_ms": CHUNK_DELAY_MS,
+        "response_cache_mib": int(CACHE_MIB),
         "versions": {
             "llmfleet": metadata.version("llmfleet"),
             "vllm-router": version("vllm_router", "bench-venv"),
