@@ -10,11 +10,12 @@ up short is a lost stream.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
@@ -47,9 +48,10 @@ def gateway_process(
     tenants: bool = False,
     extra: Sequence[str] = (),
     port: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """:func:`gateway` on ``port`` (None: a free one) with ``extra`` flags (the last of a
-    repeated flag wins), yielding its process too."""
+    repeated flag wins) and ``env`` added to its environment, yielding its process too."""
     port = port or free_port()
     account = service_account_kubeconfig(
         kubeconfig, log.with_suffix(".kubeconfig"), GATEWAY_ACCOUNT
@@ -69,7 +71,9 @@ def gateway_process(
         *extra,
     ]
     with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     try:
         wait_for("the gateway", lambda: http_ok(f"127.0.0.1:{port}", "/health"), timeout=30)
         yield f"127.0.0.1:{port}", process

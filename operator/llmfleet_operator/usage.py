@@ -128,7 +128,9 @@ class Usage:
 
     def __init__(self, url: str, window_s: float, timeout_s: float = 10.0) -> None:
         self._client = PrometheusConnect(url=url, retry=Retry(total=0))
-        self._window = f"{max(1, round(window_s))}s"
+        self._window = f"{max(1000, round(window_s * 1000))}ms"
+        """To the millisecond: a window rounded to whole seconds can start after ``--since``,
+        and the requests of its first moments go uncounted."""
         self._timeout = timeout_s
 
     def _query(self, promql: str) -> list[tuple[dict[str, str], float]]:
