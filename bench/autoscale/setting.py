@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,11 +25,18 @@ import yaml
 import llmfleet_fleetsim
 import llmfleet_runtime.simulator
 from llmfleet_contract.api import LLMDeploymentSpec
-from llmfleet_fleetsim import PUBLIC_TRACES, Slo, capacity, fleet_profile, load_trace, oracle_at
-from llmfleet_fleetsim.slo import meets
+from llmfleet_fleetsim import (
+    PUBLIC_TRACES,
+    Slo,
+    capacity,
+    ceiling,
+    fleet_profile,
+    load_trace,
+    oracle_at,
+)
 from llmfleet_fleetsim.trace import Trace
 from llmfleet_fleetsim.view import FleetView, Policy
-from llmfleet_runtime.simulator import Engine, Profile, Request
+from llmfleet_runtime.simulator import Profile
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -107,23 +113,8 @@ def replay(path: str, speed: float, copies: int = 1) -> Trace:
 
 def ceilings(trace: Trace) -> dict[str, float]:
     """Per tier, the share of the trace's requests that meet the SLO each alone on an idle
-    replica: no fleet does better (a long prompt's prefill alone can exceed a tight TTFT)."""
-    met = dict.fromkeys(TIERS, 0)
-    now = 0.0
-    engine = Engine(profile())
-    for index, request in enumerate(trace.requests):
-        if request.prompt_tokens + request.output_tokens > profile().max_model_len:
-            continue
-        engine.add(Request(str(index), request.prompt_tokens, request.output_tokens), now)
-        engine.advance(now)
-        for result in engine.advance(math.inf):
-            now = result.end
-            for done in result.finished:
-                for tier, slo in TIERS.items():
-                    met[tier] += meets(
-                        slo, done.arrival, done.first_token, done.last_token, done.output_tokens
-                    )
-    return {tier: count / len(trace.requests) for tier, count in met.items()}
+    replica (:func:`llmfleet_fleetsim.ceiling`): no fleet does better."""
+    return {tier: ceiling(trace, profile(), slo) for tier, slo in TIERS.items()}
 
 
 def prepare(trace: str, path: str, speed: float, tier: str, copies: int = 1) -> dict[str, Any]:

@@ -15,12 +15,12 @@ cheaper than every baseline and turns less than every autoscaler (:func:`whole_b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmfleet_fleetsim import fewest_flips, starting_seconds
+from llmfleet_fleetsim import warm_start as fleet_warm_start
 
 GOAL = 0.99
 BAR = 1.25
@@ -79,12 +79,9 @@ def goal(ceiling: float) -> float:
 
 def warm_start(prepared: dict[str, Any], startup_s: float) -> int:
     """Replicas warm at the start of a replay at ``startup_s``, for every autoscaler and
-    the clairvoyant fleet alike: the most the fitted oracle holds in the minutes that
-    begin within the first startup. No fleet can add a replica that serves sooner, so a
-    smaller warm fleet would judge every autoscaler on minutes none can act in."""
-    needs: list[int] = prepared["fitted_oracle_needs"]
-    bucket_s: float = prepared["oracle_bucket_s"]
-    return max(needs[: max(1, math.ceil(startup_s / bucket_s))])
+    the clairvoyant fleet alike (:func:`llmfleet_fleetsim.warm_start` of the fitted
+    oracle's needs)."""
+    return fleet_warm_start(prepared["fitted_oracle_needs"], prepared["oracle_bucket_s"], startup_s)
 
 
 def with_starts(prepared: dict[str, Any], startup_s: float) -> float | None:

@@ -29,11 +29,13 @@ from llmfleet_fleetsim.oracle import (
     Oracle,
     Schedule,
     capacity,
+    ceiling,
     fewest_flips,
     oracle,
     oracle_at,
     replay_schedule,
     starting_seconds,
+    warm_start,
 )
 from llmfleet_fleetsim.outcome import Change, Outcome, Point
 from llmfleet_fleetsim.policies import (
@@ -81,6 +83,7 @@ __all__ = [
     "TraceError",
     "TraceRequest",
     "capacity",
+    "ceiling",
     "fewest_flips",
     "fleet_profile",
     "load_trace",
@@ -92,4 +95,5 @@ __all__ = [
     "simulate",
     "starting_seconds",
     "trace_from_rows",
+    "warm_start",
 ]

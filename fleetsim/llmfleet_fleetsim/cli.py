@@ -1,8 +1,10 @@
 """``llmfleet simulate``: replay a trace through a simulated fleet and print the report.
 
 Called by :mod:`llmfleet.cli` (``main(argv) -> exit code``). Reads the trace
-and the LLMDeployment manifest, runs :func:`~llmfleet_fleetsim.simulate`,
-prints a table (or JSON with ``--json``) and draws a PNG with ``--plot``. Bad arguments
+and the LLMDeployment manifest, runs :func:`~llmfleet_fleetsim.simulate` (an autoscaler
+warm at what the oracle needs in the first startup, unless ``--cold``), prints a table
+(or JSON with ``--json``) with the trace's ceiling and the oracle beside the policy's
+figures, and draws a PNG with ``--plot``. Bad arguments
 or inputs exit with 2 and a message saying which.
 """
 
@@ -96,6 +98,13 @@ def parser() -> argparse.ArgumentParser:
         type=positive,
         help="one replica's capacity at the SLO for the oracle (default: measured)",
     )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="start an autoscaler at its own minimum (max(1, minReplicas)), as a fleet created"
+        " when the trace begins; by default it starts with what the oracle needs in the"
+        " first startup, as when attached to a live fleet",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw load, replicas and TTFT")
     return p
@@ -143,6 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         speed=args.speed,
         copies=args.copies,
         capacity_rps=args.capacity_rps,
+        warm=not args.cold,
     )
     print(report.to_json() if args.json else report.table())
     if args.plot is not None:

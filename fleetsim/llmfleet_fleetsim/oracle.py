@@ -112,6 +112,27 @@ def _attainment(
     return met / count
 
 
+def ceiling(trace: Trace, profile: Profile, slo: Slo) -> float:
+    """The share of ``trace``'s requests that meet ``slo`` each alone on an idle replica: no
+    fleet does better (a long prompt's prefill alone can miss a tight TTFT, and a request
+    longer than the engine's max model length is refused)."""
+    if not trace.requests:
+        return 1.0
+    fitting = [
+        r for r in trace.requests if r.prompt_tokens + r.output_tokens <= profile.max_model_len
+    ]
+    if not fitting:
+        return 0.0
+    return _attainment(profile, slo, fitting, None) * len(fitting) / len(trace.requests)
+
+
+def warm_start(needs: Sequence[int], bucket_s: float, startup_s: float) -> int:
+    """Replicas to start a replay with: the most ``needs`` holds in the buckets that begin
+    within the first ``startup_s``. No fleet can add a replica that serves sooner, so a
+    smaller warm fleet judges a policy on minutes no policy can act in."""
+    return max(needs[: max(1, math.ceil(startup_s / bucket_s))], default=0)
+
+
 def capacity(
     trace: Trace,
     profile: Profile,

@@ -88,6 +88,11 @@ class Report:
     """Simulated seconds, from the first arrival to the last answer."""
     wall_s: float
     """Seconds the replay took on this machine."""
+    initial_replicas: int = 0
+    """Replicas ready at the start of the replay."""
+    ceiling: float | None = None
+    """The share of requests that meet the SLO each alone on an idle replica: the most any
+    fleet attains (:func:`.oracle.ceiling`); None when not measured."""
     changes: tuple[Change, ...] = field(default=(), repr=False, compare=False)
     """Every change of the replica count, in order (not in :meth:`to_dict`)."""
     timeline: tuple[Point, ...] = field(default=(), repr=False, compare=False)
@@ -116,7 +121,10 @@ class Report:
             ("policy", f"{s.policy} on {s.trace} x{s.speed:g}"
                        f"{f', {s.copies} copies' if s.copies > 1 else ''} ({s.profile})"),
             ("SLO", f"TTFT <= {s.slo_ttft_s:g}s, TPOT <= {s.slo_tpot_s * 1000:g}ms"),
-            ("attainment", f"{self.attainment:.2%} of {self.requests} requests"),
+            ("attainment", f"{self.attainment:.2%} of {self.requests} requests"
+                           f"{'' if self.ceiling is None else f'; ceiling {self.ceiling:.2%}'}"
+                           f"{'' if self.ceiling is None else ' (each alone, idle replica)'}"),
+            ("start", f"{self.initial_replicas} replica(s) ready"),
             ("goodput", f"{self.goodput_rps:.2f} req/s, {self.goodput_tokens_per_s:.0f} tok/s"),
             ("TTFT p50 / p99", f"{num(self.ttft_p50_s, '.3f')} / {num(self.ttft_p99_s, '.3f')} s"),
             ("TPOT p50 / p99", f"{num(self.tpot_p50_s, '.4f')} / {num(self.tpot_p99_s, '.4f')} s"),
@@ -211,6 +219,7 @@ def build(
         ),
         duration_s=duration,
         wall_s=wall_s,
+        initial_replicas=0 if warm is None else warm,
         changes=outcome.changes,
         timeline=outcome.timeline,
         ttfts=tuple(ttfts),

@@ -13,7 +13,7 @@ import time
 
 from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_fleetsim.fleet import run
-from llmfleet_fleetsim.oracle import capacity, oracle
+from llmfleet_fleetsim.oracle import capacity, ceiling, oracle, warm_start
 from llmfleet_fleetsim.policies import StaticPolicy, make_policy
 from llmfleet_fleetsim.report import Report, Settings, build
 from llmfleet_fleetsim.slo import Slo
@@ -64,6 +64,7 @@ def simulate(
     oracle_bucket_s: float = 60.0,
     max_drain_s: float = 3600.0,
     initial_replicas: int | None = None,
+    warm: bool = False,
 ) -> Report:
     """Replay ``trace`` through a fleet of ``spec``'s replicas scaled by ``policy``.
 
@@ -85,6 +86,10 @@ def simulate(
     * ``max_drain_s``: give up this long after the last arrival; unanswered requests fail.
     * ``initial_replicas``: warm replicas at the start (default: the policy's, which is
       ``max(1, minReplicas)`` for the autoscalers and the fleet size for static).
+    * ``warm``: without ``initial_replicas``, an autoscaler starts with what the oracle
+      needs in the minutes that begin within the first startup
+      (:func:`.oracle.warm_start`), as a policy attached to a live fleet would: a trace
+      that opens busy is then not judged on a backlog no policy could prevent.
     """
     engine_profile = fleet_profile(profile, spec)
     replay = trace.faster(speed).denser(copies)
@@ -110,6 +115,10 @@ def simulate(
         period_s=policy.period_s,
         gpus_per_replica=gpus,
     )
+    if warm and initial_replicas is None and not isinstance(policy, StaticPolicy):
+        need = 0 if best is None else warm_start(best.needs, best.bucket_s, startup_s)
+        most = spec.autoscaling.max_replicas if spec.autoscaling else need
+        initial_replicas = max(policy.initial_replicas, min(need, most))
     started = time.perf_counter()
     outcome = run(
         replay,
@@ -123,5 +132,6 @@ def simulate(
         initial_replicas=initial_replicas,
     )
     wall = time.perf_counter() - started
-    warm = policy.initial_replicas if initial_replicas is None else initial_replicas
-    return build(settings, replay, slo, outcome, best, capacity_rps, wall, warm)
+    started_with = policy.initial_replicas if initial_replicas is None else initial_replicas
+    report = build(settings, replay, slo, outcome, best, capacity_rps, wall, started_with)
+    return dataclasses.replace(report, ceiling=ceiling(replay, engine_profile, slo))

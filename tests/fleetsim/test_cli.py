@@ -114,3 +114,28 @@ def test_bad_deployment_exit_2(
     deployment.write_text(text)
     assert main(args(trace_file, deployment)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_autoscaler_starts_warm_at_the_oracles_need_unless_cold(
+    tmp_path: Path, deployment_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace that opens busy (60 requests/s of 1,024-token prompts, three replicas' worth
+    at the 20 a second the arguments give the oracle): by default
+    the policy starts with the three the oracle needs in its first minute; ``--cold`` at
+    its minimum, one, and misses the SLO while the fleet catches up."""
+    busy = tmp_path / "busy.csv"
+    rows = "".join(f"{i / 60},1024,64\n" for i in range(60 * 90))
+    busy.write_text("arrival_s,prompt_tokens,output_tokens\n" + rows)
+    reports = {}
+    for start in ("warm", "cold"):
+        extra = ["--json", "--startup-s", "60"] + (["--cold"] if start == "cold" else [])
+        assert main(args(busy, deployment_file, *extra)) == 0
+        reports[start] = json.loads(capsys.readouterr().out)
+    warm, cold = reports["warm"], reports["cold"]
+    assert (warm["initial_replicas"], cold["initial_replicas"]) == (3, 1)
+    assert warm["attainment"] > 0.99 > 0.5 > cold["attainment"]
+    assert warm["ceiling"] == cold["ceiling"] == 1.0  # every request meets the SLO alone
+    assert main(args(busy, deployment_file)) == 0
+    table = capsys.readouterr().out
+    assert "; ceiling 100.00% (each alone, idle replica)" in table
+    assert "3 replica(s) ready" in table

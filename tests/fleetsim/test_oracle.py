@@ -15,6 +15,7 @@ from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_fleetsim import (
     Slo,
     Trace,
+    ceiling,
     fewest_flips,
     fleet_profile,
     oracle,
@@ -22,7 +23,9 @@ from llmfleet_fleetsim import (
     replay_schedule,
     starting_seconds,
     trace_from_rows,
+    warm_start,
 )
+from llmfleet_runtime.simulator import get_profile
 
 SLO = Slo(ttft_s=0.5, tpot_s=0.05)
 
@@ -135,3 +138,17 @@ def test_fewest_flips_is_the_cheapest_schedule_within_its_turns(
         for flips in range(most + 1)
     ]
     assert fewest_flips(needs, most) == tuple(cheapest)
+
+
+def test_the_ceiling_is_what_requests_alone_attain() -> None:
+    """Requests longer than the engine's max model length are refused, and a prompt whose
+    prefill alone outlasts the TTFT bound misses it: neither counts, whatever the fleet."""
+    profile = get_profile("fast")
+    too_long = profile.max_model_len + 1
+    rows = [(i * 1.0, 64, 8) for i in range(6)] + [(6.0 + i, too_long, 8) for i in range(2)]
+    trace = trace_from_rows("mixed", rows)
+    assert ceiling(trace, profile, Slo(10.0, 1.0)) == 6 / 8
+    assert ceiling(trace, profile, Slo(1e-9, 1.0)) == 0.0  # no prefill is that fast
+    assert ceiling(trace_from_rows("empty", []), profile, Slo(1.0, 1.0)) == 1.0
+    assert warm_start([2, 5, 1, 9], 60.0, 90.0) == 5  # the buckets starting within 90 s
+    assert warm_start([2, 5, 1, 9], 60.0, 0.0) == 2
