@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
@@ -372,7 +372,7 @@ def setup(seconds: float) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, contenders: Sequence[Contender] = CONTENDERS) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     p.add_argument("--only", action="append", help="a contender to run (repeatable)")
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no vegeta at {VEGETA}: run bash bench/gateway/install.sh", file=sys.stderr)
         return 2
     engine, streams = build_go_tools()
-    chosen = [c for c in CONTENDERS if c.name == "direct" or not args.only or c.name in args.only]
+    chosen = [c for c in contenders if c.name == "direct" or not args.only or c.name in args.only]
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as folder:
         if args.logs:
