@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +286,37 @@ def test_scale_to_zero_when_idle_and_back_on_a_held_request(
                     assert (ready["status"], ready["reason"]) == ("True", "ScaledToZero")
         finally:
             prometheus.stop()
+
+
+def window(start: datetime, minutes: int) -> dict[str, Any]:
+    """A schedule of every day, open from ``start`` (UTC, to the minute) for ``minutes``."""
+    end = start + timedelta(minutes=minutes)
+    return {"timeZone": "UTC", "start": f"{start:%H:%M}", "end": f"{end:%H:%M}"}
+
+
+@pytest.mark.timeout(300)
+def test_a_schedule_raises_the_floor_while_open_and_lets_it_down_after(
+    operator: LocalOperator, api_client: ApiClient, kubeconfig: Path, namespace: str
+) -> None:
+    """Time is the test's parameter: the window is written around the clock now (open for
+    the next hour, then moved two hours ahead), so nothing waits for a time of day."""
+    now = datetime.now(UTC)
+    peak = {"name": "peak", "minReplicas": 3} | window(now - timedelta(minutes=1), 60)
+    name = apply_ready(api_client, kubeconfig, namespace, autoscaled("office", schedules=[peak]))
+    wait_for("the floor's 3 replicas", lambda: settled(api_client, namespace, name, 3))
+    assert status(api_client, namespace, name)["schedule"] == "peak"
+    raised = decisions(api_client, namespace, name)[-1]
+    assert (raised["fromReplicas"], raised["toReplicas"]) == (1, 3)
+    assert raised["message"].endswith("minReplicas is 3 (schedule peak)")
+    header, row = kubectl(kubeconfig, "get", "llmd", name, "-n", namespace).stdout.splitlines()
+    column = header.index("SCHEDULE")  # kubectl aligns each value under its header
+    assert row[column:].split()[0] == "peak"
+
+    later = peak | window(now + timedelta(hours=2), 60)
+    patch_scaling(kubeconfig, namespace, name, schedules=[later])
+    wait_for(
+        "back to minReplicas after the window",
+        lambda: settled(api_client, namespace, name, 1),
+        timeout=120,
+    )
+    assert "schedule" not in status(api_client, namespace, name)

@@ -88,7 +88,9 @@ class Api:
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         self.calls["patch_status"] += 1
-        return self.store(LLMDEPLOYMENT, {**self.objects[(LLMDEPLOYMENT, name)], "status": status})
+        stored = self.objects[(LLMDEPLOYMENT, name)]
+        merged = merge_patched(stored.get("status") or {}, status)
+        return self.store(LLMDEPLOYMENT, {**stored, "status": merged})
 
     def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest:
         raise AssertionError("no pods here")
@@ -242,3 +244,16 @@ def test_a_resync_reconciles_only_what_changed_or_is_long_unseen() -> None:
     api.store(DEPLOYMENT, {"metadata": {"name": child_name(DEPLOYMENT, name)}})
     runtime.indices = watch(api)  # an event the handlers missed: a new version watched
     assert runtime.due(10.0) == [key]
+
+
+def merge_patched(target: Manifest, patch: Manifest) -> Manifest:
+    """``target`` with a JSON merge patch applied, as the API server applies one."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_patched(out[key], value)
+        else:
+            out[key] = value
+    return out

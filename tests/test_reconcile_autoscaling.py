@@ -20,9 +20,10 @@ from llmfleet_contract.api import EventReason, EventType, Reason
 from llmfleet_operator.autoscaler import Autoscaler
 from llmfleet_operator.children import child_name, children
 from llmfleet_operator.metrics import Miss, MissReason
-from llmfleet_operator.reconcile import CONFLICT_RECHECK_SECONDS, reconcile
+from llmfleet_operator.reconcile import CONFLICT_RECHECK_SECONDS, merge_patch, reconcile
 from llmfleet_operator.resources import DEPLOYMENT, LLMDEPLOYMENT, NODE, POD, Resource
 from tests.test_autoscaler import T0, FakeSource, deployment, pod
+from tests.test_cache import merge_patched
 
 Manifest = dict[str, Any]
 
@@ -64,7 +65,8 @@ class MemoryKube:
 
     def patch_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         self.order.append("status")
-        self.objects[("LLMDeployment", name)]["status"] = status
+        stored = self.objects[("LLMDeployment", name)]
+        stored["status"] = merge_patched(stored.get("status") or {}, status)
         return copy.deepcopy(self.objects[("LLMDeployment", name)])
 
     def patch(self, kind: Resource, namespace: str, name: str, body: Manifest) -> Manifest:
@@ -178,3 +180,16 @@ def test_pods_the_api_server_refuses_to_create_warn_once() -> None:
     assert (degraded["status"], degraded["reason"]) == ("True", "FailedCreate")
     assert words in degraded["message"]
     assert [e[:2] for e in kube.events if e[0] == "Warning"] == [("Warning", "FailedCreate")]
+
+
+def test_a_status_field_left_out_is_removed_by_the_patch() -> None:
+    """A JSON merge patch keeps what it does not name: a field the new status drops (the
+    schedule once its window closed, the endpoints of a model at zero) is sent as null."""
+    old = {"schedule": "peak", "signals": {"prefillQueue": 1.0, "slotsUsed": 0.5}, "replicas": 3}
+    new = {"signals": {"slotsUsed": 0.5}, "replicas": 1}
+    assert merge_patch(old, new) == {
+        "signals": {"slotsUsed": 0.5, "prefillQueue": None},
+        "replicas": 1,
+        "schedule": None,
+    }
+    assert merge_patched(old, merge_patch(old, new)) == new

@@ -126,6 +126,11 @@ def make_policy(
         raise ValueError(f"the {name} policy needs spec.autoscaling (min and max replicas)")
     if target is not None and target <= 0:
         raise ValueError(f"the target must be positive, got {target}")
+    if spec.autoscaling.schedules:
+        raise ValueError(
+            "spec.autoscaling.schedules: a replay runs on the trace's clock, not a week's, so"
+            " it cannot keep them; remove them to simulate the reactive policy"
+        )
     scaling = spec.autoscaling
     slots = spec.engine.max_num_seqs
     if name == "llmfleet":

@@ -186,8 +186,10 @@ def scaled_status(
     sampled_at: float | None,
     now: datetime,
     generation: int | None,
+    schedule: str | None = None,
 ) -> LLMDeploymentStatus:
-    """The status after one period: desired replicas, signals, decisions, conditions."""
+    """The status after one period: desired replicas, signals, decisions, conditions, and
+    the ``schedule`` open."""
     values: dict[str, Any] = {
         _SIGNAL_FIELDS[reading.signal]: round(reading.per_replica, 4)
         for reading in decision.signals
@@ -216,6 +218,7 @@ def scaled_status(
         update={
             "observed_generation": generation,
             "desired_replicas": decision.desired,
+            "schedule": schedule,
             "signals": settled(old.signals, Signals(**values) if values else None, now),
             "decisions": decisions or None,
             "conditions": [c for c in previous if c.type not in verdicts] + fresh,
@@ -404,7 +407,14 @@ class Autoscaler:
             samples=tuple(s for s in state.samples if s.replica not in unread),
             gateway_pending=source.gateway_pending(namespace, name, clock),
         )
-        decision = decide(obj.spec, observation, state.history, clock)
+        floor, ceiling, open_ = scaling.bounds_at(now)
+        bounds = {"min_replicas": floor, "max_replicas": ceiling}
+        spec = obj.spec.model_copy(update={"autoscaling": scaling.model_copy(update=bounds)})
+        decision = decide(spec, observation, state.history, clock)
+        if open_ and decision.reason in _LIMITS:
+            decision = replace(
+                decision, message=f"{decision.message} (schedule {', '.join(open_)})"
+            )
         state.history, state.last_run = decision.history, clock
         state.readings = {_SIGNAL_FIELDS[reading.signal]: reading for reading in decision.signals}
         absent = unexported(scaling.targets, readings.samples)
@@ -417,6 +427,7 @@ class Autoscaler:
             newest,
             now,
             obj.metadata.generation,
+            ",".join(open_) or None,
         )
         costs: dict[str, int] = {}
         if decision.desired < decision.current and obj.spec.parallelism.nodes_per_group == 1:

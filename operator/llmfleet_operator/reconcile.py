@@ -360,10 +360,27 @@ def _warn_when_degraded(kube: Kube, body: Manifest, status: LLMDeploymentStatus)
 
 
 def _write_status(kube: Kube, body: Manifest, status: LLMDeploymentStatus) -> None:
-    """Patch the status subresource, only if it changed."""
+    """Patch the status subresource, only if it changed; a field the new status leaves out
+    is removed (a merge patch keeps what it does not name)."""
     new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if new != (body.get("status") or {}):
-        kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], new)
+    old = body.get("status") or {}
+    if new != old:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        kube.patch_status(namespace, name, merge_patch(old, new))
+
+
+def merge_patch(old: Manifest, new: Manifest) -> Manifest:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: ``new`` with a null
+    for every key of ``old`` it drops, at every depth of objects (lists are replaced)."""
+    patch: Manifest = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    patch.update({key: None for key in old if key not in new})
+    return patch
 
 
 def _report_blocked(

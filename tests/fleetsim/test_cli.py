@@ -10,6 +10,7 @@ import pytest
 
 from llmfleet.cli import main as llmfleet
 from llmfleet_fleetsim.cli import main
+from tests.fleetsim.conftest import DEPLOYMENT_YAML
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -139,3 +140,17 @@ def test_an_autoscaler_starts_warm_at_the_oracles_need_unless_cold(
     table = capsys.readouterr().out
     assert "; ceiling 100.00% (each alone, idle replica)" in table
     assert "3 replica(s) ready" in table
+
+
+def test_a_deployment_with_schedules_is_refused_not_ignored(
+    tmp_path: Path, trace_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scheduled = tmp_path / "scheduled.yaml"
+    scheduled.write_text(
+        DEPLOYMENT_YAML
+        + "    schedules:\n    - {name: office, start: '08:00', end: '18:00', minReplicas: 2}\n"
+    )
+    assert main(args(trace_file, scheduled)) == 2
+    assert "spec.autoscaling.schedules: a replay runs on the trace's clock" in (
+        capsys.readouterr().err
+    )

@@ -9,12 +9,15 @@ mode an HPA or KEDA drives ``spec.replicas`` through the scale subresource inste
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pydantic
 from pydantic import Field
 
-from llmfleet_contract.api.base import ApiModel, IntOrPercent
+from llmfleet_contract.api.base import ApiModel, DnsLabel, IntOrPercent, ListByName, SetOf
 from llmfleet_contract.api.cel import CelRule
 
 
@@ -117,6 +120,83 @@ class MetricsSpec(ApiModel):
     count and never scales down."""
 
 
+class Weekday(StrEnum):
+    MON = "Mon"
+    TUE = "Tue"
+    WED = "Wed"
+    THU = "Thu"
+    FRI = "Fri"
+    SAT = "Sat"
+    SUN = "Sun"
+
+
+WEEK = tuple(Weekday)
+"""Monday first, as :meth:`datetime.weekday` counts."""
+HOUR_MINUTE = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class ScheduleSpec(ApiModel):
+    """A time of the week with its own replica bounds: a floor the fleet keeps whatever the
+    load (the autoscaler may always go above it), and optionally a ceiling."""
+
+    cel_rules = (
+        CelRule(
+            "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+            "minReplicas must be less than or equal to maxReplicas",
+            ".minReplicas",
+        ),
+        CelRule(
+            "self.start != self.end",
+            "start and end must differ (an end before the start runs past midnight)",
+            ".end",
+        ),
+    )
+
+    name: DnsLabel
+    """Shown in ``status.schedule`` and in scaling decisions while the window is open."""
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    """An IANA time zone (``Europe/Berlin``): the window follows its daylight saving time."""
+    days: Annotated[SetOf[Weekday], Field(min_length=1, max_length=7)] = Field(
+        default_factory=lambda: list(WEEK)
+    )
+    """The days the window opens on (a window past midnight closes on the next day)."""
+    start: Annotated[str, Field(pattern=HOUR_MINUTE, max_length=5)]
+    """``HH:MM``, local time: the window opens."""
+    end: Annotated[str, Field(pattern=HOUR_MINUTE, max_length=5)]
+    """``HH:MM``, local time: the window closes (before ``start``: the next day)."""
+    min_replicas: Annotated[int, Field(ge=0, le=10_000)] = 0
+    """The floor while the window is open (the higher of it and ``minReplicas``)."""
+    max_replicas: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """A ceiling while the window is open (the lower of it and ``maxReplicas``); unset:
+    ``maxReplicas``."""
+
+    @pydantic.field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}: use an IANA name") from None
+        return name
+
+    def open_at(self, at: datetime) -> bool:
+        """Whether the window is open at ``at`` (an aware time)."""
+        local = at.astimezone(ZoneInfo(self.time_zone))
+        minutes = local.hour * 60 + local.minute
+        start, end = _minutes(self.start), _minutes(self.end)
+        if start < end:
+            return start <= minutes < end and WEEK[local.weekday()] in self.days
+        if minutes >= start:  # past midnight: opened today
+            return WEEK[local.weekday()] in self.days
+        yesterday = (local - timedelta(days=1)).weekday()
+        return minutes < end and WEEK[yesterday] in self.days
+
+
+def _minutes(hour_minute: str) -> int:
+    hours, minutes = hour_minute.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
 class AutoscalingSpec(ApiModel):
     """Replica bounds and the autoscaler's behaviour."""
 
@@ -140,6 +220,16 @@ class AutoscalingSpec(ApiModel):
             "self.panicWindowSeconds < self.stableWindowSeconds",
             "panicWindowSeconds must be shorter than stableWindowSeconds",
             ".panicWindowSeconds",
+        ),
+        CelRule(
+            "self.schedules.all(s, s.minReplicas <= self.maxReplicas)",
+            "a schedule's minReplicas must be at most maxReplicas",
+            ".schedules",
+        ),
+        CelRule(
+            "self.mode == 'Builtin' || size(self.schedules) == 0",
+            "schedules are kept by the built-in autoscaler: mode Builtin",
+            ".schedules",
         ),
     )
 
@@ -175,5 +265,22 @@ class AutoscalingSpec(ApiModel):
     """Limits on scaling down."""
     period_seconds: Annotated[int, Field(ge=1, le=300)] = 15
     """Control period: how often the autoscaler decides."""
+    schedules: Annotated[ListByName[ScheduleSpec], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+    """Times of the week with their own bounds, e.g. a floor over business hours: while
+    any is open the fleet keeps the highest open floor and the lowest open ceiling; the
+    autoscaler decides within them from the load, as always."""
+
+    def bounds_at(self, at: datetime) -> tuple[int, int, tuple[str, ...]]:
+        """``minReplicas`` and ``maxReplicas`` at ``at``, with the schedules open then (a
+        ceiling below a floor wins: it is a GPU budget)."""
+        open_ = [s for s in self.schedules if s.open_at(at)]
+        ceiling = min(
+            [self.max_replicas, *(s.max_replicas for s in open_ if s.max_replicas is not None)]
+        )
+        floor = max([self.min_replicas, *(s.min_replicas for s in open_)])
+        return min(floor, ceiling), ceiling, tuple(s.name for s in open_)
+
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     """Where the engine metrics come from."""

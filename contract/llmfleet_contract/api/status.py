@@ -197,6 +197,9 @@ class LLMDeploymentStatus(ApiModel):
         Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=10_000)] | None
     ) = None
     """``ip:port`` of every ready serving pod (the leader of a multi-node group), sorted."""
+    schedule: Annotated[str, Field(max_length=1_100)] | None = None
+    """The ``spec.autoscaling.schedules`` open at the last control period, by name
+    (comma-separated); unset: none."""
     signals: Signals | None = None
     """Latest autoscaling signal values."""
     decisions: Annotated[list[ScalingDecision], Field(max_length=MAX_DECISIONS)] | None = None
