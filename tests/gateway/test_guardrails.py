@@ -228,7 +228,9 @@ def test_load_finds_pii_by_its_entry_point() -> None:
 
 @pytest.mark.usefixtures("fixture_plugins")
 def test_load_refuses_unknown_broken_and_repeated_plugins() -> None:
-    with pytest.raises(ValueError, match="installed: broken, failing, failing-answers, pii, refuse-all") as info:
+    with pytest.raises(
+        ValueError, match="installed: broken, failing, failing-answers, pii, refuse-all"
+    ) as info:
         load([("pii", Failure.CLOSED), ("nope", Failure.CLOSED)])
     assert "No guardrail `nope`" in str(info.value)
     with pytest.raises(ValueError, match=r"`broken` .* RuntimeError: this guardrail cannot start"):
