@@ -67,6 +67,7 @@ from llmfleet_operator.observe import (
     blocked_by_gpus,
     set_condition,
 )
+from llmfleet_operator.placement import Room
 
 Manifest = dict[str, Any]
 SCALING_CONDITIONS = (ConditionType.METRICS_AVAILABLE, ConditionType.SCALING_LIMITED)
@@ -89,6 +90,7 @@ _LIMITS = {
     Reason.AT_MAX_REPLICAS: "the policy asks for more than maxReplicas",
     Reason.AT_MIN_REPLICAS: "the policy asks for fewer than minReplicas",
     Reason.NO_WAKE_SOURCE: "scale to zero is on, but nothing would wake the model from zero",
+    Reason.UNPLACEABLE: "the nodes have no room for the replicas the policy asks for",
 }
 
 
@@ -374,8 +376,18 @@ class Autoscaler:
         last = self._state(obj, uid).last_run
         return 0.0 if last is None else last + period - now
 
-    def run(self, obj: LLMDeployment, uid: str, pods: list[Manifest], now: datetime) -> Period:
-        """One control period: read the metrics, decide, and say what to write."""
+    def run(
+        self,
+        obj: LLMDeployment,
+        uid: str,
+        pods: list[Manifest],
+        now: datetime,
+        room: Callable[[], Room | None] | None = None,
+    ) -> Period:
+        """One control period: read the metrics, decide, and say what to write. ``room``
+        says how many more replicas fit on the nodes (None: unknown), asked only when the
+        policy wants more than exist (a new object: its first size too): it asks for the
+        replicas that exist and what fits, and says what is short."""
         scaling = obj.spec.autoscaling
         if scaling is None:
             raise ValueError("the LLMDeployment has no spec.autoscaling")
@@ -407,13 +419,21 @@ class Autoscaler:
             samples=tuple(s for s in state.samples if s.replica not in unread),
             gateway_pending=source.gateway_pending(namespace, name, clock),
         )
-        floor, ceiling, open_ = scaling.bounds_at(now)
-        bounds = {"min_replicas": floor, "max_replicas": ceiling}
-        spec = obj.spec.model_copy(update={"autoscaling": scaling.model_copy(update=bounds)})
+        bounded, open_ = scaling.at(now)
+        spec = obj.spec.model_copy(update={"autoscaling": bounded})
         decision = decide(spec, observation, state.history, clock)
         if open_ and decision.reason in _LIMITS:
             decision = replace(
                 decision, message=f"{decision.message} (schedule {', '.join(open_)})"
+            )
+        more = decision.desired - len(replicas)  # a new object has none yet
+        if more > 0 and room is not None and (fits := room()) is not None and fits.replicas < more:
+            resource = obj.spec.placement.gpu_resource_name
+            decision = replace(
+                decision,
+                desired=len(replicas) + fits.replicas,
+                reason=Reason.UNPLACEABLE,
+                message=f"{decision.message}; {fits.shortfall(more, resource)}",
             )
         state.history, state.last_run = decision.history, clock
         state.readings = {_SIGNAL_FIELDS[reading.signal]: reading for reading in decision.signals}

@@ -235,7 +235,10 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
     desired = desired_replicas(obj)
     replicas, ready, updated, caught_up = _workload_counts(observed.workload)
     rolling = not caught_up or updated < desired or replicas != desired
-    if desired == 0:
+    limited = find_condition(old.conditions, ConditionType.SCALING_LIMITED)
+    if desired == 0 and limited is not None and limited.reason is Reason.UNPLACEABLE:
+        ready_verdict = Verdict(FALSE, Reason.UNPLACEABLE, f"no replica fits: {limited.message}")
+    elif desired == 0:
         ready_verdict = Verdict(TRUE, Reason.SCALED_TO_ZERO, "no replicas: scaled to zero")
     elif ready >= desired and not rolling:
         ready_verdict = Verdict(

@@ -43,6 +43,7 @@ from llmfleet_operator.observe import (
     compute_status,
     find_condition,
 )
+from llmfleet_operator.placement import Room, room
 from llmfleet_operator.resources import (
     CHILD_KINDS,
     LEADER_WORKER_SET,
@@ -298,7 +299,7 @@ def _autoscale(
         return obj, wait, ""
     seconds = float(obj.spec.autoscaling.period_seconds)  # type: ignore[union-attr]
     try:
-        period = autoscaler.run(obj, uid, pods, now)
+        period = autoscaler.run(obj, uid, pods, now, lambda: _room(kube, obj, pods))
     except Exception:  # a bug must not stop rollouts and status: hold, and say it in the log
         log.exception("%s/%s: the autoscaler failed; holding the replicas", namespace, name)
         return obj, seconds, ""
@@ -311,6 +312,18 @@ def _autoscale(
     decision = period.decision
     why = f"{decision.reason}: {decision.message}" if decision.changed else ""
     return obj.model_copy(update={"status": period.status}), seconds, why
+
+
+def _room(kube: Kube, obj: LLMDeployment, pods: list[Manifest]) -> Room | None:
+    """How many more replicas of ``obj`` fit on the nodes beside every pod llmfleet manages
+    (None: the nodes or those pods cannot be listed; RBAC may not grant them)."""
+    try:
+        nodes = kube.list(NODE, None, "")
+        managed = kube.list(POD, None, labels.OWNER)
+    except KubeError:
+        return None
+    unbound = sum(1 for pod in pods if not (pod.get("spec") or {}).get("nodeName"))
+    return room(obj, nodes, managed, unbound)
 
 
 def _set_deletion_costs(

@@ -156,10 +156,9 @@ class ScheduleSpec(ApiModel):
     """Shown in ``status.schedule`` and in scaling decisions while the window is open."""
     time_zone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     """An IANA time zone (``Europe/Berlin``): the window follows its daylight saving time."""
-    days: Annotated[SetOf[Weekday], Field(min_length=1, max_length=7)] = Field(
-        default_factory=lambda: list(WEEK)
-    )
-    """The days the window opens on (a window past midnight closes on the next day)."""
+    days: Annotated[SetOf[Weekday], Field(min_length=1, max_length=7)] | None = None
+    """The days the window opens on (a window past midnight closes on the next day);
+    unset: every day."""
     start: Annotated[str, Field(pattern=HOUR_MINUTE, max_length=5)]
     """``HH:MM``, local time: the window opens."""
     end: Annotated[str, Field(pattern=HOUR_MINUTE, max_length=5)]
@@ -184,12 +183,13 @@ class ScheduleSpec(ApiModel):
         local = at.astimezone(ZoneInfo(self.time_zone))
         minutes = local.hour * 60 + local.minute
         start, end = _minutes(self.start), _minutes(self.end)
+        days = WEEK if self.days is None else self.days
         if start < end:
-            return start <= minutes < end and WEEK[local.weekday()] in self.days
+            return start <= minutes < end and WEEK[local.weekday()] in days
         if minutes >= start:  # past midnight: opened today
-            return WEEK[local.weekday()] in self.days
+            return WEEK[local.weekday()] in days
         yesterday = (local - timedelta(days=1)).weekday()
-        return minutes < end and WEEK[yesterday] in self.days
+        return minutes < end and WEEK[yesterday] in days
 
 
 def _minutes(hour_minute: str) -> int:
@@ -222,12 +222,12 @@ class AutoscalingSpec(ApiModel):
             ".panicWindowSeconds",
         ),
         CelRule(
-            "self.schedules.all(s, s.minReplicas <= self.maxReplicas)",
+            "!has(self.schedules) || self.schedules.all(s, s.minReplicas <= self.maxReplicas)",
             "a schedule's minReplicas must be at most maxReplicas",
             ".schedules",
         ),
         CelRule(
-            "self.mode == 'Builtin' || size(self.schedules) == 0",
+            "self.mode == 'Builtin' || !has(self.schedules) || size(self.schedules) == 0",
             "schedules are kept by the built-in autoscaler: mode Builtin",
             ".schedules",
         ),
@@ -265,17 +265,22 @@ class AutoscalingSpec(ApiModel):
     """Limits on scaling down."""
     period_seconds: Annotated[int, Field(ge=1, le=300)] = 15
     """Control period: how often the autoscaler decides."""
-    schedules: Annotated[ListByName[ScheduleSpec], Field(max_length=16)] = Field(
-        default_factory=list
-    )
+    schedules: Annotated[ListByName[ScheduleSpec], Field(max_length=16)] | None = None
     """Times of the week with their own bounds, e.g. a floor over business hours: while
     any is open the fleet keeps the highest open floor and the lowest open ceiling; the
     autoscaler decides within them from the load, as always."""
 
+    def at(self, when: datetime) -> tuple[AutoscalingSpec, tuple[str, ...]]:
+        """This spec with the bounds the schedules set at ``when``, and the schedules open
+        then: what the policy decides with."""
+        floor, ceiling, open_ = self.bounds_at(when)
+        bounds = {"min_replicas": floor, "max_replicas": ceiling}
+        return self.model_copy(update=bounds), open_
+
     def bounds_at(self, at: datetime) -> tuple[int, int, tuple[str, ...]]:
         """``minReplicas`` and ``maxReplicas`` at ``at``, with the schedules open then (a
         ceiling below a floor wins: it is a GPU budget)."""
-        open_ = [s for s in self.schedules if s.open_at(at)]
+        open_ = [s for s in self.schedules or () if s.open_at(at)]
         ceiling = min(
             [self.max_replicas, *(s.max_replicas for s in open_ if s.max_replicas is not None)]
         )

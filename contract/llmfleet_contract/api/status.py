@@ -73,6 +73,7 @@ class Reason(StrEnum):
     AT_MIN_REPLICAS = "AtMinReplicas"
     BLOCKED_BY_GPUS = "BlockedByGPUs"
     NO_WAKE_SOURCE = "NoWakeSource"
+    UNPLACEABLE = "Unplaceable"
     WITHIN_RANGE = "WithinRange"
     # Scaling decisions
     PREFILL_QUEUE_ABOVE_TARGET = "PrefillQueueAboveTarget"
