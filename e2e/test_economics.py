@@ -29,14 +29,11 @@ from typing import Any
 
 import openai
 import pytest
-from kit import REPO, LocalPrometheus, apply, apply_ready, wait_for
+from kit import REPO, LocalPrometheus, apply_ready, wait_for
 from kubernetes.client import ApiClient
 from localop import SYSTEM, LocalOperator, install_chart
-from test_tenants import model
+from test_tenants import model, tenant
 from traffic import gateway_process
-
-from llmfleet_contract.api import key_hash
-from llmfleet_contract.labels import API_KEYS
 
 TOLERANCE = 0.05
 """How far ``llmfleet usage`` may be from the engines' counters (read before and after) and
@@ -48,23 +45,6 @@ WINDOW_S = 45
 PRICES = {"small": 2.5, "large": 10.0}
 OPERATOR_METRICS = "127.0.0.1:18080"
 GUARDRAILS = REPO / "tests" / "fixtures" / "guardrails"
-
-
-def tenant(kubeconfig: Path, namespace: str, name: str, key: str, **spec: Any) -> None:
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": f"{name}-keys", "labels": {API_KEYS: "true"}},
-        "stringData": {"laptop": key_hash(key)},
-    }
-    obj = {
-        "apiVersion": "llmfleet.io/v1alpha1",
-        "kind": "LLMTenant",
-        "metadata": {"name": name},
-        "spec": {"apiKeys": {"name": f"{name}-keys"}, "models": list(PRICES), **spec},
-    }
-    for manifest in (secret, obj):
-        apply(kubeconfig, namespace, manifest)
 
 
 def query(prometheus: LocalPrometheus, promql: str) -> float:
@@ -137,8 +117,10 @@ def test_two_tenants_usage_adds_up_with_tiers_a_cache_and_guardrails(
         manifest["spec"]["placement"] = {"gpuHourPrice": f"{price:.2f}"}
         apply_ready(api_client, kubeconfig, namespace, manifest)
     key_a, key_b = (f"sk-e2e-{secrets.token_hex(16)}" for _ in range(2))
-    tenant(kubeconfig, namespace, "a", key_a, responseCache={"ttlSeconds": 600})
-    tenant(kubeconfig, namespace, "b", key_b)
+    unlimited = {"requestsPerMinute": 1_000_000}
+    models = list(PRICES)
+    tenant(kubeconfig, namespace, "a", models, key_a, unlimited, responseCache={"ttlSeconds": 600})
+    tenant(kubeconfig, namespace, "b", models, key_b, unlimited)
     aliases = tmp_path / "aliases.yaml"
     aliases.write_text(
         "aliases:\n- name: chat\n  tiers: [small, large]\n  escalate: {promptTokensAbove: 100}\n"

@@ -52,7 +52,9 @@ def tenant(
     models: list[str],
     key: str,
     limits: dict[str, int] | None = None,
+    **spec: Any,
 ) -> None:
+    """An LLMTenant (with ``spec`` added to its spec) and its keys' Secret, applied."""
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -67,6 +69,7 @@ def tenant(
             "apiKeys": {"name": f"{name}-keys"},
             "models": models,
             "limits": limits or {"requestsPerMinute": RPM},
+            **spec,
         },
     }
     for manifest in (secret, obj):

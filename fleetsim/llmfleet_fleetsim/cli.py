@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pydantic
@@ -99,6 +100,12 @@ def parser() -> argparse.ArgumentParser:
         help="one replica's capacity at the SLO for the oracle (default: measured)",
     )
     p.add_argument(
+        "--start-time",
+        type=_start_time,
+        help="the wall-clock time of the trace's first second, an ISO 8601 time with its"
+        " offset: spec.autoscaling.schedules apply by it",
+    )
+    p.add_argument(
         "--cold",
         action="store_true",
         help="start an autoscaler at its own minimum (max(1, minReplicas)), as a fleet created"
@@ -108,6 +115,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw load, replicas and TTFT")
     return p
+
+
+def _start_time(text: str) -> datetime:
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if found.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time's offset (+00:00): {text!r}")
+    return found
 
 
 def _deployment(path: Path) -> LLMDeployment:
@@ -137,7 +154,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--trace: {error}") from None
     spec = _deployment(args.deployment).spec
     try:
-        policy = make_policy(args.policy, spec, args.target, replicas=args.replicas)
+        policy = make_policy(
+            args.policy, spec, args.target, replicas=args.replicas, start=args.start_time
+        )
     except ValueError as error:
         raise UsageError(f"--policy {args.policy}: {error}") from None
     report = simulate(

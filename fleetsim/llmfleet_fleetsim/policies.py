@@ -12,6 +12,7 @@ within the spec's ``minReplicas``/``maxReplicas`` (HPA-driven ones never go belo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from llmfleet_contract.api import LLMDeploymentSpec
 from llmfleet_fleetsim.baselines import HpaPolicy, KedaPolicy, KpaPolicy, LlmdPolicy
@@ -46,6 +47,9 @@ class LlmfleetPolicy:
     name: str = "llmfleet"
     history: History = field(default_factory=History)
     last: Decision | None = None
+    start: datetime | None = None
+    """The wall-clock time of the replay's second 0: ``spec.autoscaling.schedules`` set
+    the bounds by it, as in the operator."""
 
     def __post_init__(self) -> None:
         if self.spec.autoscaling is None:
@@ -68,7 +72,11 @@ class LlmfleetPolicy:
             samples=view.samples,
             gateway_pending=view.gateway_pending,
         )
-        self.last = decide(self.spec, observed, self.history, now)
+        spec = self.spec
+        if self.start is not None and spec.autoscaling is not None:
+            bounded, _ = spec.autoscaling.at(self.start + timedelta(seconds=now))
+            spec = spec.model_copy(update={"autoscaling": bounded})
+        self.last = decide(spec, observed, self.history, now)
         self.history = self.last.history
         return self.last.desired
 
@@ -107,13 +115,16 @@ def make_policy(
     target: float | None = None,
     *,
     replicas: int | None = None,
+    start: datetime | None = None,
 ) -> Policy:
     """A fresh policy called ``name`` (one of :data:`POLICY_NAMES`) for ``spec``.
 
     ``target`` overrides the policy's main target (see :data:`MAIN_TARGET`), for sweeps;
     ``replicas`` sets the static fleet's size (``target`` also does, rounded).
     ``spec.autoscaling`` must be set for every policy but ``static``; it gives the bounds
-    and, for ours, everything else.
+    and, for ours, everything else. ``start``: the wall-clock time of the replay's second
+    0, by which ours keeps ``spec.autoscaling.schedules`` (refused without it, and for the
+    other autoscalers, which have no schedules).
     """
     if name == "static":
         count = replicas if replicas is not None else None if target is None else round(target)
@@ -126,10 +137,10 @@ def make_policy(
         raise ValueError(f"the {name} policy needs spec.autoscaling (min and max replicas)")
     if target is not None and target <= 0:
         raise ValueError(f"the target must be positive, got {target}")
-    if spec.autoscaling.schedules:
+    if spec.autoscaling.schedules and (start is None or name != "llmfleet"):
         raise ValueError(
-            "spec.autoscaling.schedules: a replay runs on the trace's clock, not a week's, so"
-            " it cannot keep them; remove them to simulate the reactive policy"
+            "spec.autoscaling.schedules: the llmfleet policy keeps them when the replay has"
+            " a wall clock (--start-time, the time of the trace's first second)"
         )
     scaling = spec.autoscaling
     slots = spec.engine.max_num_seqs
@@ -138,7 +149,7 @@ def make_policy(
             targets = scaling.targets.model_copy(update={"prefill_queue_per_replica": target})
             scaling = scaling.model_copy(update={"targets": targets})
             spec = spec.model_copy(update={"autoscaling": scaling})
-        return LlmfleetPolicy(spec)
+        return LlmfleetPolicy(spec, start=start)
     lowest, highest = scaling.min_replicas, scaling.max_replicas
     if name == "hpa":
         per_pod = target if target is not None else scaling.targets.slots_used * slots

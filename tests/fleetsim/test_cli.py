@@ -142,15 +142,28 @@ def test_an_autoscaler_starts_warm_at_the_oracles_need_unless_cold(
     assert "3 replica(s) ready" in table
 
 
-def test_a_deployment_with_schedules_is_refused_not_ignored(
+def test_schedules_apply_by_the_start_time_and_are_refused_without_one(
     tmp_path: Path, trace_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A floor of 3 over Monday office hours: a replay that starts then keeps 3 replicas;
+    one that starts on a Saturday does not; one without a start time is refused."""
     scheduled = tmp_path / "scheduled.yaml"
     scheduled.write_text(
         DEPLOYMENT_YAML
-        + "    schedules:\n    - {name: office, start: '08:00', end: '18:00', minReplicas: 2}\n"
+        + "    schedules:\n    - {name: office, days: [Mon], start: '08:00', end: '18:00',"
+        " minReplicas: 3}\n"
     )
+    peaks = {}
+    for day, start in (
+        ("monday", "2026-07-06T09:00:00+00:00"),
+        ("saturday", "2026-07-04T09:00:00+00:00"),
+    ):
+        assert main(args(trace_file, scheduled, "--json", "--start-time", start)) == 0
+        peaks[day] = json.loads(capsys.readouterr().out)["peak_replicas"]
+    assert peaks == {"monday": 3, "saturday": 1}
     assert main(args(trace_file, scheduled)) == 2
-    assert "spec.autoscaling.schedules: a replay runs on the trace's clock" in (
+    assert "spec.autoscaling.schedules: the llmfleet policy keeps them when the replay" in (
         capsys.readouterr().err
     )
+    assert main(args(trace_file, scheduled, "--start-time", "2026-07-06T09:00:00")) == 2
+    assert "give the time's offset" in capsys.readouterr().err
