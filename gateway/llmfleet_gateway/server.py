@@ -378,8 +378,11 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
         incoming = parse(raw, chat=chat)
         tiers, start, why = _resolve(gateway, incoming, tenant, request.headers.get(TIER_HEADER))
         _check_residency(gateway, tenant, tiers[start].name, forwarded=hop is not None)
-        if gateway.guardrails is not None:
-            checked = await gateway.guardrails.before(incoming.body, chat=chat)
+        # A peer's request passed the guardrails where it entered; its answer passes them
+        # there too.
+        guardrails = gateway.guardrails if hop is None else None
+        if guardrails is not None:
+            checked = await guardrails.before(incoming.body, chat=chat)
             if checked is not incoming.body:
                 raw = orjson.dumps(checked)
                 incoming = parse(raw, chat=chat)
@@ -404,7 +407,7 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
         gateway.clock,
         label,
         tiers[start].key,
-        gateway.guardrails,
+        guardrails,
         chat=chat,
     )
     cache_key = None

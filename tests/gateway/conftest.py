@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+import openai
 import pytest
 from aiohttp import web
 
@@ -162,3 +163,21 @@ def http(method: str, url: str, body: bytes | None = None, **headers: str) -> An
     except urllib.error.HTTPError as error:
         with error:
             return Answer(error.code, dict(error.headers), error.read().decode())
+
+
+_SDKS: list[openai.OpenAI] = []
+
+
+def sdk(stack: Stack, key: str = "none", retries: int = 0) -> openai.OpenAI:
+    """An official client of the stack's gateway with ``key``, closed after the test (its
+    pooled connections too)."""
+    made = openai.OpenAI(base_url=stack.url, api_key=key, max_retries=retries, timeout=30)
+    _SDKS.append(made)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _close_sdks() -> Iterator[None]:
+    yield
+    while _SDKS:
+        _SDKS.pop().close()

@@ -193,3 +193,26 @@ def test_a_refusing_plugin_answers_400(stack_factory: StackFactory) -> None:
     assert refused.value.code == "content_policy_violation"
     assert "refuses everything" in refused.value.message
     assert seen == []
+
+
+def test_a_peers_request_is_not_checked_again(stack_factory: StackFactory) -> None:
+    """A request a peer region forwards passed the guardrails where it entered (and its
+    answer passes them there): this region does not run them a second time."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gateway = settings(
+        replicas={MODEL: (url,)},
+        guardrails=load([("refuse-all", Failure.CLOSED)]),
+        scrape_seconds=0,
+        region="b",
+        peer_key="shared",
+    )
+    stack = stack_factory(gateway, engines=0)
+    seen: list[dict[str, Any]] = []
+    stack.run(lambda: stack._serve(recording_engine(seen), port))
+    body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    chat = stack.url + "/chat/completions"
+    forwarded = http("POST", chat, body, **{"x-llmfleet-hop": "a", "x-llmfleet-peer-key": "shared"})
+    assert forwarded.status == 200
+    assert forwarded.json()["choices"][0]["message"]["content"] == ANSWER  # as it was
+    assert http("POST", chat, body).status == 400  # entering here: refused

@@ -9,28 +9,16 @@ itself: keys ignore key order and ``user`` and nothing else, expiry, the memory 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import openai
-import pytest
 
 from llmfleet_gateway.responses import Answer, ResponseCache, key_of
 from llmfleet_gateway.tenants import build
-from tests.gateway.conftest import MODEL, Stack, settings
+from tests.gateway.conftest import MODEL, Stack, sdk, settings
 from tests.gateway.test_tenants import tenant
 
 StackFactory = Callable[..., Stack]
 ASK: dict[str, Any] = {"model": MODEL, "prompt": "hello there", "max_tokens": 4, "temperature": 0}
-
-_CLIENTS: list[openai.OpenAI] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _CLIENTS:
-        _CLIENTS.pop().close()
 
 
 def cached_tenant(name: str, key: str, ttl: int | None = 60) -> Any:
@@ -59,14 +47,8 @@ def start(stack_factory: StackFactory) -> tuple[Stack, Clock]:
     return stack, clock
 
 
-def client(stack: Stack, key: str) -> openai.OpenAI:
-    made = openai.OpenAI(base_url=stack.url, api_key=key, max_retries=0, timeout=30)
-    _CLIENTS.append(made)
-    return made
-
-
 def ask(stack: Stack, key: str, **changes: Any) -> tuple[str | None, Any]:
-    raw = client(stack, key).completions.with_raw_response.create(**(ASK | changes))
+    raw = sdk(stack, key).completions.with_raw_response.create(**(ASK | changes))
     return raw.headers.get("x-llmfleet-cache"), raw.parse()
 
 
@@ -112,7 +94,7 @@ def test_a_cached_stream_replays_as_the_same_events(stack_factory: StackFactory)
     stack, _ = start(stack_factory)
 
     def chunks() -> tuple[str | None, list[dict[str, Any]]]:
-        with client(stack, "key-a").completions.with_streaming_response.create(
+        with sdk(stack, "key-a").completions.with_streaming_response.create(
             **ASK, stream=True
         ) as response:
             return response.headers.get("x-llmfleet-cache"), [

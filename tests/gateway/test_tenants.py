@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from llmfleet_contract.labels import API_KEYS
 from llmfleet_contract.openai import ApiError
 from llmfleet_gateway.pool import Model, Pool
 from llmfleet_gateway.tenants import Directory, build, load_file
-from tests.gateway.conftest import MODEL, Stack, http, settings
+from tests.gateway.conftest import MODEL, Stack, http, sdk, settings
 
 StackFactory = Callable[..., Stack]
 NOON = 1_800_000_030.0
@@ -81,21 +81,8 @@ def two_models(**changes: Any) -> Any:
     return settings(models=models, **changes)
 
 
-_CLIENTS: list[openai.OpenAI] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _CLIENTS:
-        _CLIENTS.pop().close()
-
-
 def client(stack: Stack, key: str, retries: int = 0) -> openai.OpenAI:
-    """An SDK client with ``key``, closed after the test (its pooled connections too)."""
-    made = openai.OpenAI(base_url=stack.url, api_key=key, max_retries=retries, timeout=30)
-    _CLIENTS.append(made)
-    return made
+    return sdk(stack, key, retries)
 
 
 def start(stack_factory: StackFactory, tenants: Directory, **changes: Any) -> Stack:

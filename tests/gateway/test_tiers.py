@@ -9,7 +9,7 @@ counted; a bad alias file is refused saying why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from llmfleet_gateway.cli import build_parser, settings_from_args
 from llmfleet_gateway.pool import Model
 from llmfleet_gateway.tiers import Alias, Escalate, load_file
-from tests.gateway.conftest import MODEL, Stack, settings
+from tests.gateway.conftest import MODEL, Stack, sdk, settings
 from tests.gateway.test_tenants import directory, tenant
 from tests.runtime.conftest import free_port
 
@@ -27,15 +27,6 @@ StackFactory = Callable[..., Stack]
 BIG = "big"
 ALIAS = "chat"
 RULES = Escalate(prompt_tokens_above=200, tenants=frozenset({"ns/research"}))
-
-_CLIENTS: list[openai.OpenAI] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _CLIENTS:
-        _CLIENTS.pop().close()
 
 
 def start(
@@ -66,14 +57,8 @@ def start(
     return stack
 
 
-def client(stack: Stack, key: str = "none") -> openai.OpenAI:
-    made = openai.OpenAI(base_url=stack.url, api_key=key, max_retries=0, timeout=30)
-    _CLIENTS.append(made)
-    return made
-
-
 def ask(stack: Stack, prompt: str = "hi", key: str = "none", **headers: str) -> Any:
-    raw = client(stack, key).completions.with_raw_response.create(
+    raw = sdk(stack, key).completions.with_raw_response.create(
         model=ALIAS, prompt=prompt, max_tokens=2, extra_headers=headers
     )
     return raw.headers, raw.parse()
@@ -99,7 +84,7 @@ def test_the_first_tier_serves_and_the_answer_names_it(stack_factory: StackFacto
     headers, answer = ask(stack)
     assert headers["x-llmfleet-model"] == answer.model == MODEL
     assert "x-llmfleet-escalated" not in headers
-    listed = {m.id: m for m in client(stack).models.list()}
+    listed = {m.id: m for m in sdk(stack).models.list()}
     assert listed[ALIAS].model_extra == {"tiers": [MODEL, BIG]}
 
 
@@ -148,7 +133,7 @@ def test_a_listed_tenant_starts_at_the_larger_tier_and_a_tenant_sees_only_its_ti
     headers, answer = ask(stack, "word " * 400, key="key-c")
     assert answer.model == MODEL
     assert "x-llmfleet-escalated" not in headers
-    listed = {m.id: m for m in client(stack, "key-c").models.list()}
+    listed = {m.id: m for m in sdk(stack, "key-c").models.list()}
     assert listed[ALIAS].model_extra == {"tiers": [MODEL]}
 
 
@@ -177,7 +162,7 @@ def test_a_tier_whose_replicas_fail_sends_the_request_up(stack_factory: StackFac
     assert answer.model == BIG
     assert headers["x-llmfleet-escalated"] == "Failure"
     assert escalations(stack, "Failure") == 1
-    stream = client(stack).completions.create(model=ALIAS, prompt="hi", max_tokens=3, stream=True)
+    stream = sdk(stack).completions.create(model=ALIAS, prompt="hi", max_tokens=3, stream=True)
     assert {chunk.model for chunk in stream} == {BIG}
 
 
