@@ -6,7 +6,8 @@ waits.
 Cases (issue 23's list): llama-70b names a PriorityClass the cluster lacks, so its
 Deployment cannot create pods: Degraded FailedCreate in the API server's words, with a
 Warning Event; qwen-7b is created at zero and no gateway reports it: ScalingLimited
-NoWakeSource; the others are Ready or Degraded with their cause (a missing PVC leaves pods
+NoWakeSource; llama-8b asks for GPU products no node has: ScalingLimited Unplaceable, no
+pod asked for; the others are Ready or Degraded with their cause (a missing PVC leaves pods
 unschedulable).
 """
 
@@ -26,6 +27,8 @@ from localop import LocalOperator
 EXPECTED = {
     "llama-70b-tp4.yaml": ("Degraded", "FailedCreate", "no PriorityClass with name llm-serving"),
     "qwen-7b-scale-to-zero.yaml": ("ScalingLimited", "NoWakeSource", "nothing would wake it"),
+    # No node has its GPU products: no pod is asked for, and the placement check says so.
+    "llama-8b.yaml": ("ScalingLimited", "Unplaceable", "no node is eligible"),
 }
 EXAMPLE_FILES = sorted(path.name for path in EXAMPLES.glob("*.yaml"))
 

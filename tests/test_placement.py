@@ -92,6 +92,12 @@ def test_nodes_the_pods_may_not_use_offer_nothing() -> None:
     products = PlacementSpec.model_validate({"gpuProducts": ["H100"]})
     assert eligible(node("n", 8, **{"nvidia.com/gpu.product": "H100"}), products)
     assert not eligible(node("n", 8, **{"nvidia.com/gpu.product": "A10"}), products)
+    nowhere = room(tp(1, gpu_products=["H100"]), [node("n", 8)], [], unbound=0)
+    said = nowhere.shortfall(1, GPU)
+    assert said.endswith(
+        "no node is eligible: none matches the node selector and GPU products,"
+        " tolerated and not cordoned"
+    )
 
 
 def test_the_autoscaler_asks_for_what_fits_and_says_what_is_short() -> None:

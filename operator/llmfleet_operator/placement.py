@@ -37,14 +37,17 @@ class Room:
 
     def shortfall(self, wanted: int, resource: str) -> str:
         """Why ``wanted`` more replicas do not fit (for the status and the decision)."""
-        nodes = ", ".join(f"{node} {gpus}" for node, gpus in sorted(self.free.items())) or "none"
         shape = f"{self.gpus_per_pod} {resource} on one node"
         if self.pods_per_replica > 1:
             shape = f"{self.pods_per_replica} nodes with {self.gpus_per_pod} {resource} each"
-        return (
-            f"{wanted} more replica(s) wanted, {self.replicas} fit: each needs {shape};"
-            f" free on the eligible nodes: {nodes}"
-        )
+        nodes = ", ".join(f"{node} {gpus}" for node, gpus in sorted(self.free.items()))
+        where = f"free on the eligible nodes: {nodes}"
+        if not self.free:
+            where = (
+                "no node is eligible: none matches the node selector and GPU products, tolerated"
+                " and not cordoned"
+            )
+        return f"{wanted} more replica(s) wanted, {self.replicas} fit: each needs {shape}; {where}"
 
 
 def room(
