@@ -21,6 +21,7 @@ import pytest
 from llmfleet_contract.api import LLMDeploymentStatus, Reason
 from llmfleet_contract.api.scaling import AutoscalingSpec, ScheduleSpec
 from llmfleet_operator.autoscaler import Autoscaler
+from llmfleet_operator.children import desired_replicas
 from tests.test_autoscaler import T0, FakeSource, deployment, pod, with_status
 
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri"]
@@ -128,3 +129,19 @@ def test_load_still_scales_above_the_floor_and_the_closed_window_lets_it_down() 
         obj = with_status(obj, period.status)
     assert period.status.desired_replicas == 1
     assert period.status.schedule is None
+
+
+def test_a_ceiling_below_min_replicas_reaches_the_workload() -> None:
+    """A night cap of 1 under minReplicas 2: the autoscaler decides 1, and the workload asks
+    for 1 (the spec's minReplicas does not lift the autoscaler's answer back up)."""
+    night = {"name": "night", "timeZone": "UTC", "start": "11:00", "end": "13:00"}
+    obj = with_status(deployment(minReplicas=2, schedules=[night | {"maxReplicas": 1}]), status(2))
+    pods = [pod("p0"), pod("p1", ip="10.0.0.2")]
+    period = Autoscaler(FakeSource()).run(obj, "uid", pods, T0)
+    assert period.decision.desired == 1
+    assert desired_replicas(with_status(obj, period.status)) == 1
+    # A spec changed since the decision: its own bounds hold until the next period.
+    changed = with_status(obj, period.status).model_copy(
+        update={"metadata": obj.metadata.model_copy(update={"generation": 2})}
+    )
+    assert desired_replicas(changed) == 2

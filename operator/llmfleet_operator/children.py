@@ -13,16 +13,7 @@ import json
 from typing import Any
 
 from llmfleet_contract import labels
-from llmfleet_contract.api import (
-    GROUP,
-    KIND,
-    VERSION,
-    AutoscalingMode,
-    ConditionType,
-    LLMDeployment,
-    LLMDeploymentStatus,
-    Reason,
-)
+from llmfleet_contract.api import GROUP, KIND, VERSION, AutoscalingMode, LLMDeployment
 from llmfleet_contract.api.resource import RolloutStrategy
 from llmfleet_contract.labels import PodRole
 from llmfleet_operator.podspec import pod_template
@@ -56,18 +47,13 @@ def desired_replicas(obj: LLMDeployment) -> int:
         wanted = obj.spec.replicas
     else:
         wanted = scaling.min_replicas if last is None else last
-    if last is not None and status is not None and _unplaceable(status):
-        return min(scaling.max_replicas, last)  # below minReplicas: what fits the nodes
+    decided = status is not None and status.observed_generation == obj.metadata.generation
+    if scaling.mode == AutoscalingMode.BUILTIN and last is not None and decided:
+        # The autoscaler's, for this spec, within the bounds it kept: a schedule's ceiling,
+        # or what fits the nodes, may be below minReplicas. After a change of the spec its
+        # bounds hold until the next period.
+        return min(scaling.max_replicas, last)
     return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
-
-
-def _unplaceable(status: LLMDeploymentStatus) -> bool:
-    """Whether the autoscaler asked for fewer replicas than it wanted because the nodes
-    have no room for more (ScalingLimited Unplaceable)."""
-    return any(
-        c.type is ConditionType.SCALING_LIMITED and c.reason is Reason.UNPLACEABLE
-        for c in status.conditions or []
-    )
 
 
 def child_name(kind: Resource, name: str) -> str:
