@@ -410,9 +410,9 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
         guardrails,
         chat=chat,
     )
-    cache_key = None
-    if tenant is not None and tenant.cache_ttl_s is not None and hop is None:
-        cache_key = key_of(label, path, incoming.body)
+    # A tenant's answers kept for its repeats; a peer's request is kept where it entered.
+    ttl_s = None if tenant is None or hop is not None else tenant.cache_ttl_s
+    cache_key = None if ttl_s is None else key_of(label, path, incoming.body)
     try:
         if reservation is not None and tenant is not None:
             exchange.headers.update(gateway.limits.headers(tenant))
@@ -425,8 +425,8 @@ async def _generate(request: web.Request, path: str, *, chat: bool) -> web.Strea
             gateway.metrics.cache_lookups.labels(incoming.model, "miss", label).inc()
             exchange.recording = bytearray() if incoming.stream else None
         answer = await _tiered(gateway, exchange, path, raw, tenant, tiers, start, why, hop)
-        if cache_key is not None and tenant is not None and tenant.cache_ttl_s is not None:
-            _keep(gateway, exchange, cache_key, tenant.cache_ttl_s)
+        if cache_key is not None and ttl_s is not None:
+            _keep(gateway, exchange, cache_key, ttl_s)
         return answer
     finally:
         if reservation is not None:

@@ -64,7 +64,7 @@ def room(
         if node and (pod.get("status") or {}).get("phase") not in FINISHED:
             used[node] = used.get(node, 0) + _requested(pod, resource)
     free = {
-        name: _allocatable(node, resource) - used.get(name, 0)
+        name: allocatable(node, resource) - used.get(name, 0)
         for node in nodes
         if eligible(node, placement) and (name := (node.get("metadata") or {}).get("name"))
     }
@@ -117,7 +117,8 @@ def _tolerates(toleration: Toleration, taint: Manifest) -> bool:
     )
 
 
-def _allocatable(node: Manifest, resource: str) -> int:
+def allocatable(node: Manifest, resource: str) -> int:
+    """A node's allocatable ``resource`` (0: none, or not a count)."""
     return _count((node.get("status") or {}).get("allocatable", {}).get(resource))
 
 

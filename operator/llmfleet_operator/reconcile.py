@@ -43,7 +43,7 @@ from llmfleet_operator.observe import (
     compute_status,
     find_condition,
 )
-from llmfleet_operator.placement import Room, room
+from llmfleet_operator.placement import Room, allocatable, room
 from llmfleet_operator.resources import (
     CHILD_KINDS,
     LEADER_WORKER_SET,
@@ -170,11 +170,7 @@ def _largest_node_gpus(kube: Kube, resource: str) -> int | None:
         nodes = kube.list(NODE, None, "")
     except KubeError:  # nodes are optional knowledge: RBAC may not grant them
         return None
-    counts = [
-        int(str((node.get("status") or {}).get("allocatable", {}).get(resource, "0")))
-        for node in nodes
-    ]
-    return max(counts, default=0)
+    return max((allocatable(node, resource) for node in nodes), default=0)
 
 
 def reconcile(

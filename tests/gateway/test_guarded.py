@@ -78,10 +78,16 @@ def recording_engine(seen: list[dict[str, Any]]) -> web.Application:
     return app
 
 
-def start(stack_factory: StackFactory, *plugins: tuple[str, Failure]) -> tuple[Stack, list[Any]]:
+def start(
+    stack_factory: StackFactory, *plugins: tuple[str, Failure], **changes: Any
+) -> tuple[Stack, list[Any]]:
+    """A gateway with ``plugins`` (and ``changes`` to its settings) in front of a recording
+    engine; the bodies the engine got."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    gateway = settings(replicas={MODEL: (url,)}, guardrails=load(plugins), scrape_seconds=0)
+    gateway = settings(
+        replicas={MODEL: (url,)}, guardrails=load(plugins), scrape_seconds=0, **changes
+    )
     stack = stack_factory(gateway, engines=0)
     seen: list[dict[str, Any]] = []
     stack.run(lambda: stack._serve(recording_engine(seen), port))
@@ -198,18 +204,8 @@ def test_a_refusing_plugin_answers_400(stack_factory: StackFactory) -> None:
 def test_a_peers_request_is_not_checked_again(stack_factory: StackFactory) -> None:
     """A request a peer region forwards passed the guardrails where it entered (and its
     answer passes them there): this region does not run them a second time."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    gateway = settings(
-        replicas={MODEL: (url,)},
-        guardrails=load([("refuse-all", Failure.CLOSED)]),
-        scrape_seconds=0,
-        region="b",
-        peer_key="shared",
-    )
-    stack = stack_factory(gateway, engines=0)
-    seen: list[dict[str, Any]] = []
-    stack.run(lambda: stack._serve(recording_engine(seen), port))
+    refusing = ("refuse-all", Failure.CLOSED)
+    stack, _ = start(stack_factory, refusing, region="b", peer_key="shared")
     body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
     chat = stack.url + "/chat/completions"
     forwarded = http("POST", chat, body, **{"x-llmfleet-hop": "a", "x-llmfleet-peer-key": "shared"})
