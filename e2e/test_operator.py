@@ -363,8 +363,8 @@ def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig:
         ("create", "deployments.apps", "", "yes"),
         ("patch", "llmdeployments.llmfleet.io", "--subresource=status", "yes"),
         ("patch", "llmdeployments.llmfleet.io", "", "no"),
-        ("delete", "pods", "", "no"),
         ("patch", "pods", "", "yes"),  # the pod-deletion-cost annotation before a scale-down
+        ("delete", "pods", "", "yes"),  # a spot pod on a node about to be preempted
         ("create", "pods", "", "no"),
         ("get", "secrets", "", "no"),
     ]:
@@ -375,10 +375,11 @@ def test_operator_runs_without_admin_rights(operator: LocalOperator, kubeconfig:
     assert set(user["user"]) == {"token"}  # no admin client certificate
 
 
-def test_the_operator_may_change_only_a_pods_deletion_cost(
+def test_the_operator_may_change_only_a_pods_deletion_cost_and_delete_only_spot_pods(
     operator: LocalOperator, kubeconfig: Path, namespace: str
 ) -> None:
-    """RBAC lets it patch pods; the chart's ValidatingAdmissionPolicy narrows that."""
+    """RBAC lets it patch and delete pods; the chart's ValidatingAdmissionPolicy narrows
+    that."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -406,6 +407,17 @@ def test_the_operator_may_change_only_a_pods_deletion_cost(
     assert change("annotate", "note=hello").returncode != 0
     allowed = change("annotate", "controller.kubernetes.io/pod-deletion-cost=7")
     assert allowed.returncode == 0, allowed.stderr
+
+    def delete() -> Any:
+        return kubectl(kubeconfig, "delete", "-n", namespace, "pod/bystander", account)
+
+    kept = delete()
+    assert kept.returncode != 0
+    assert "may delete only the pods of its spot workloads" in kept.stderr
+    spot = ["label", "-n", namespace, "pod/bystander", "llmfleet.io/capacity=spot"]
+    assert kubectl(kubeconfig, *spot).returncode == 0
+    gone = delete()
+    assert gone.returncode == 0, gone.stderr
 
 
 def test_a_refused_child_is_reported_and_blocks_no_one(

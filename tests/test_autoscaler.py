@@ -410,7 +410,7 @@ def test_missing_gpus_mark_scaling_limited_once_until_they_are_found() -> None:
     for step in range(3):  # each period: the autoscaler, then the reconcile's status
         now = T0 + timedelta(seconds=15 * step)
         period = scaler.run(obj, "uid", pods, now)
-        status = compute_status(with_status(obj, period.status), Observed(workload, pods), now)
+        status = compute_status(with_status(obj, period.status), Observed([workload], pods), now)
         limited = condition(status, ConditionType.SCALING_LIMITED)
         assert (limited.status, limited.reason) == ("True", Reason.BLOCKED_BY_GPUS)
         assert "Insufficient" not in limited.message  # observe's words, not the scheduler's
@@ -423,7 +423,7 @@ def test_missing_gpus_mark_scaling_limited_once_until_they_are_found() -> None:
     ready = {**workload, "status": {**workload["status"], "readyReplicas": 3}}
     now = T0 + timedelta(seconds=60)
     period = scaler.run(obj, "uid", found, now)
-    status = compute_status(with_status(obj, period.status), Observed(ready, found), now)
+    status = compute_status(with_status(obj, period.status), Observed([ready], found), now)
     limited = condition(status, ConditionType.SCALING_LIMITED)
     assert (limited.status, limited.reason) == ("False", Reason.WITHIN_RANGE)
 

@@ -278,8 +278,8 @@ def assert_least_privilege(rules: list[Doc]) -> None:
         assert "secrets" not in rule["resources"], rule
         if {"nodes", "customresourcedefinitions"} & set(rule["resources"]):
             assert not WRITES & set(rule["verbs"]), rule
-        if "pods" in rule["resources"]:  # patch only: the pod-deletion-cost annotation
-            assert not (WRITES - {"patch"}) & set(rule["verbs"]), rule
+        if "pods" in rule["resources"]:  # the pod-deletion-cost annotation; spot pods' drain
+            assert not (WRITES - {"patch", "delete"}) & set(rule["verbs"]), rule
 
 
 def test_operator_rbac_is_least_privilege() -> None:
@@ -393,6 +393,14 @@ def test_the_operator_reads_every_gateway_replica_by_default() -> None:
     assert f"--gateway-metrics-url={url}" in given
     assert not [a for a in given if a.startswith("--gateway-selector")]
     assert not [a for a in operator_args("gateway.enabled=false") if "gateway" in a]
+
+
+def test_preemption_taints_become_flags_and_no_node_reading_means_no_node_watch() -> None:
+    given = operator_args("operator.preemptionTaints[0]=example.com/going")
+    assert "--preemption-taint=example.com/going" in given
+    assert "--no-watch-nodes" not in given
+    assert not [a for a in operator_args() if a.startswith("--preemption-taint")]
+    assert "--no-watch-nodes" in operator_args("rbac.readNodes=false")
 
 
 def test_the_operator_gets_the_gpu_hour_price_when_one_is_set() -> None:

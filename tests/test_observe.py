@@ -66,7 +66,7 @@ def condition(status: Any, kind: ConditionType) -> Any:
 
 
 def test_all_ready() -> None:
-    status = compute_status(deployment(), Observed(workload(2, 2, 2), []), NOW)
+    status = compute_status(deployment(), Observed([workload(2, 2, 2)], []), NOW)
     assert condition(status, ConditionType.READY).status == "True"
     assert condition(status, ConditionType.READY).reason == Reason.ALL_REPLICAS_READY
     assert condition(status, ConditionType.PROGRESSING).status == "False"
@@ -89,12 +89,12 @@ def test_endpoints_are_ready_serving_pods() -> None:
         pod("127.1.0.2", "worker", "True"),
         pod("127.3.0.1", "engine", "False"),
     ]
-    status = compute_status(deployment(), Observed(workload(2, 2, 2), pods), NOW)
+    status = compute_status(deployment(), Observed([workload(2, 2, 2)], pods), NOW)
     assert status.endpoints == ["127.1.0.1:8000", "127.2.0.1:8000"]
 
 
 def test_rollout_in_flight() -> None:
-    status = compute_status(deployment(), Observed(workload(3, 2, 1), []), NOW)
+    status = compute_status(deployment(), Observed([workload(3, 2, 1)], []), NOW)
     assert condition(status, ConditionType.READY).status == "False"
     assert condition(status, ConditionType.PROGRESSING).reason == Reason.ROLLING_OUT
     assert condition(status, ConditionType.RECONCILING).status == "True"
@@ -102,7 +102,7 @@ def test_rollout_in_flight() -> None:
 
 
 def test_workload_controller_behind_is_progressing() -> None:
-    status = compute_status(deployment(), Observed(workload(2, 2, 2, observed=0), []), NOW)
+    status = compute_status(deployment(), Observed([workload(2, 2, 2, observed=0)], []), NOW)
     assert condition(status, ConditionType.PROGRESSING).status == "True"
 
 
@@ -118,9 +118,9 @@ def test_leader_worker_set_progress_comes_from_its_condition() -> None:
             },
         }
 
-    done = compute_status(deployment(), Observed(lws("False"), []), NOW)
+    done = compute_status(deployment(), Observed([lws("False")], []), NOW)
     assert condition(done, ConditionType.READY).status == "True"
-    busy = compute_status(deployment(), Observed(lws("True"), []), NOW)
+    busy = compute_status(deployment(), Observed([lws("True")], []), NOW)
     assert condition(busy, ConditionType.PROGRESSING).status == "True"
 
 
@@ -128,7 +128,7 @@ def test_scaled_to_zero_is_ready() -> None:
     manifest = yaml.safe_load((ROOT / "examples/qwen-7b-scale-to-zero.yaml").read_text())
     manifest["metadata"]["generation"] = 1
     status = compute_status(
-        LLMDeployment.model_validate(manifest), Observed(workload(0, 0, 0), []), NOW
+        LLMDeployment.model_validate(manifest), Observed([workload(0, 0, 0)], []), NOW
     )
     assert condition(status, ConditionType.READY).reason == Reason.SCALED_TO_ZERO
 
@@ -139,7 +139,7 @@ def test_missing_gpus_in_the_cluster() -> None:
         for i in range(2)
     ]
     status = compute_status(
-        deployment(), Observed(workload(2, 0, 2), pods, largest_node_gpus=8), NOW
+        deployment(), Observed([workload(2, 0, 2)], pods, largest_node_gpus=8), NOW
     )
     degraded = condition(status, ConditionType.DEGRADED)
     assert degraded.status == "True"
@@ -156,7 +156,7 @@ def test_pod_larger_than_any_node() -> None:
     manifest["spec"]["parallelism"] = {"tensorParallelSize": 16, "gpusPerNode": 16}
     manifest["metadata"]["generation"] = 1
     obj = LLMDeployment.model_validate(manifest)
-    status = compute_status(obj, Observed(workload(2, 0, 2), [], largest_node_gpus=8), NOW)
+    status = compute_status(obj, Observed([workload(2, 0, 2)], [], largest_node_gpus=8), NOW)
     degraded = condition(status, ConditionType.DEGRADED)
     assert degraded.reason == Reason.INSUFFICIENT_GPUS
     assert (
@@ -172,7 +172,7 @@ def test_other_scheduling_failures_are_named() -> None:
         )
     ]
     status = compute_status(
-        deployment(), Observed(workload(2, 1, 2), pods, largest_node_gpus=8), NOW
+        deployment(), Observed([workload(2, 1, 2)], pods, largest_node_gpus=8), NOW
     )
     degraded = condition(status, ConditionType.DEGRADED)
     assert degraded.reason == Reason.UNSCHEDULABLE
@@ -186,7 +186,7 @@ def test_pods_the_api_server_refuses_to_create_are_named() -> None:
     refused["status"]["conditions"] = [
         {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": words}
     ]
-    status = compute_status(deployment(), Observed(refused, [], largest_node_gpus=8), NOW)
+    status = compute_status(deployment(), Observed([refused], [], largest_node_gpus=8), NOW)
     degraded = condition(status, ConditionType.DEGRADED)
     assert (degraded.status, degraded.reason) == ("True", Reason.FAILED_CREATE)
     assert degraded.message == f"Deployment llama-70b cannot create pods: {words}"
@@ -198,7 +198,7 @@ def test_crash_loop() -> None:
         "metadata": {"name": "p0"},
         "status": {"containerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
     }
-    status = compute_status(deployment(), Observed(workload(2, 1, 2), [pod]), NOW)
+    status = compute_status(deployment(), Observed([workload(2, 1, 2)], [pod]), NOW)
     assert condition(status, ConditionType.DEGRADED).reason == Reason.CRASH_LOOP
     assert "p0" in condition(status, ConditionType.DEGRADED).message
 
@@ -228,14 +228,14 @@ def test_containers_that_cannot_start_are_named_in_the_kubelets_words(
             "containerStatuses": [{"state": {"waiting": {"reason": waiting, "message": message}}}]
         },
     }
-    status = compute_status(deployment(), Observed(workload(2, 1, 2), [pod]), NOW)
+    status = compute_status(deployment(), Observed([workload(2, 1, 2)], [pod]), NOW)
     degraded = condition(status, ConditionType.DEGRADED)
     assert (degraded.status, degraded.reason) == ("True", reason)
     assert degraded.message == f"1 pod(s) waiting: p0; {waiting}: {message}"
 
 
 def test_invalid_spec() -> None:
-    ok = compute_status(deployment(), Observed(workload(2, 2, 2), []), NOW)
+    ok = compute_status(deployment(), Observed([workload(2, 2, 2)], []), NOW)
     message = "LeaderWorkerSet is not installed"
     status = blocked_status(ok, 2, Reason.INVALID_SPEC, message, NOW + timedelta(seconds=1))
     assert status.observed_generation == 2
@@ -249,7 +249,7 @@ def test_invalid_spec() -> None:
 
 def test_unchanged_world_gives_an_equal_status() -> None:
     obj = deployment()
-    observed = Observed(workload(2, 2, 2), [])
+    observed = Observed([workload(2, 2, 2)], [])
     first = compute_status(obj, observed, NOW)
     again = compute_status(
         obj.model_copy(update={"status": first}), observed, NOW + timedelta(minutes=5)
@@ -259,10 +259,10 @@ def test_unchanged_world_gives_an_equal_status() -> None:
 
 def test_transition_time_moves_only_on_flip() -> None:
     obj = deployment()
-    ready = compute_status(obj, Observed(workload(2, 2, 2), []), NOW)
+    ready = compute_status(obj, Observed([workload(2, 2, 2)], []), NOW)
     later = NOW + timedelta(minutes=1)
     degraded = compute_status(
-        obj.model_copy(update={"status": ready}), Observed(workload(2, 1, 2), []), later
+        obj.model_copy(update={"status": ready}), Observed([workload(2, 1, 2)], []), later
     )
     assert condition(degraded, ConditionType.READY).last_transition_time == later
     assert condition(degraded, ConditionType.DEGRADED).last_transition_time == NOW

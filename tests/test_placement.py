@@ -162,7 +162,7 @@ def test_a_model_none_of_whose_replicas_fit_is_not_ready() -> None:
     period = Autoscaler(FakeSource()).run(deployment(), "uid", [], T0, lambda: Room(0, 1, 1, {}))
     assert period.decision.desired == 0
     obj = with_status(deployment(), period.status)
-    status = compute_status(obj, Observed(None, [], 8), T0)
+    status = compute_status(obj, Observed([], [], 8), T0)
     ready = condition(status, ConditionType.READY)
     assert (ready.status, ready.reason) == ("False", Reason.UNPLACEABLE)
     assert ready.message.startswith("no replica fits: the nodes have no room")

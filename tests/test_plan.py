@@ -41,17 +41,26 @@ def test_nothing_exists_everything_created() -> None:
     assert todo.delete == []
 
 
-def live(desired: list[tuple[Resource, dict[str, Any]]]) -> dict[Resource, dict[str, Any]]:
+Key = tuple[Resource, str]
+NAME = "llama-8b"
+
+
+def keyed(desired: list[tuple[Resource, dict[str, Any]]]) -> dict[Key, dict[str, Any]]:
+    return {(kind, manifest["metadata"]["name"]): manifest for kind, manifest in desired}
+
+
+def live(desired: list[tuple[Resource, dict[str, Any]]]) -> dict[Key, dict[str, Any]]:
     """The children as the API server keeps them once applied: with its bookkeeping,
     defaults (inside lists too) and status."""
-    found = {change.kind: copy.deepcopy(change.manifest) for change in plan(desired, {}).apply}
+    applied = [(change.kind, copy.deepcopy(change.manifest)) for change in plan(desired, {}).apply]
+    found = keyed(applied)
     for child in found.values():
         child["metadata"] |= {"resourceVersion": "7", "uid": "u", "managedFields": []}
         child["status"] = {"observedGeneration": 1}
-    pod = found[DEPLOYMENT]["spec"]["template"]["spec"]
+    pod = found[(DEPLOYMENT, NAME)]["spec"]["template"]["spec"]
     pod["containers"][0] |= {"terminationMessagePath": "/dev/termination-log"}
     pod["dnsPolicy"] = "ClusterFirst"
-    found[SERVICE]["spec"]["ports"][0]["protocol"] = "TCP"
+    found[(SERVICE, NAME)]["spec"]["ports"][0]["protocol"] = "TCP"
     return found
 
 
@@ -63,7 +72,7 @@ def test_children_as_last_applied_are_not_applied_again() -> None:
 def test_a_hand_edit_or_a_field_no_longer_set_is_applied_without_an_event() -> None:
     desired = children(obj(), UID)
     edited = live(desired)
-    edited[SERVICE]["spec"]["ports"][0]["port"] = 9999
+    edited[(SERVICE, NAME)]["spec"]["ports"][0]["port"] = 9999
     [change] = plan(desired, edited).apply
     assert (change.kind, change.reason) == (SERVICE, None)
     trimmed = [(kind, copy.deepcopy(manifest)) for kind, manifest in desired]
@@ -73,18 +82,18 @@ def test_a_hand_edit_or_a_field_no_longer_set_is_applied_without_an_event() -> N
 
 
 def test_template_change_rolls_out_and_replica_change_scales() -> None:
-    old = dict(children(obj(), UID))
+    old = keyed(children(obj(), UID))
     new_model = {"source": "hf://meta-llama/Llama-3.1-8B-Instruct", "revision": "main"}
     assert plan(children(obj(model=new_model), UID), old).apply[0].reason == "RollingOut"
     scaled = copy.deepcopy(old)
-    scaled[DEPLOYMENT]["spec"]["replicas"] = 3
+    scaled[(DEPLOYMENT, NAME)]["spec"]["replicas"] = 3
     change = plan(children(obj(), UID), scaled).apply[0]
     assert change.reason == "Scaled"
     assert change.message == "Scaled Deployment llama-8b from 3 to 1"
 
 
 def test_workload_of_the_other_kind_is_deleted() -> None:
-    single = dict(children(obj(), UID))
+    single = keyed(children(obj(), UID))
     multi = obj(
         parallelism={"tensorParallelSize": 8, "pipelineParallelSize": 2, "gpusPerNode": 8},
         autoscaling=None,

@@ -38,6 +38,7 @@ _LLMDEPLOYMENT_COLUMNS: tuple[Schema, ...] = (
     {"name": "Queue", "type": "number", "jsonPath": ".status.signals.prefillQueue"},
     {"name": "KV", "type": "number", "jsonPath": ".status.signals.kvCacheUsage"},
     {"name": "Slots", "type": "number", "jsonPath": ".status.signals.slotsUsed"},
+    {"name": "Spot", "type": "integer", "jsonPath": ".status.spotReplicas", "priority": 1},
     {"name": "Schedule", "type": "string", "jsonPath": ".status.schedule", "priority": 1},
     {
         "name": "Status",

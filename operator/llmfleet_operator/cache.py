@@ -29,9 +29,9 @@ from typing import Any
 
 from llmfleet_contract import labels
 from llmfleet_contract.api import EventReason, EventType, Reason
-from llmfleet_operator.children import child_name
+from llmfleet_operator.children import child_keys
 from llmfleet_operator.kube import Kube
-from llmfleet_operator.resources import CHILD_KINDS, LLMDEPLOYMENT, POD, Resource
+from llmfleet_operator.resources import LLMDEPLOYMENT, POD, Resource
 
 Manifest = dict[str, Any]
 
@@ -157,10 +157,9 @@ def snapshot(
     """``namespace/name``'s objects from ``indices``; call it where they are updated (the
     event loop), so it never reads an index while it changes."""
     found = Snapshot(namespace, name)
-    for kind in (LLMDEPLOYMENT, *CHILD_KINDS):
+    for kind, own in [(LLMDEPLOYMENT, name), *child_keys(name)]:
         if kind not in indices:
             continue
-        own = name if kind == LLMDEPLOYMENT else child_name(kind, name)
         watched = _first(indices[kind], (namespace, own))
         found.watched[(kind, own)] = _version(watched)
         body = written.newer(kind, namespace, own, watched)

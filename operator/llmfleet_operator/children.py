@@ -4,6 +4,9 @@ Called by :mod:`.reconcile`. A serving group that fits on one node is a pod of a
 a larger one is a LeaderWorkerSet group (leader plus workers, recreated as a whole when
 one pod restarts). The pod template carries a hash of itself, so a rollout happens
 exactly when what shapes the pods changed, and ``updatedReplicas`` can be read off pods.
+With ``spec.placement.spot`` a second workload of the same kind (``<name>-spot``) runs the
+replicas above the on-demand floor on the spot nodes; :func:`.placement.split` says how
+many each gets.
 """
 
 from __future__ import annotations
@@ -16,8 +19,17 @@ from llmfleet_contract import labels
 from llmfleet_contract.api import GROUP, KIND, VERSION, AutoscalingMode, LLMDeployment
 from llmfleet_contract.api.resource import RolloutStrategy
 from llmfleet_contract.labels import PodRole
-from llmfleet_operator.podspec import pod_template
-from llmfleet_operator.resources import DEPLOYMENT, LEADER_WORKER_SET, PDB, SERVICE, Resource
+from llmfleet_operator.placement import Split
+from llmfleet_operator.podspec import pod_template, spot_tier
+from llmfleet_operator.resources import (
+    CHILD_KINDS,
+    DEPLOYMENT,
+    LEADER_WORKER_SET,
+    PDB,
+    SERVICE,
+    WORKLOADS,
+    Resource,
+)
 
 Manifest = dict[str, Any]
 
@@ -56,18 +68,25 @@ def desired_replicas(obj: LLMDeployment) -> int:
     return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
 
 
-def child_name(kind: Resource, name: str) -> str:
-    """The name of ``name``'s child of ``kind``.
+def child_name(kind: Resource, name: str, spot: bool = False) -> str:
+    """The name of ``name``'s child of ``kind`` (its spot workload's with ``spot``).
 
     A LeaderWorkerSet creates a headless Service named after itself (group DNS), so it
     is ``<name>-group``, leaving ``<name>`` to the Service that routes to the leaders.
     """
-    return f"{name}-group" if kind == LEADER_WORKER_SET else name
+    base = f"{name}-{labels.SPOT}" if spot else name
+    return f"{base}-group" if kind == LEADER_WORKER_SET else base
 
 
-def _metadata(obj: LLMDeployment, uid: str, kind: Resource) -> Manifest:
+def child_keys(name: str) -> list[tuple[Resource, str]]:
+    """Every child an LLMDeployment named ``name`` may have, by kind and name."""
+    keys = [(kind, child_name(kind, name)) for kind in CHILD_KINDS]
+    return keys + [(kind, child_name(kind, name, spot=True)) for kind in WORKLOADS]
+
+
+def _metadata(obj: LLMDeployment, uid: str, kind: Resource, spot: bool = False) -> Manifest:
     return {
-        "name": child_name(kind, obj.metadata.name),
+        "name": child_name(kind, obj.metadata.name, spot),
         "namespace": obj.metadata.namespace,
         "labels": labels.common_labels(obj.metadata.name),
         "ownerReferences": [
@@ -83,13 +102,26 @@ def _metadata(obj: LLMDeployment, uid: str, kind: Resource) -> Manifest:
     }
 
 
+def _labelled(template: Manifest, spot: bool) -> Manifest:
+    if spot:
+        template["metadata"]["labels"][labels.CAPACITY] = labels.SPOT
+    return template
+
+
 def _stamp(template: Manifest) -> Manifest:
     template["metadata"]["labels"][labels.SPEC_HASH] = spec_hash(template)
     return template
 
 
-def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[Resource, Manifest]:
-    """The Deployment or LeaderWorkerSet that runs ``replicas`` serving groups."""
+def workload(
+    obj: LLMDeployment, uid: str, replicas: int, spot: bool = False
+) -> tuple[Resource, Manifest]:
+    """The Deployment or LeaderWorkerSet that runs ``replicas`` serving groups (on the spot
+    nodes with ``spot``; its pods are labelled so)."""
+    tier = spot_tier(obj) if spot else obj
+    selector = labels.selector_labels(obj.metadata.name)
+    if spot:
+        selector[labels.CAPACITY] = labels.SPOT
     rollout = obj.spec.serving.rollout
     if obj.spec.parallelism.nodes_per_group == 1:
         strategy: Manifest = {"type": rollout.strategy.value}
@@ -101,21 +133,21 @@ def workload(obj: LLMDeployment, uid: str, replicas: int) -> tuple[Resource, Man
         return DEPLOYMENT, {
             "apiVersion": DEPLOYMENT.api_version,
             "kind": DEPLOYMENT.kind,
-            "metadata": _metadata(obj, uid, DEPLOYMENT),
+            "metadata": _metadata(obj, uid, DEPLOYMENT, spot),
             "spec": {
                 "replicas": replicas,
-                "selector": {"matchLabels": labels.selector_labels(obj.metadata.name)},
+                "selector": {"matchLabels": selector},
                 "strategy": strategy,
-                "template": _stamp(pod_template(obj, role=PodRole.ENGINE)),
+                "template": _stamp(_labelled(pod_template(tier, role=PodRole.ENGINE), spot)),
             },
         }
-    leader = _stamp(pod_template(obj, role=PodRole.LEADER))
-    worker = pod_template(obj, role=PodRole.WORKER, serves_http=False)
+    leader = _stamp(_labelled(pod_template(tier, role=PodRole.LEADER), spot))
+    worker = _labelled(pod_template(tier, role=PodRole.WORKER, serves_http=False), spot)
     worker["metadata"]["labels"][labels.SPEC_HASH] = leader["metadata"]["labels"][labels.SPEC_HASH]
     return LEADER_WORKER_SET, {
         "apiVersion": LEADER_WORKER_SET.api_version,
         "kind": LEADER_WORKER_SET.kind,
-        "metadata": _metadata(obj, uid, LEADER_WORKER_SET),
+        "metadata": _metadata(obj, uid, LEADER_WORKER_SET, spot),
         "spec": {
             "replicas": replicas,
             "startupPolicy": "LeaderCreated",
@@ -172,10 +204,16 @@ def disruption_budget(obj: LLMDeployment, uid: str) -> Manifest:
     }
 
 
-def children(obj: LLMDeployment, uid: str) -> list[tuple[Resource, Manifest]]:
-    """Every child ``obj`` should have, in the order they are applied."""
-    return [
-        workload(obj, uid, desired_replicas(obj)),
-        (SERVICE, service(obj, uid)),
-        (PDB, disruption_budget(obj, uid)),
-    ]
+def children(
+    obj: LLMDeployment, uid: str, split: Split | None = None
+) -> list[tuple[Resource, Manifest]]:
+    """Every child ``obj`` should have, in the order they are applied: with
+    ``spec.placement.spot``, the replicas as ``split`` shares them (all on demand
+    without one)."""
+    replicas = desired_replicas(obj)
+    if obj.spec.placement.spot is None:
+        workloads = [workload(obj, uid, replicas)]
+    else:
+        split = split or Split(replicas, 0)
+        workloads = [workload(obj, uid, split.on_demand), workload(obj, uid, split.spot, True)]
+    return [*workloads, (SERVICE, service(obj, uid)), (PDB, disruption_budget(obj, uid))]

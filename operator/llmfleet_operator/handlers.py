@@ -34,12 +34,16 @@ from llmfleet_contract.labels import OWNER
 from llmfleet_operator.autoscale import SignalReading
 from llmfleet_operator.autoscaler import Autoscaler
 from llmfleet_operator.cache import CachedKube, Index, Written, packed, snapshot
-from llmfleet_operator.kube import Credentials, Kube
+from llmfleet_operator.kube import Credentials, Kube, Manifest
+from llmfleet_operator.placement import PREEMPTION_TAINTS, notice
 from llmfleet_operator.reconcile import reconcile
-from llmfleet_operator.resources import CHILD_KINDS, LLMDEPLOYMENT, POD, Resource
+from llmfleet_operator.resources import CHILD_KINDS, LLMDEPLOYMENT, NODE, POD, Resource
 from llmfleet_operator.workqueue import WorkQueue
 
 log = logging.getLogger("llmfleet.operator")
+
+BY_NODE = "llmfleet-pods-by-node"
+"""The kopf index of llmfleet's pods by the node they are bound to: (namespace, owner)."""
 
 
 LiveSignals = Callable[[], Iterable[tuple[str, str, Mapping[str, SignalReading]]]]
@@ -228,6 +232,12 @@ class Runtime:
     written: Written = field(default_factory=Written)
     reconciled: dict[tuple[str, str], tuple[frozenset[Any], float]] = field(default_factory=dict)
     """When each LLMDeployment was last reconciled, and the versions of its objects then."""
+    notices: tuple[str, ...] = PREEMPTION_TAINTS
+    """Taint keys that say a node is about to be preempted."""
+    noticed: set[str] = field(default_factory=set)
+    """The nodes seen with such a taint (each acted on once)."""
+    forget_nodes: Callable[[], None] = lambda: None
+    """Drops the client's cached node list (a node got a notice)."""
     queue: WorkQueue | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     executor: ThreadPoolExecutor | None = None
@@ -239,7 +249,14 @@ class Runtime:
         kube = CachedKube(self.kube, found, self.written)
         try:
             requeue = await asyncio.get_running_loop().run_in_executor(
-                self.executor, reconcile, kube, namespace, name, None, self.autoscaler
+                self.executor,
+                reconcile,
+                kube,
+                namespace,
+                name,
+                None,
+                self.autoscaler,
+                self.notices,
             )
         except Exception:
             self.metrics.reconciles.labels(result="error").inc()
@@ -251,6 +268,19 @@ class Runtime:
             self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.queued.set(len(self.queue or ()))
         return requeue
+
+    def node_changed(self, name: str, node: Manifest, owners: Iterable[tuple[str, str]]) -> None:
+        """A node's first event with a preemption notice: reconcile the LLMDeployments with
+        pods on it, from a fresh list of nodes (their spot pods there are drained)."""
+        if notice(node, self.notices) is None:
+            self.noticed.discard(name)
+            return
+        if name in self.noticed:
+            return
+        self.noticed.add(name)
+        self.forget_nodes()
+        for namespace, owner in set(owners):
+            self.enqueue(namespace, owner)
 
     def enqueue(self, namespace: str | None, name: str | None) -> None:
         if self.queue is not None and namespace and name:
@@ -279,8 +309,10 @@ class Runtime:
         return [key for key in list(self.known) if changed(*key)]
 
 
-def make_registry() -> kopf.OperatorRegistry:
-    """A fresh registry with llmfleet's handlers (one per operator instance)."""
+def make_registry(watch_nodes: bool = True) -> kopf.OperatorRegistry:
+    """A fresh registry with llmfleet's handlers (one per operator instance); with
+    ``watch_nodes``, a node's preemption notice is acted on as it comes (else at the next
+    reconcile that lists the nodes)."""
     registry = kopf.OperatorRegistry()
 
     watched = {
@@ -390,6 +422,24 @@ def make_registry() -> kopf.OperatorRegistry:
         namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> dict[Any, Any]:
         return {(namespace, labels[OWNER]): packed(body)}
+
+    if watch_nodes:
+
+        async def by_node(
+            namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+        ) -> dict[Any, Any] | None:
+            node = (body.get("spec") or {}).get("nodeName")
+            return {node: (namespace, labels[OWNER])} if node else None
+
+        kopf.index(
+            "", "v1", POD.plural, labels={OWNER: kopf.PRESENT}, id=BY_NODE, registry=registry
+        )(by_node)
+
+        @kopf.on.event("", "v1", NODE.plural, registry=registry)
+        async def node_changed(name: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+            on_node = kwargs[BY_NODE]
+            owners = on_node.get(name, ())
+            memo["runtime"].node_changed(name, dict(body), owners)
 
     group, _, version = LLMDEPLOYMENT.api_version.rpartition("/")
     kopf.index(group, version, LLMDEPLOYMENT.plural, id=watched[LLMDEPLOYMENT], registry=registry)(

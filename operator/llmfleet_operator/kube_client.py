@@ -200,6 +200,11 @@ class DynamicKube:
             result = self._resource(kind).get(namespace=namespace, label_selector=selector)
         return [item.to_dict() for item in result.items]
 
+    def forget_nodes(self) -> None:
+        """The next listing of nodes asks the API server (a node just changed)."""
+        with self._nodes_lock:
+            self._nodes.clear()
+
     def _list_nodes(self, selector: str) -> Manifests:
         now = self._clock()
         with self._nodes_lock:

@@ -26,6 +26,7 @@ from llmfleet_contract.api import (
 )
 from llmfleet_contract.pods import condition, serving_url, terminating
 from llmfleet_operator.children import desired_replicas
+from llmfleet_operator.placement import is_spot
 
 Manifest = dict[str, Any]
 TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
@@ -35,7 +36,8 @@ TRUE, FALSE, UNKNOWN = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionSta
 class Observed:
     """What the reconcile saw of one LLMDeployment's world."""
 
-    workload: Manifest | None
+    workloads: list[Manifest]
+    """The workloads that exist: one, or an on-demand and a spot one."""
     pods: list[Manifest]
     largest_node_gpus: int | None = None
     """Most allocatable GPUs (of the spec's resource) on any node; None if unknown."""
@@ -140,7 +142,7 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
             " pod; lower tensorParallelSize x pipelineParallelSize or set gpusPerNode to spread"
             " the group over nodes",
         )
-    refused = replica_failure(observed.workload)
+    refused = next(filter(None, map(replica_failure, observed.workloads)), None)
     if refused:
         return Verdict(TRUE, Reason.FAILED_CREATE, refused)
     stuck = unschedulable(observed.pods)
@@ -179,10 +181,29 @@ def ready_endpoints(found: list[Manifest]) -> list[str]:
     return sorted(url.removeprefix("http://") for url in urls if url)
 
 
-def _workload_counts(workload: Manifest | None) -> tuple[int, int, int, bool]:
-    """(replicas, ready, updated, caught up) from a Deployment's or LeaderWorkerSet's status."""
-    if workload is None:
+def _tiers(obj: LLMDeployment, pods: list[Manifest]) -> dict[str, int | None]:
+    """With spot replicas: how many ready ones run on spot and on demand."""
+    if obj.spec.placement.spot is None:
+        return {"spot_replicas": None, "on_demand_replicas": None}
+    spot = [is_spot(pod) for pod in pods if serving_url(pod)]
+    return {"spot_replicas": sum(spot), "on_demand_replicas": len(spot) - sum(spot)}
+
+
+def _counts(workloads: list[Manifest]) -> tuple[int, int, int, bool]:
+    """(replicas, ready, updated, caught up) of the workloads together."""
+    if not workloads:
         return 0, 0, 0, False
+    found = [_workload_counts(workload) for workload in workloads]
+    return (
+        sum(replicas for replicas, *_ in found),
+        sum(ready for _, ready, *_ in found),
+        sum(updated for *_, updated, _ in found),
+        all(caught_up for *_, caught_up in found),
+    )
+
+
+def _workload_counts(workload: Manifest) -> tuple[int, int, int, bool]:
+    """(replicas, ready, updated, caught up) from a Deployment's or LeaderWorkerSet's status."""
     status = workload.get("status") or {}
     if "observedGeneration" in status:
         caught_up = status["observedGeneration"] >= workload["metadata"].get("generation", 0)
@@ -233,7 +254,7 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
     """The status ``obj`` should have given what was observed."""
     old = obj.status or LLMDeploymentStatus()
     desired = desired_replicas(obj)
-    replicas, ready, updated, caught_up = _workload_counts(observed.workload)
+    replicas, ready, updated, caught_up = _counts(observed.workloads)
     rolling = not caught_up or updated < desired or replicas != desired
     limited = find_condition(old.conditions, ConditionType.SCALING_LIMITED)
     if desired == 0 and limited is not None and limited.reason is Reason.UNPLACEABLE:
@@ -283,5 +304,6 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
             "selector": labels.selector_string(obj.metadata.name),
             "service_name": obj.metadata.name,
             "endpoints": ready_endpoints(observed.pods) or None,
+            **_tiers(obj, observed.pods),
         }
     )

@@ -26,6 +26,7 @@ from llmfleet_operator.handlers import Metrics, Runtime, make_registry
 from llmfleet_operator.kube_client import DynamicKube, connect, credentials
 from llmfleet_operator.leader import LeaseElector
 from llmfleet_operator.metrics import DirectScrape
+from llmfleet_operator.placement import PREEMPTION_TAINTS
 
 log = logging.getLogger("llmfleet.operator")
 
@@ -75,6 +76,22 @@ def _parser() -> argparse.ArgumentParser:
         help="what a GPU-hour costs where an LLMDeployment's spec.placement.gpuHourPrice is"
         " unset (exported for llmfleet usage)",
     )
+    parser.add_argument(
+        "--preemption-taint",
+        action="append",
+        dest="preemption_taints",
+        metavar="KEY",
+        help="a taint key that says a node is about to be preempted: the spot replicas on it"
+        f" are drained at once (repeatable; default: {', '.join(PREEMPTION_TAINTS)})",
+    )
+    parser.add_argument(
+        "--watch-nodes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="watch nodes, to act on a preemption notice as it comes (needs list and watch on"
+        " nodes; only when watching every namespace; without, the next reconcile that lists"
+        " them acts, within 30 s)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -100,6 +117,8 @@ def main(argv: list[str]) -> int:
         autoscaler=autoscaler,
         workers=args.workers,
         resync_seconds=args.resync_seconds,
+        notices=tuple(args.preemption_taints or PREEMPTION_TAINTS),
+        forget_nodes=kube.forget_nodes,
     )
     if args.metrics_port:
         start_http_server(
@@ -135,7 +154,9 @@ async def _run(args: argparse.Namespace, runtime: Runtime, elector: LeaseElector
             await elector.acquire()
             keeper = asyncio.create_task(elector.keep(lambda: os.kill(os.getpid(), signal.SIGTERM)))
         await kopf.operator(
-            registry=make_registry(),
+            # kopf watching a cluster-scoped kind in namespaced mode lists namespaces,
+            # which a namespaced operator may not: there the reconciles' listings see it.
+            registry=make_registry(args.watch_nodes and not args.namespaces),
             memo=kopf.Memo(runtime=runtime),
             standalone=True,  # no kopf peering: the Lease decides who acts
             # Else kopf asks getpass for a user name, which an image's numeric user has not.

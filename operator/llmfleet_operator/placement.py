@@ -11,6 +11,12 @@ What is free on a node is its allocatable GPUs minus the requests of the pods bo
 that llmfleet manages (every LLMDeployment's, from the operator's own view). Other
 workloads' GPU pods are not seen: the scheduler still decides, and its refusal is reported
 as before (``BlockedByGPUs``).
+
+With ``spec.placement.spot`` the replicas are shared between an on-demand and a spot
+workload (:func:`split`): the on-demand floor first, then spot as far as the spot nodes
+hold, the rest on demand; replicas move back to spot only as spot ones become ready. A
+node carrying a preemption taint (:data:`PREEMPTION_TAINTS`, or the operator's
+``--preemption-taint``) is not eligible, and the spot pods on it are drained at once.
 """
 
 from __future__ import annotations
@@ -18,11 +24,50 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmfleet_contract import labels
 from llmfleet_contract.api import LLMDeployment
 from llmfleet_contract.api.placement import PlacementSpec, Toleration, TolerationOperator
 from llmfleet_operator.kube import Manifest
 
 FINISHED = frozenset({"Succeeded", "Failed"})
+PREEMPTION_TAINTS = (
+    "karpenter.sh/disrupted",  # Karpenter v1 drains the node: spot interruption among others
+    "aws-node-termination-handler/spot-itn",  # AWS Node Termination Handler: spot notice
+    "cloud.google.com/impending-node-termination",  # GKE: the node is shutting down
+)
+"""Taint keys that say a node is about to go (the operator's default ``--preemption-taint``)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """How many replicas run on demand and how many on spot nodes."""
+
+    on_demand: int
+    spot: int
+
+
+def split(
+    total: int, floor: int, spot_fits: int, on_demand_now: int | None, spot_ready: int
+) -> Split:
+    """Share ``total`` replicas: ``floor`` on demand, the rest on spot as far as
+    ``spot_fits`` (what the spot nodes hold), the remainder on demand. On-demand replicas
+    above that go only as the ``spot_ready`` ones cover them (from ``on_demand_now``), so a
+    move back to spot never drops below ``total`` ready."""
+    spot = min(max(0, total - floor), spot_fits)
+    on_demand = total - spot
+    if on_demand_now is not None:
+        on_demand = max(on_demand, min(on_demand_now, total - spot_ready))
+    return Split(on_demand, spot)
+
+
+def notice(node: Manifest, taints: Iterable[str]) -> str | None:
+    """The preemption taint ``node`` carries (its key), if any."""
+    keys = {taint.get("key") for taint in (node.get("spec") or {}).get("taints") or []}
+    return next((key for key in taints if key in keys), None)
+
+
+def is_spot(pod: Manifest) -> bool:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(labels.CAPACITY) == labels.SPOT
 
 
 @dataclass(frozen=True)
@@ -34,6 +79,11 @@ class Room:
     pods_per_replica: int
     free: dict[str, int]
     """Free GPUs per eligible node."""
+
+    def __add__(self, other: Room) -> Room:
+        """Room on two sets of nodes (the on-demand and the spot ones)."""
+        free = {**self.free, **other.free}
+        return Room(self.replicas + other.replicas, self.gpus_per_pod, self.pods_per_replica, free)
 
     def shortfall(self, wanted: int, resource: str) -> str:
         """Why ``wanted`` more replicas do not fit (for the status and the decision)."""
@@ -86,14 +136,18 @@ def _groups(pods_per_node: list[int], size: int) -> int:
 
 def eligible(node: Manifest, placement: PlacementSpec) -> bool:
     """Whether the pods may land on ``node``: schedulable, its labels matching the node
-    selector and the GPU products, and every NoSchedule or NoExecute taint tolerated."""
-    spec, labels = node.get("spec") or {}, (node.get("metadata") or {}).get("labels") or {}
+    selector and the GPU products (and not the spot nodes' when these run apart), and every
+    NoSchedule or NoExecute taint tolerated."""
+    spec, found = node.get("spec") or {}, (node.get("metadata") or {}).get("labels") or {}
     if spec.get("unschedulable"):
         return False
     wanted = dict(placement.node_selector or {})
-    if any(labels.get(key) != value for key, value in wanted.items()):
+    if any(found.get(key) != value for key, value in wanted.items()):
         return False
-    if placement.gpu_products and labels.get(placement.gpu_product_label) not in set(
+    spot = placement.spot
+    if spot and all(found.get(key) == value for key, value in spot.node_selector.items()):
+        return False
+    if placement.gpu_products and found.get(placement.gpu_product_label) not in set(
         placement.gpu_products
     ):
         return False

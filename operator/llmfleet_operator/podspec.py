@@ -95,25 +95,59 @@ def engine_config(obj: LLMDeployment) -> EngineConfig:
 
 
 def node_affinity(obj: LLMDeployment) -> Manifest | None:
-    """The user's affinity, with the GPU product requirement added to every node term."""
+    """The user's affinity, with the GPU product requirement added to every node term, and,
+    where spot replicas run apart (:func:`spot_tier`), the spot nodes left out."""
     placement = obj.spec.placement
     affinity = copy.deepcopy(placement.affinity) if placement.affinity else {}
-    if not placement.gpu_products:
+    added: list[Manifest] = []
+    if placement.gpu_products:
+        added.append(
+            {
+                "key": placement.gpu_product_label,
+                "operator": "In",
+                "values": list(placement.gpu_products),
+            }
+        )
+    if not added and placement.spot is None:
         return affinity or None
-    requirement = {
-        "key": placement.gpu_product_label,
-        "operator": "In",
-        "values": list(placement.gpu_products),
-    }
     required = affinity.setdefault("nodeAffinity", {}).setdefault(
         "requiredDuringSchedulingIgnoredDuringExecution", {}
     )
-    terms = required.setdefault("nodeSelectorTerms", [])
-    if not terms:
-        terms.append({})
+    terms = required.setdefault("nodeSelectorTerms", []) or [{}]
     for term in terms:  # terms are ORed: each one must ask for the GPU product
-        term.setdefault("matchExpressions", []).append(requirement)
+        term.setdefault("matchExpressions", []).extend(added)
+    if placement.spot is not None:
+        # A spot node matches every label of the spot selector: a node that differs in any
+        # one is on demand. Terms are ORed, so one term per label.
+        terms = [
+            {
+                **term,
+                "matchExpressions": [
+                    *term["matchExpressions"],
+                    {"key": key, "operator": "NotIn", "values": [value]},
+                ],
+            }
+            for term in terms
+            for key, value in sorted(placement.spot.node_selector.items())
+        ]
+    required["nodeSelectorTerms"] = terms
     return affinity
+
+
+def spot_tier(obj: LLMDeployment) -> LLMDeployment:
+    """``obj`` as its spot replicas see it: the spot nodes' labels and taints added to its
+    placement, and no spot of its own."""
+    placement = obj.spec.placement
+    spot = placement.spot
+    assert spot is not None
+    tier = placement.model_copy(
+        update={
+            "node_selector": {**(placement.node_selector or {}), **spot.node_selector},
+            "tolerations": [*(placement.tolerations or ()), *(spot.tolerations or ())] or None,
+            "spot": None,
+        }
+    )
+    return obj.model_copy(update={"spec": obj.spec.model_copy(update={"placement": tier})})
 
 
 def _probe(path: str, period: int, failures: int) -> Manifest:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,8 +34,9 @@ from llmfleet_contract.api import (
     LLMDeploymentStatus,
     Reason,
 )
+from llmfleet_contract.pods import is_serving, serving_url, terminating
 from llmfleet_operator.autoscaler import Autoscaler, builtin, without_scaling
-from llmfleet_operator.children import child_name, children
+from llmfleet_operator.children import child_keys, child_name, children, desired_replicas
 from llmfleet_operator.kube import ClientError, Kube, KubeError
 from llmfleet_operator.observe import (
     FALSE,
@@ -43,9 +45,20 @@ from llmfleet_operator.observe import (
     compute_status,
     find_condition,
 )
-from llmfleet_operator.placement import Room, allocatable, room
+from llmfleet_operator.placement import (
+    PREEMPTION_TAINTS,
+    Room,
+    Split,
+    allocatable,
+    eligible,
+    is_spot,
+    notice,
+    room,
+    split,
+)
+from llmfleet_operator.podspec import spot_tier
 from llmfleet_operator.resources import (
-    CHILD_KINDS,
+    DEPLOYMENT,
     LEADER_WORKER_SET,
     LLMDEPLOYMENT,
     NODE,
@@ -56,6 +69,9 @@ from llmfleet_operator.resources import (
 
 Manifest = dict[str, Any]
 log = logging.getLogger("llmfleet.reconcile")
+
+DOOMED_COST = -1_000_000
+"""The pod-deletion-cost of a spot pod on a node about to be preempted: removed first."""
 
 CONFLICT_RECHECK_SECONDS = 30.0
 """How soon a reconcile blocked by an object it does not own looks again (that object's
@@ -113,9 +129,13 @@ def covers(live: Any, wanted: Any) -> bool:
     return bool(live == wanted)
 
 
+Key = tuple[Resource, str]
+"""A child by kind and name."""
+
+
 def plan(
     desired: list[tuple[Resource, Manifest]],
-    existing: dict[Resource, Manifest | None],
+    existing: dict[Key, Manifest | None],
     why_scaled: str = "",
 ) -> Plan:
     """What to apply (each desired child the live one does not already match, with the
@@ -127,7 +147,7 @@ def plan(
     for kind, unstamped in desired:
         manifest = stamped(unstamped)
         name = manifest["metadata"]["name"]
-        current = existing.get(kind)
+        current = existing.get((kind, name))
         reason: Reason | EventReason | None
         if current is None:
             reason, message = EventReason.CREATED, f"Created {kind.kind} {name}"
@@ -151,11 +171,9 @@ def plan(
         else:
             reason, message = None, ""  # a hand edit or a new field: put back, no Event
         changes.append(Change(kind, manifest, reason, message))
-    wanted = {kind for kind, _ in desired}
+    wanted = {(kind, manifest["metadata"]["name"]) for kind, manifest in desired}
     stale = [
-        (kind, manifest["metadata"]["name"])
-        for kind, manifest in existing.items()
-        if manifest is not None and kind not in wanted
+        key for key, manifest in existing.items() if manifest is not None and key not in wanted
     ]
     return Plan(changes, stale)
 
@@ -179,8 +197,11 @@ def reconcile(
     name: str,
     now: datetime | None = None,
     autoscaler: Autoscaler | None = None,
+    notices: Collection[str] = PREEMPTION_TAINTS,
 ) -> float | None:
     """Bring one LLMDeployment's children and status in line with its spec.
+
+    ``notices`` are the taint keys that say a node is about to be preempted.
 
     With an ``autoscaler``, a ``Builtin`` object gets a control period when one is due.
     Returns the seconds until the next one (for the work queue), or None.
@@ -199,8 +220,8 @@ def reconcile(
         _report_blocked(kube, body, Reason.INVALID_SPEC, "; ".join(problems), now)
         return None
     found = {
-        kind: kube.get(kind, namespace, child_name(kind, name))
-        for kind in CHILD_KINDS
+        (kind, child): kube.get(kind, namespace, child)
+        for kind, child in child_keys(name)
         if kube.served(kind)
     }
     if obj.spec.parallelism.nodes_per_group > 1 and not kube.served(LEADER_WORKER_SET):
@@ -217,16 +238,22 @@ def reconcile(
     requeue, why = None, ""
     if autoscaler is not None:
         obj, requeue, why = _autoscale(kube, autoscaler, body, obj, pods, now)
-    desired = children(obj, uid)
-    for kind, _ in desired:
-        if found.get(kind) is None:  # to be created: is anything in its place?
-            found[kind] = kube.get_live(kind, namespace, child_name(kind, name))
-    existing = {kind: _owned_by(child, uid) for kind, child in found.items()}
+    shares: Split | None = None
+    doomed: dict[str, tuple[str, str]] = {}
+    if obj.spec.placement.spot is not None:
+        shares, doomed = _spot(kube, obj, pods, found, notices)
+    desired = children(obj, uid, shares)
+    for kind, manifest in desired:
+        key = (kind, manifest["metadata"]["name"])
+        if found.get(key) is None:  # to be created: is anything in its place?
+            found[key] = kube.get_live(kind, namespace, key[1])
+    existing = {key: _owned_by(child, uid) for key, child in found.items()}
     todo = plan(desired, existing, why)
     foreign = [
         f"{change.kind.kind} {change.manifest['metadata']['name']}"
         for change in todo.apply
-        if found.get(change.kind) is not None and existing.get(change.kind) is None
+        if found.get(key := (change.kind, change.manifest["metadata"]["name"])) is not None
+        and existing.get(key) is None
     ]
     if foreign:
         _report_blocked(
@@ -246,12 +273,13 @@ def reconcile(
             EventReason.DELETED,
             f"Deleted {kind.kind} {child}: no longer wanted",
         )
-    applied: dict[Resource, Manifest] = {}
+    applied: dict[Key, Manifest] = {}
     said: dict[Reason | EventReason, list[str]] = {}
     try:
         for change in todo.apply:
             try:
-                applied[change.kind] = kube.apply(change.kind, change.manifest)
+                key = (change.kind, change.manifest["metadata"]["name"])
+                applied[key] = kube.apply(change.kind, change.manifest)
             except ClientError as err:
                 child = f"{change.kind.kind} {change.manifest['metadata']['name']}"
                 _report_blocked(kube, body, Reason.APPLY_FAILED, f"{child}: {err.message}", now)
@@ -262,10 +290,15 @@ def reconcile(
     finally:  # one Event per reason, not one per child: each is a write to the API server
         for reason, messages in said.items():
             kube.event(body, EventType.NORMAL, reason, "; ".join(messages))
-    kind = next(kind for kind, _ in desired if kind in WORKLOADS)
-    workload = applied.get(kind) or existing.get(kind)
+    _drain(kube, body, doomed)
+    workloads = [
+        live
+        for kind, manifest in desired
+        if kind in WORKLOADS
+        and (live := applied.get(key := (kind, manifest["metadata"]["name"])) or existing.get(key))
+    ]
     observed = Observed(
-        workload, pods, _largest_node_gpus(kube, obj.spec.placement.gpu_resource_name)
+        workloads, pods, _largest_node_gpus(kube, obj.spec.placement.gpu_resource_name)
     )
     status = compute_status(obj, observed, now)
     _warn_when_degraded(kube, body, status)
@@ -311,15 +344,79 @@ def _autoscale(
 
 
 def _room(kube: Kube, obj: LLMDeployment, pods: list[Manifest]) -> Room | None:
-    """How many more replicas of ``obj`` fit on the nodes beside every pod llmfleet manages
-    (None: the nodes or those pods cannot be listed; RBAC may not grant them)."""
+    """How many more replicas of ``obj`` fit on the nodes beside every pod llmfleet manages,
+    on demand and on spot nodes (None: the nodes or those pods cannot be listed; RBAC may
+    not grant them)."""
     try:
         nodes = kube.list(NODE, None, "")
         managed = kube.list(POD, None, labels.OWNER)
     except KubeError:
         return None
-    unbound = sum(1 for pod in pods if not (pod.get("spec") or {}).get("nodeName"))
-    return room(obj, nodes, managed, unbound)
+
+    def unbound(spot: bool) -> int:
+        return sum(1 for p in pods if not p["spec"].get("nodeName") and is_spot(p) == spot)
+
+    found = room(obj, nodes, managed, unbound(False))
+    if obj.spec.placement.spot is None:
+        return found
+    return found + room(spot_tier(obj), nodes, managed, unbound(True))
+
+
+def _spot(
+    kube: Kube,
+    obj: LLMDeployment,
+    pods: list[Manifest],
+    found: dict[Key, Manifest | None],
+    notices: Collection[str],
+) -> tuple[Split, dict[str, tuple[str, str]]]:
+    """How the replicas are shared between on demand and spot, and the spot pods to drain:
+    those on a node with a preemption notice (pod name to node and taint), made first in
+    line for the spot workload's scale-down (deletion cost).
+
+    Spot holds the spot replicas running on spot nodes without a notice, plus, only when
+    more are wanted, the room left on those nodes (the one cluster-wide listing of pods)."""
+    spot = obj.spec.placement.spot
+    assert spot is not None
+    total, wanted = desired_replicas(obj), max(0, desired_replicas(obj) - spot.on_demand_replicas)
+    try:
+        nodes = kube.list(NODE, None, "")
+    except KubeError:  # nothing known of the nodes: spot as far as wanted
+        return split(total, spot.on_demand_replicas, wanted, None, 0), {}
+    going = {node["metadata"]["name"]: taint for node in nodes if (taint := notice(node, notices))}
+    doomed = {
+        pod["metadata"]["name"]: (where, going[where])
+        for pod in pods
+        if is_spot(pod) and not terminating(pod) and (where := pod["spec"].get("nodeName")) in going
+    }
+    _set_deletion_costs(
+        kube, obj.metadata.namespace or "", pods, dict.fromkeys(doomed, DOOMED_COST)
+    )
+    tier = spot_tier(obj)
+    usable = [n for n in nodes if n["metadata"]["name"] not in going]
+    spot_nodes = {n["metadata"]["name"] for n in usable if eligible(n, tier.spec.placement)}
+    serving = [pod for pod in pods if is_spot(pod) and is_serving(pod)]
+    fits = sum(1 for pod in serving if pod["spec"].get("nodeName") in spot_nodes)
+    if fits < wanted:
+        try:
+            fits += room(tier, usable, kube.list(POD, None, labels.OWNER), 0).replicas
+        except KubeError:
+            fits = wanted
+    ready = sum(1 for pod in serving if serving_url(pod) and pod["metadata"]["name"] not in doomed)
+    kind = LEADER_WORKER_SET if obj.spec.parallelism.nodes_per_group > 1 else DEPLOYMENT
+    current = found.get((kind, child_name(kind, obj.metadata.name)))
+    now = None if current is None else (current.get("spec") or {}).get("replicas")
+    return split(total, spot.on_demand_replicas, fits, now, ready), doomed
+
+
+def _drain(kube: Kube, body: Manifest, doomed: dict[str, tuple[str, str]]) -> None:
+    """Delete (gracefully: the engine finishes its streams) the spot pods on nodes about to
+    be preempted. Not an eviction: the node goes whatever the disruption budget says."""
+    namespace = body["metadata"]["namespace"]
+    for pod, (node, taint) in doomed.items():
+        kube.delete(POD, namespace, pod)
+        message = f"Drained pod {pod} on node {node}: preemption notice ({taint}); replaced"
+        log.info("%s/%s: %s", namespace, body["metadata"]["name"], message)
+        kube.event(body, EventType.NORMAL, EventReason.DRAINED, message)
 
 
 def _set_deletion_costs(

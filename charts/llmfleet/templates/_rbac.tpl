@@ -26,9 +26,11 @@ Role in each watched namespace (Namespace). */}}
 # Before a scale-down the autoscaler sets pods' pod-deletion-cost (an annotation), so
 # the replicas with the fewest requests in flight go first. The ValidatingAdmissionPolicy
 # in operator-pod-guard.yaml refuses any other change the operator makes to a pod.
+# A spot replica whose node got a preemption notice is drained: its pod is deleted (the
+# same policy lets the operator delete only the pods of spot workloads).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["patch"]
+  verbs: ["patch", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -18,6 +18,7 @@ from llmfleet_contract.api.placement import (
     ModelCacheSpec,
     ParallelismSpec,
     PlacementSpec,
+    SpotSpec,
     Toleration,
 )
 from llmfleet_contract.api.resource import (
@@ -95,6 +96,7 @@ __all__ = [
     "ScalingTargets",
     "ServingSpec",
     "Signals",
+    "SpotSpec",
     "TenantLimits",
     "TenantPriority",
     "Toleration",

@@ -111,6 +111,29 @@ class ModelCacheSpec(ApiModel):
     """Where the volume is mounted in the engine container."""
 
 
+class SpotSpec(ApiModel):
+    """Burst capacity on spot (preemptible) nodes above an on-demand floor.
+
+    The first ``onDemandReplicas`` replicas run on the other eligible nodes (never on one
+    matching ``nodeSelector``); the rest run on spot nodes while these have room, and on
+    on-demand nodes while they have none. A replica whose node gets a preemption notice
+    (a taint the operator knows, e.g. ``karpenter.sh/disrupted``) is drained at once and
+    replaced. A separate workload (``<name>-spot``) runs the spot replicas.
+    """
+
+    node_selector: Annotated[
+        dict[str, Annotated[str, Field(max_length=63)]], Field(min_length=1, max_length=8)
+    ]
+    """Labels that mark the spot nodes (e.g. ``karpenter.sh/capacity-type: spot``,
+    ``cloud.google.com/gke-spot: "true"``)."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] | None = None
+    """Taints of the spot nodes the spot replicas tolerate, beside ``placement.tolerations``
+    (e.g. ``kubernetes.azure.com/scalesetpriority=spot:NoSchedule``)."""
+    on_demand_replicas: Annotated[int, Field(ge=0, le=10_000)] = 1
+    """Replicas kept on on-demand nodes whatever spot offers (fewer when fewer are
+    wanted)."""
+
+
 class PlacementSpec(ApiModel):
     """Which nodes and GPUs the engine pods may use."""
 
@@ -141,6 +164,8 @@ class PlacementSpec(ApiModel):
         | None
     ) = None
     """A core/v1 Affinity, given to the pods as is (e.g. to spread replicas over zones)."""
+    spot: SpotSpec | None = None
+    """Run replicas above an on-demand floor on spot nodes. Unset: no distinction."""
     priority_class_name: Annotated[str, Field(max_length=253)] | None = None
     """PriorityClass of the pods, so serving can preempt batch work."""
     shared_memory_size: Quantity = "16Gi"

@@ -107,6 +107,8 @@ class EventReason(StrEnum):
     CREATED = "Created"
     SCALED = "Scaled"
     DELETED = "Deleted"
+    DRAINED = "Drained"
+    """A spot replica's pod deleted (drained) because its node got a preemption notice."""
 
 
 class Condition(ApiModel):
@@ -198,6 +200,11 @@ class LLMDeploymentStatus(ApiModel):
         Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=10_000)] | None
     ) = None
     """``ip:port`` of every ready serving pod (the leader of a multi-node group), sorted."""
+    spot_replicas: Annotated[int, Field(ge=0)] | None = None
+    """With ``spec.placement.spot``: the ready serving groups on spot nodes (the rest of
+    ``readyReplicas`` run on demand)."""
+    on_demand_replicas: Annotated[int, Field(ge=0)] | None = None
+    """With ``spec.placement.spot``: the ready serving groups on on-demand nodes."""
     schedule: Annotated[str, Field(max_length=1_100)] | None = None
     """The ``spec.autoscaling.schedules`` open at the last control period, by name
     (comma-separated); unset: none."""
