@@ -8,11 +8,14 @@ move back to spot only as spot replicas become ready; the on-demand view of the 
 leaves the spot ones out; through the reconcile, a spot pod on a node with a preemption
 notice is put first in line, the replicas move to on demand when no spot node is left, the
 pod is deleted after the workloads are applied and an Event says so, and the status counts
-the ready replicas of each tier; a node's notice reconciles the owners of its pods once.
+the ready replicas of each tier; with a node provisioner's time (``nodeProvisioningSeconds``)
+a Pending spot pod stays asked for that long, then falls back; a node's notice reconciles
+the owners of its pods once.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -220,6 +223,34 @@ def test_removing_spot_deletes_the_spot_workload() -> None:
     reconcile(kube, "serving", "llama-8b", T0)
     assert ("Deployment", "llama-8b-spot") not in kube.objects
     assert kube.objects[("Deployment", "llama-8b")]["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize(
+    ("provisioning", "waited", "shares"),
+    [(0, 60, (2, 0)), (120, 60, (1, 1)), (120, 300, (2, 0))],
+)
+def test_with_a_node_provisioner_a_pending_spot_pod_gets_its_time(
+    provisioning: int, waited: int, shares: tuple[int, int]
+) -> None:
+    """No spot node exists; one spot pod waits Pending. Without a provisioner's time it
+    falls back at once; with 120 s it stays asked for 120 s, then falls back."""
+    kube = cluster(notice=False)
+    kube.nodes = kube.nodes[:1]  # no spot node
+    body = kube.objects[("LLMDeployment", "llama-8b")]
+    body["spec"]["placement"]["spot"]["nodeProvisioningSeconds"] = provisioning
+    pending = pod("b", ready_since=None, created=T0 - timedelta(seconds=waited))
+    pending["metadata"]["labels"] |= {
+        "llmfleet.io/deployment": "llama-8b",
+        "llmfleet.io/capacity": "spot",
+    }
+    pending["spec"] = {"containers": []}
+    kube.pods[1] = pending
+    reconcile(kube, "serving", "llama-8b", T0)
+    found = tuple(
+        kube.objects[("Deployment", name)]["spec"]["replicas"]
+        for name in ("llama-8b", "llama-8b-spot")
+    )
+    assert found == shares
 
 
 @pytest.mark.parametrize("tainted", [True, False])

@@ -241,7 +241,7 @@ def reconcile(
     shares: Split | None = None
     doomed: dict[str, tuple[str, str]] = {}
     if obj.spec.placement.spot is not None:
-        shares, doomed = _spot(kube, obj, pods, found, notices)
+        shares, doomed = _spot(kube, obj, pods, found, notices, now)
     desired = children(obj, uid, shares)
     for kind, manifest in desired:
         key = (kind, manifest["metadata"]["name"])
@@ -368,13 +368,15 @@ def _spot(
     pods: list[Manifest],
     found: dict[Key, Manifest | None],
     notices: Collection[str],
+    now: datetime,
 ) -> tuple[Split, dict[str, tuple[str, str]]]:
     """How the replicas are shared between on demand and spot, and the spot pods to drain:
     those on a node with a preemption notice (pod name to node and taint), made first in
     line for the spot workload's scale-down (deletion cost).
 
     Spot holds the spot replicas running on spot nodes without a notice, plus, only when
-    more are wanted, the room left on those nodes (the one cluster-wide listing of pods)."""
+    more are wanted, the room left on those nodes (the one cluster-wide listing of pods);
+    with ``nodeProvisioningSeconds``, all that is wanted but the pods Pending longer."""
     spot = obj.spec.placement.spot
     assert spot is not None
     total, wanted = desired_replicas(obj), max(0, desired_replicas(obj) - spot.on_demand_replicas)
@@ -396,7 +398,16 @@ def _spot(
     spot_nodes = {n["metadata"]["name"] for n in usable if eligible(n, tier.spec.placement)}
     serving = [pod for pod in pods if is_spot(pod) and is_serving(pod)]
     fits = sum(1 for pod in serving if pod["spec"].get("nodeName") in spot_nodes)
-    if fits < wanted:
+    if spot.node_provisioning_seconds:
+        waited = now.timestamp() - spot.node_provisioning_seconds
+        stuck = sum(
+            1
+            for pod in serving
+            if not pod["spec"].get("nodeName")
+            and datetime.fromisoformat(pod["metadata"]["creationTimestamp"]).timestamp() < waited
+        )
+        fits = wanted - stuck
+    elif fits < wanted:
         try:
             fits += room(tier, usable, kube.list(POD, None, labels.OWNER), 0).replicas
         except KubeError:
@@ -404,8 +415,8 @@ def _spot(
     ready = sum(1 for pod in serving if serving_url(pod) and pod["metadata"]["name"] not in doomed)
     kind = LEADER_WORKER_SET if obj.spec.parallelism.nodes_per_group > 1 else DEPLOYMENT
     current = found.get((kind, child_name(kind, obj.metadata.name)))
-    now = None if current is None else (current.get("spec") or {}).get("replicas")
-    return split(total, spot.on_demand_replicas, fits, now, ready), doomed
+    on_demand = None if current is None else (current.get("spec") or {}).get("replicas")
+    return split(total, spot.on_demand_replicas, fits, on_demand, ready), doomed
 
 
 def _drain(kube: Kube, body: Manifest, doomed: dict[str, tuple[str, str]]) -> None:

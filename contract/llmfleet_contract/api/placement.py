@@ -132,6 +132,12 @@ class SpotSpec(ApiModel):
     on_demand_replicas: Annotated[int, Field(ge=0, le=10_000)] = 1
     """Replicas kept on on-demand nodes whatever spot offers (fewer when fewer are
     wanted)."""
+    node_provisioning_seconds: Annotated[int, Field(ge=0, le=3_600)] = 0
+    """With a node provisioner that adds spot nodes for Pending pods (Karpenter, the
+    cluster autoscaler): spot replicas are asked for whether or not a spot node has room,
+    and one Pending longer than this falls back on demand (then spot is tried again, the
+    on-demand replica staying until a spot one is ready). 0: only the room on the spot
+    nodes that exist counts, and no spot pod is asked for beyond it."""
 
 
 class PlacementSpec(ApiModel):
