@@ -3,8 +3,8 @@ node with the GPU product it asks, no gateway reporting it): each one ends Ready
 why not in a condition a user reads, never `Progressing` with no reason for as long as one
 waits.
 
-Cases (issue 23's list): llama-70b names a PriorityClass the cluster lacks, so its
-Deployment cannot create pods: Degraded FailedCreate in the API server's words, with a
+Cases (issue 23's list): llama-70b (and llama-70b-spot) names a PriorityClass the cluster
+lacks, so its Deployment cannot create pods: Degraded FailedCreate in the API server's words, with a
 Warning Event; qwen-7b is created at zero and no gateway reports it: ScalingLimited
 NoWakeSource; llama-8b asks for GPU products no node has: ScalingLimited Unplaceable, no
 pod asked for; the others are Ready or Degraded with their cause (a missing PVC leaves pods
@@ -26,6 +26,8 @@ from localop import LocalOperator
 
 EXPECTED = {
     "llama-70b-tp4.yaml": ("Degraded", "FailedCreate", "no PriorityClass with name llm-serving"),
+    # The same on its on-demand workload (the spot one has no replica yet).
+    "llama-70b-spot.yaml": ("Degraded", "FailedCreate", "no PriorityClass with name llm-serving"),
     "qwen-7b-scale-to-zero.yaml": ("ScalingLimited", "NoWakeSource", "nothing would wake it"),
     # No node has its GPU products: no pod is asked for, and the placement check says so.
     "llama-8b.yaml": ("ScalingLimited", "Unplaceable", "no node is eligible"),
