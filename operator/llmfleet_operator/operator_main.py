@@ -89,8 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="watch nodes, to act on a preemption notice as it comes (needs list and watch on"
-        " nodes; only when watching every namespace; without, the next reconcile that lists"
-        " them acts, within 30 s)",
+        " nodes; without, the next reconcile that lists them acts, within 30 s)",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -154,9 +153,7 @@ async def _run(args: argparse.Namespace, runtime: Runtime, elector: LeaseElector
             await elector.acquire()
             keeper = asyncio.create_task(elector.keep(lambda: os.kill(os.getpid(), signal.SIGTERM)))
         await kopf.operator(
-            # kopf watching a cluster-scoped kind in namespaced mode lists namespaces,
-            # which a namespaced operator may not: there the reconciles' listings see it.
-            registry=make_registry(args.watch_nodes and not args.namespaces),
+            registry=make_registry(args.watch_nodes),
             memo=kopf.Memo(runtime=runtime),
             standalone=True,  # no kopf peering: the Lease decides who acts
             # Else kopf asks getpass for a user name, which an image's numeric user has not.
