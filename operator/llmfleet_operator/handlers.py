@@ -436,10 +436,14 @@ def make_registry(watch_nodes: bool = True) -> kopf.OperatorRegistry:
         )(by_node)
 
         @kopf.on.event("", "v1", NODE.plural, registry=registry)
-        async def node_changed(name: str, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-            on_node = kwargs[BY_NODE]
-            owners = on_node.get(name, ())
-            memo["runtime"].node_changed(name, dict(body), owners)
+        async def node_changed(
+            type: str | None, name: str, body: kopf.Body, memo: Any, **kwargs: Any
+        ) -> None:
+            runtime: Runtime = memo["runtime"]
+            if type == "DELETED":
+                runtime.noticed.discard(name)
+            else:
+                runtime.node_changed(name, dict(body), kwargs[BY_NODE].get(name, ()))
 
     group, _, version = LLMDEPLOYMENT.api_version.rpartition("/")
     kopf.index(group, version, LLMDEPLOYMENT.plural, id=watched[LLMDEPLOYMENT], registry=registry)(
