@@ -444,3 +444,52 @@ def plots(result: dict[str, Any], prefix: Path) -> list[Path]:
             plt.close(fig)
             written.append(path)
     return written
+
+
+def week_bill(point: dict[str, Any], prices: dict[str, float]) -> float:
+    """A week bench point's bill: its on-demand and spot GPU-hours at the run's prices."""
+    return float(
+        point["on_demand_gpu_hours"] * prices["on_demand"]
+        + point["spot_gpu_hours"] * prices["spot"]
+    )
+
+
+def week_markdown(result: dict[str, Any]) -> str:
+    """The table of a run of the week bench (``week.py``; bench/results/week.md)."""
+    points, goal, prices = result["points"], result["goal"], result["prices"]
+    goal_static = [p for p in points if p["kind"] == "static" and p["attainment"] >= goal]
+    always = min(goal_static, key=lambda p: p["size"]) if goal_static else None
+    ref = week_bill(always, prices) if always else None
+    slo = result["slo"]
+    header = (
+        "| policy | attainment | GPU-h / week | on-demand / spot GPU-h | bill $ / week"
+        " | vs always-on | peak | changes | replay wall s |"
+    )
+    lines = [
+        f"Week-shaped load (bench/autoscale/week.py): {result['load']['requests']} requests"
+        f" in the scored week, tier {result['tier']} (TTFT <= {slo['ttft_s']:g} s, TPOT <="
+        f" {slo['tpot_s'] * 1000:g} ms), goal {goal:.0%}, startup {result['startup_s']:g} s."
+        f" GPU-hours per real week (the replay's x {result['week_speed']:g}); bill at"
+        f" ${prices['on_demand']:.2f} on-demand and ${prices['spot']:.2f} spot per"
+        " GPU-hour (assumed).",
+        "",
+        header,
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        bill = week_bill(p, prices)
+        cut = f"{bill / ref - 1:+.0%}" if ref else "n/a"
+        lines.append(
+            f"| {p['label']} | {p['attainment']:.2%} | {p['gpu_hours']:.0f} |"
+            f" {p['on_demand_gpu_hours']:.0f} / {p['spot_gpu_hours']:.0f} | {bill:,.0f} |"
+            f" {cut} | {p['peak_replicas']} | {p['changes']} | {p['wall_s']:.0f} |"
+        )
+    chosen = always["label"] if always else "no static fleet replayed reached the goal"
+    lines += [
+        "",
+        f"Always-on at peak: {chosen} (the smallest static fleet replayed that reaches the goal).",
+        "",
+        f"Command: `{result['command']}`; wall time {result['runtime_s'] / 60:.1f} min"
+        f" ({result['workers']} workers).",
+    ]
+    return "\n".join(lines) + "\n"

@@ -50,6 +50,9 @@ class LlmfleetPolicy:
     start: datetime | None = None
     """The wall-clock time of the replay's second 0: ``spec.autoscaling.schedules`` set
     the bounds by it, as in the operator."""
+    clock_speed: float = 1.0
+    """Seconds of that wall clock per second of the replay: above 1, a compressed week
+    (:func:`llmfleet_fleetsim.week.week_load`) whose schedules open and close faster."""
 
     def __post_init__(self) -> None:
         if self.spec.autoscaling is None:
@@ -74,7 +77,8 @@ class LlmfleetPolicy:
         )
         spec = self.spec
         if self.start is not None and spec.autoscaling is not None:
-            bounded, _ = spec.autoscaling.at(self.start + timedelta(seconds=now))
+            wall = self.start + timedelta(seconds=now * self.clock_speed)
+            bounded, _ = spec.autoscaling.at(wall)
             spec = spec.model_copy(update={"autoscaling": bounded})
         self.last = decide(spec, observed, self.history, now)
         self.history = self.last.history
