@@ -9,7 +9,8 @@ the spot replica when the node gets Karpenter's notice (the taint
 drains that pod at once (an Event says so), both streams end with every token, the replica
 comes back on demand, and the status counts 2 on demand. When the notice is lifted the
 replica moves back to spot, and the fleet never has fewer than two ready replicas while it
-does.
+does. Meanwhile two clients of the official ``openai`` client stream through the real
+gateway, one completion after another: none is lost through either move.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from localop import LocalOperator
 from manifests import gpu_node
 from openai import OpenAI
 from test_autoscaling import autoscaled, events, status
-from traffic import lost
+from traffic import Streams, gateway, lost
 
 from llmfleet_operator.metrics import DirectScrape, Target
 
@@ -79,6 +80,7 @@ def test_a_spot_nodes_preemption_drains_its_replica_with_no_stream_lost(
     kubeconfig: Path,
     namespace: str,
     spot_node: str,
+    tmp_path: Path,
 ) -> None:
     manifest = autoscaled("burst", minReplicas=2, maxReplicas=2)
     manifest["spec"]["placement"] = {
@@ -112,30 +114,40 @@ def test_a_spot_nodes_preemption_drains_its_replica_with_no_stream_lost(
         timeout=20,
     )
     core = CoreV1Api(api_client)
-    try:
-        _taint(core, spot_node, [SPOT_TAINT, NOTICE])
-        drained = wait_for("the Drained Event", lambda: events(api_client, namespace, "Drained"))
-        assert drained[0].message.startswith(f"Drained pod {doomed.metadata.name} on node")
-        assert "preemption notice (karpenter.sh/disrupted)" in drained[0].message
-        wait_for(
-            "both replicas on demand",
-            lambda: _tiers(api_client, namespace, name) == (2, 0),
-            timeout=120,
-        )
-        assert all(p.spec.node_name != spot_node for p in pods(api_client, namespace, name))
-    finally:
-        for stream in streams:
-            stream.join(timeout=120)
-    assert outcomes == [None, None]  # every token of both streams arrived
+    with (
+        gateway(kubeconfig, namespace, tmp_path / "gateway.log") as entry,
+        Streams(entry, clients=2, max_tokens=100, spread=2.0) as load,
+    ):
+        try:
+            wait_for("the gateway's clients sending", lambda: load.all_sending)
+            _taint(core, spot_node, [SPOT_TAINT, NOTICE])
+            drained = wait_for(
+                "the Drained Event", lambda: events(api_client, namespace, "Drained")
+            )
+            assert drained[0].message.startswith(f"Drained pod {doomed.metadata.name} on node")
+            assert "preemption notice (karpenter.sh/disrupted)" in drained[0].message
+            wait_for(
+                "both replicas on demand",
+                lambda: _tiers(api_client, namespace, name) == (2, 0),
+                timeout=120,
+            )
+            assert all(p.spec.node_name != spot_node for p in pods(api_client, namespace, name))
+        finally:
+            for stream in streams:
+                stream.join(timeout=120)
+        assert outcomes == [None, None]  # every token of both streams on the drained pod
 
-    _taint(core, spot_node, [SPOT_TAINT])  # spot is back
-    lowest: list[int] = []
+        _taint(core, spot_node, [SPOT_TAINT])  # spot is back
+        lowest: list[int] = []
 
-    def moved_back() -> bool:
-        serving = pods(api_client, namespace, name)
-        lowest.append(sum(1 for p in serving if _pod_ready(p)))
-        return _tiers(api_client, namespace, name) == (1, 1) and len(serving) == 2
+        def moved_back() -> bool:
+            serving = pods(api_client, namespace, name)
+            lowest.append(sum(1 for p in serving if _pod_ready(p)))
+            return _tiers(api_client, namespace, name) == (1, 1) and len(serving) == 2
 
-    wait_for("one replica back on spot", moved_back, timeout=150)
+        wait_for("one replica back on spot", moved_back, timeout=150)
+        done = load.done
+        wait_for("streams through the gateway on the fleet as it is now", lambda: load.done > done)
     # Ready pods not being deleted: the on-demand one went only once the spot one was ready.
     assert min(lowest) >= 2
+    assert load.errors == []  # the gateway's clients lost nothing through both moves
