@@ -22,14 +22,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmfleet_contract.api import LLMDeployment
+from llmfleet_contract.api import ConditionType, LLMDeployment
 from llmfleet_operator.children import children
 from llmfleet_operator.handlers import Metrics, Runtime
+from llmfleet_operator.observe import Observed, compute_status
 from llmfleet_operator.placement import Split, eligible, split
 from llmfleet_operator.podspec import spot_tier
 from llmfleet_operator.reconcile import DOOMED_COST, reconcile
 from llmfleet_operator.resources import DEPLOYMENT, LLMDEPLOYMENT, NODE, POD, Resource
-from tests.test_autoscaler import T0, deployment, pod
+from tests.test_autoscaler import T0, condition, deployment, pod
 from tests.test_placement import node
 from tests.test_reconcile_autoscaling import MemoryKube
 
@@ -251,6 +252,21 @@ def test_with_a_node_provisioner_a_pending_spot_pod_gets_its_time(
         for name in ("llama-8b", "llama-8b-spot")
     )
     assert found == shares
+
+
+def test_a_spot_pod_waiting_for_its_node_is_not_degraded_until_its_time_is_up() -> None:
+    obj = spotted(2, nodeProvisioningSeconds=120)
+    waiting = engine("b", "", True, "")
+    waiting["spec"].pop("nodeName")
+    waiting["status"] = {
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+    }
+    waiting["metadata"]["creationTimestamp"] = (T0 - timedelta(seconds=60)).isoformat()
+    verdict = condition(compute_status(obj, Observed([], [waiting]), T0), ConditionType.DEGRADED)
+    assert verdict.status == "False"
+    later = T0 + timedelta(seconds=120)
+    verdict = condition(compute_status(obj, Observed([], [waiting]), later), ConditionType.DEGRADED)
+    assert (verdict.status, verdict.reason) == ("True", "Unschedulable")
 
 
 @pytest.mark.parametrize("tainted", [True, False])

@@ -129,7 +129,17 @@ def stuck_containers(pods: list[Manifest]) -> dict[Reason, list[tuple[str, str]]
     return found
 
 
-def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
+def _provisioning(obj: LLMDeployment, pod: Manifest, now: datetime) -> bool:
+    """Whether ``pod`` is a spot pod still within the time a node provisioner is given
+    (``spec.placement.spot.nodeProvisioningSeconds``): Pending there is expected."""
+    spot = obj.spec.placement.spot
+    if spot is None or not spot.node_provisioning_seconds or not is_spot(pod):
+        return False
+    created = datetime.fromisoformat(pod["metadata"]["creationTimestamp"])
+    return (now - created).total_seconds() < spot.node_provisioning_seconds
+
+
+def degraded(obj: LLMDeployment, observed: Observed, now: datetime) -> Verdict:
     """Degraded when pods cannot be placed or keep crashing; the message has the numbers."""
     placement, parallelism = obj.spec.placement, obj.spec.parallelism
     resource, per_pod = placement.gpu_resource_name, parallelism.gpus_per_pod
@@ -145,7 +155,7 @@ def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
     refused = next(filter(None, map(replica_failure, observed.workloads)), None)
     if refused:
         return Verdict(TRUE, Reason.FAILED_CREATE, refused)
-    stuck = unschedulable(observed.pods)
+    stuck = [p for p in unschedulable(observed.pods) if not _provisioning(obj, p, now)]
     short_of_gpus = [
         p
         for p in stuck
@@ -274,7 +284,7 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
         if rolling
         else Verdict(FALSE, Reason.ROLLOUT_COMPLETE)
     )
-    trouble = degraded(obj, observed)
+    trouble = degraded(obj, observed, now)
     verdicts = {
         ConditionType.READY: ready_verdict,
         ConditionType.PROGRESSING: progress,
