@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from kit import apply_ready, pods, wait_for
 from kubernetes.client import ApiClient, CoreV1Api
-from localop import LocalOperator
+from localop import LocalOperator, kubectl
 from manifests import gpu_node
 from openai import OpenAI
 from test_autoscaling import autoscaled, events, status
@@ -92,6 +92,9 @@ def test_a_spot_nodes_preemption_drains_its_replica_with_no_stream_lost(
     }
     name = apply_ready(api_client, kubeconfig, namespace, manifest)
     wait_for("one replica on each tier", lambda: _tiers(api_client, namespace, name) == (1, 1))
+    shown = kubectl(kubeconfig, "get", "llmd", name, "-n", namespace, "-o", "wide")
+    header, row = shown.stdout.splitlines()
+    assert row[header.index("SPOT") :].split()[0] == "1"  # kubectl aligns values to headers
     [doomed] = [p for p in pods(api_client, namespace, name) if p.spec.node_name == spot_node]
     assert doomed.metadata.labels["llmfleet.io/capacity"] == "spot"
     assert all(

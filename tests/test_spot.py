@@ -290,6 +290,23 @@ def test_a_nodes_notice_reconciles_its_pods_owners_once(tainted: bool) -> None:
     assert forgotten == ([1] if tainted else [])
 
 
+def test_a_multi_node_groups_spot_workload_is_a_leaderworkerset_of_its_own() -> None:
+    obj = spotted(2)
+    parallelism = obj.spec.parallelism.model_copy(
+        update={"tensor_parallel_size": 16, "gpus_per_node": 8}
+    )
+    obj = obj.model_copy(update={"spec": obj.spec.model_copy(update={"parallelism": parallelism})})
+    groups = {
+        m["metadata"]["name"]: m for k, m in children(obj, "u", Split(1, 1)) if k != DEPLOYMENT
+    }
+    spot = groups["llama-8b-spot-group"]["spec"]["leaderWorkerTemplate"]
+    for template in (spot["leaderTemplate"], spot["workerTemplate"]):
+        assert template["metadata"]["labels"]["llmfleet.io/capacity"] == "spot"
+        assert template["spec"]["nodeSelector"] == {"capacity-type": "spot"}
+    on_demand = groups["llama-8b-group"]["spec"]["leaderWorkerTemplate"]["workerTemplate"]
+    assert "llmfleet.io/capacity" not in on_demand["metadata"]["labels"]
+
+
 def test_a_deployment_without_spot_has_one_workload() -> None:
     kinds = [kind for kind, _ in children(deployment(), "u")]
     assert kinds.count(DEPLOYMENT) == 1
