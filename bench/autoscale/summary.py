@@ -462,8 +462,9 @@ def week_markdown(result: dict[str, Any]) -> str:
     ref = week_bill(always, prices) if always else None
     slo = result["slo"]
     header = (
-        "| policy | attainment | GPU-h / week | on-demand / spot GPU-h | bill $ / week"
-        " | vs always-on | peak | changes | replay wall s |"
+        "| policy | attainment | notices (lost requests) | GPU-h / week"
+        " | on-demand / spot GPU-h | bill $ / week | vs always-on | peak | changes"
+        " | replay wall s |"
     )
     lines = [
         f"Week-shaped load (bench/autoscale/week.py): {result['load']['requests']} requests"
@@ -474,13 +475,14 @@ def week_markdown(result: dict[str, Any]) -> str:
         " GPU-hour (assumed).",
         "",
         header,
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         bill = week_bill(p, prices)
         cut = f"{bill / ref - 1:+.0%}" if ref else "n/a"
+        notices = f"{p['preemptions']} ({p['lost']})" if "preemptions" in p else "-"
         lines.append(
-            f"| {p['label']} | {p['attainment']:.2%} | {p['gpu_hours']:.0f} |"
+            f"| {p['label']} | {p['attainment']:.2%} | {notices} | {p['gpu_hours']:.0f} |"
             f" {p['on_demand_gpu_hours']:.0f} / {p['spot_gpu_hours']:.0f} | {bill:,.0f} |"
             f" {cut} | {p['peak_replicas']} | {p['changes']} | {p['wall_s']:.0f} |"
         )
@@ -488,8 +490,34 @@ def week_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Always-on at peak: {chosen} (the smallest static fleet replayed that reaches the goal).",
+        *week_preemptions(result),
         "",
         f"Command: `{result['command']}`; wall time {result['runtime_s'] / 60:.1f} min"
         f" ({result['workers']} workers).",
+        *(
+            f"Merged: `{run['command']}` ({len(run['labels'])} rows); wall time"
+            f" {run['runtime_s'] / 60:.1f} min ({run['workers']} workers)."
+            for run in result.get("merged", [])
+        ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def week_preemptions(result: dict[str, Any]) -> list[str]:
+    """The sentence on the rows replayed with spot preemptions (none: nothing)."""
+    preempted = [p for p in result["points"] if "preemption_rate" in p]
+    if not preempted:
+        return []
+    first = preempted[0]
+    return [
+        "",
+        "Rows `spot, R notices / spot replica-h`: ours with the business-hours floor, the"
+        " replicas above the floor on spot and preempted: a Poisson process per spot replica"
+        " at R notices per replica-hour of the replay's clock (seed"
+        f" {first['preemption_seed']}); a notice of {first['notice_s']:g} s (no new request,"
+        " what is still in the engine at its end lost: a miss), a replacement on spot at"
+        " once, serving a startup later; GPU-hours priced by the tier each replica ran in"
+        " (under notice: spot). Notices and lost requests are the replay's: a real week"
+        f" holds {result['week_speed']:g} times as many of both, the same share of its"
+        " requests.",
+    ]

@@ -11,6 +11,10 @@ ours alone, and ours with a forecast (``llmfleet-forecast``, replayed over two w
 scored on the second). Every replay is scored on the same week: the second week of a
 two-week load. Writes ``bench/results/week.{json,md}``. See the README's
 "The week" section.
+
+The spot rows (``--only spot``) replay ours with the business-hours floor with spot
+preemptions (:mod:`llmfleet_fleetsim.preemption`) at each of ``PREEMPTION_RATES``;
+``--merge`` adds the points of a run to the JSON already written (same labels replaced).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from llmfleet_fleetsim.fleet import run
 from llmfleet_fleetsim.forecast import ForecastPolicy, ScheduledPolicy
 from llmfleet_fleetsim.outcome import Outcome
 from llmfleet_fleetsim.policies import LlmfleetPolicy, StaticPolicy
+from llmfleet_fleetsim.preemption import Preemptions
 from llmfleet_fleetsim.slo import meets
 from llmfleet_fleetsim.trace import Trace
 from llmfleet_fleetsim.view import Policy
@@ -69,7 +74,14 @@ SCHEDULED_TARGET = 0.2
 ON_DEMAND_PER_GPU_HOUR = 4.00
 SPOT_PER_GPU_HOUR = 1.60
 """Assumed: H100 on-demand about $4/GPU-hour and spot at 40% of it, the order of the
-public clouds' 2025 list prices. The simulator does not model preemptions."""
+public clouds' 2025 list prices."""
+# -- spot preemptions (assumed rates: see the README's "The week") ---------------------
+PREEMPTION_RATES = (0.0, 1 / 24, 0.25, 1.0)
+"""Notices per spot replica-hour of the replay's clock (the real rate: a replay hour holds
+the load of a real hour): none, one a day, one every 4 hours, one an hour."""
+NOTICE_S = 30.0
+"""GKE's notice (AWS gives 120 s): the shorter loses more streams."""
+PREEMPTION_SEED = 0
 
 
 @cache
@@ -86,13 +98,15 @@ def loads(traces: str) -> tuple[Trace, Trace]:
 class Job:
     label: str
     kind: str
-    """static, scheduled, ours, ours-scheduled, forecast."""
+    """static, scheduled, ours, ours-scheduled, spot (ours-scheduled, preempted), forecast."""
     size: float
     """Replicas (static), off-hours replicas (scheduled), slotsUsed (ours)."""
     traces: str
     initial: int
     floor: int = 1
-    """Business-hours replicas of the schedule (scheduled, ours-scheduled)."""
+    """Business-hours replicas of the schedule (scheduled, ours-scheduled, spot)."""
+    preemption_rate: float | None = None
+    """Spot notices per replica-hour (spot)."""
 
 
 def with_schedule(scaling: AutoscalingSpec, floor: int) -> AutoscalingSpec:
@@ -111,7 +125,7 @@ def policy_for(job: Job) -> Policy:
         return ScheduledPolicy(with_schedule(off, job.floor), START, WEEK_SPEED)
     ours = tuned(deployment, job.size, (), "targets.slotsUsed")
     assert ours.autoscaling is not None
-    if job.kind == "ours-scheduled":
+    if job.kind in ("ours-scheduled", "spot"):
         scaled = with_schedule(ours.autoscaling, job.floor)
         ours = ours.model_copy(update={"autoscaling": scaled})
     inner = LlmfleetPolicy(ours, start=START, clock_speed=WEEK_SPEED)
@@ -125,15 +139,23 @@ def run_job(job: Job) -> dict[str, Any]:
     fortnight, week = loads(job.traces)
     trace, offset = (fortnight, WEEK_S / WEEK_SPEED) if job.kind == "forecast" else (week, 0.0)
     policy = policy_for(job)
-    started = time.perf_counter()
-    outcome = run(trace, policy, profile(), startup_s=STARTUP_S, scrape_s=SCRAPE_S, lag_s=LAG_S)
-    wall = time.perf_counter() - started
     floor = None
     scaling = spec().autoscaling
-    if job.kind == "ours-scheduled" and scaling is not None:
+    if job.kind in ("ours-scheduled", "spot") and scaling is not None:
         floor = ScheduledPolicy(with_schedule(scaling, job.floor), START, WEEK_SPEED)
+    preemptions = None
+    if job.preemption_rate is not None and floor is not None:
+        preemptions = Preemptions(job.preemption_rate, NOTICE_S, floor.at, PREEMPTION_SEED)
+    started = time.perf_counter()
+    outcome = run(trace, policy, profile(), startup_s=STARTUP_S, scrape_s=SCRAPE_S,
+                  lag_s=LAG_S, preemptions=preemptions)  # fmt: skip
+    wall = time.perf_counter() - started
+    extra: dict[str, Any] = {}
+    if preemptions is not None:
+        extra = {"preemption_rate": job.preemption_rate, "notice_s": NOTICE_S,
+                 "preemption_seed": PREEMPTION_SEED}  # fmt: skip
     return {"label": job.label, "kind": job.kind, "size": job.size, "floor": job.floor,
-            **score(trace, outcome, offset, floor), "wall_s": round(wall, 1)}  # fmt: skip
+            **extra, **score(trace, outcome, offset, floor), "wall_s": round(wall, 1)}  # fmt: skip
 
 
 def score(
@@ -142,31 +164,38 @@ def score(
     """Attainment of the requests arriving in the scored week, and the replicas held
     through it (from the fleet's timeline, one point a scrape), per real week: the replay's
     GPU-hours x WEEK_SPEED. With ``floor``, the replica-hours up to it (on-demand) and
-    above it (spot)."""
+    above it (spot); a replay with preemptions counts its own tiers (the same split, plus
+    the replicas under notice at spot), its notices and the requests they lost."""
     slo = TIERS[TIER]
     end = offset + WEEK_S / WEEK_SPEED
-    met = total = 0
+    met = total = lost = 0
+    tiers = bool(outcome.lost)
     for i, r in enumerate(trace.requests):
         if offset <= r.arrival_s < end:
             total += 1
             met += meets(slo, r.arrival_s, outcome.first_token[i], outcome.last_token[i],
                          r.output_tokens)  # fmt: skip
+            lost += tiers and outcome.lost[i]
     held = base = 0.0
     peak = 0
     points = [p for p in outcome.timeline if offset <= p.time < end]
     for p in points:
         held += p.total
         peak = max(peak, p.total)
-        if floor is not None:
+        if tiers:
+            base += p.total - p.spot
+        elif floor is not None:
             base += min(p.total, floor.at(p.time - offset))
     gpus = spec().parallelism.gpus_per_group
     per_week = SCRAPE_S * gpus * WEEK_SPEED / 3600
     scored = [c for c in outcome.changes if offset <= c.time < end]
     flips = sum(1 for a, b in pairwise(scored)
                 if (a.after > a.before) != (b.after > b.before))  # fmt: skip
+    preempted = [n for n in outcome.preempted if offset <= n.time < end]
     return {
         "requests": total,
         "attainment": met / total,
+        **({"preemptions": len(preempted), "lost": lost} if tiers else {}),
         "gpu_hours": held * per_week,
         "on_demand_gpu_hours": (base if floor else held) * per_week,
         "spot_gpu_hours": (held - base) * per_week if floor else 0.0,
@@ -215,6 +244,9 @@ def plan(traces: str) -> tuple[dict[str, Any], list[Job]]:
     jobs += [Job(f"ours+schedule {SCHEDULED_TARGET} floor {floor}", "ours-scheduled",
                  SCHEDULED_TARGET, traces, initial, floor)]  # fmt: skip
     jobs += [Job(f"forecast {t}", "forecast", t, traces, initial) for t in FORECAST_TARGETS]
+    jobs += [Job(f"ours+schedule {SCHEDULED_TARGET} floor {floor} spot, {rate:.3g} notices"
+                 " / spot replica-h", "spot", SCHEDULED_TARGET, traces, initial, floor, rate)
+             for rate in PREEMPTION_RATES]  # fmt: skip
     return load, jobs
 
 
@@ -226,6 +258,8 @@ def main() -> int:
     p.add_argument("--only", help="comma-separated job kinds to run")
     p.add_argument("--plan", action="store_true", help="print the load's figures and the jobs")
     p.add_argument("--from-json", type=Path, help="rewrite the table of a run, nothing replayed")
+    merge = "add this run's points to the JSON at --out (same labels replaced)"
+    p.add_argument("--merge", action="store_true", help=merge)
     args = p.parse_args()
     if args.from_json:
         args.from_json.with_suffix(".md").write_text(
@@ -245,23 +279,47 @@ def main() -> int:
         for point in pool.map(run_job, jobs):
             print(json.dumps(point), flush=True)
             points.append(point)
-    result = {
+    command = " ".join(["bench/autoscale/week.py", *sys.argv[1:]])
+    runtime_s = round(time.perf_counter() - started, 1)
+    result = result_of(load, points, args.workers, command, runtime_s)
+    out = Path(args.out)
+    if args.merge:
+        result = merged(json.loads(out.with_suffix(".json").read_text()), result)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(week_markdown(result))
+    print(week_markdown(result))
+    return 0
+
+
+def result_of(
+    load: dict[str, Any], points: list[dict[str, Any]], workers: int, command: str, runtime_s: float
+) -> dict[str, Any]:
+    """A run's JSON: the load, its constants, its points and how it ran."""
+    return {
         "bench": "week", "profile": PROFILE, "trace": TRACE_FILE,
         "curve": {"trough": CURVE.trough, "weekend_peak": CURVE.weekend_peak,
                   "ramp_up": CURVE.ramp_up, "ramp_down": CURVE.ramp_down},
         "peak": PEAK, "week_speed": WEEK_SPEED, "seed": SEED, "tier": TIER, "goal": GOAL,
         "startup_s": STARTUP_S, "slo": {"ttft_s": TIERS[TIER].ttft_s, "tpot_s": TIERS[TIER].tpot_s},
-        "prices": {"on_demand": ON_DEMAND_PER_GPU_HOUR,
-                                           "spot": SPOT_PER_GPU_HOUR},
-        "load": load, "points": points, "workers": args.workers,
-        "command": " ".join(["bench/autoscale/week.py", *sys.argv[1:]]),
-        "runtime_s": round(time.perf_counter() - started, 1),
+        "prices": {"on_demand": ON_DEMAND_PER_GPU_HOUR, "spot": SPOT_PER_GPU_HOUR},
+        "load": load, "points": points, "workers": workers, "command": command,
+        "runtime_s": runtime_s,
     }  # fmt: skip
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(week_markdown(result))
-    print(week_markdown(result))
-    return 0
+
+
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with ``new``'s points added (one of the same label replaced), after checking
+    both replayed the same load; ``new``'s command and time are kept under ``merged``."""
+    new = json.loads(json.dumps(new))  # tuples as the JSON's lists
+    for key in ("trace", "curve", "peak", "week_speed", "seed", "tier", "startup_s", "load"):
+        if old[key] != new[key]:
+            raise SystemExit(f"cannot merge: {key} differs ({old[key]!r} != {new[key]!r})")
+    labels = {p["label"] for p in new["points"]}
+    points = [p for p in old["points"] if p["label"] not in labels] + new["points"]
+    runs = [r for r in old.get("merged", []) if not labels.issuperset(r["labels"])]
+    run = {"command": new["command"], "runtime_s": new["runtime_s"],
+           "workers": new["workers"], "labels": sorted(labels)}  # fmt: skip
+    return {**old, "points": points, "merged": [*runs, run]}
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ The Python API::
     report.attainment, report.gpu_hours, report.to_dict()
 
 Modules: :mod:`.trace` (CSV in), :mod:`.fleet` (replicas, router, metrics, startup,
-drain) and :mod:`.outcome` (what a replay produced), :mod:`.view` (what a policy sees,
-the Policy protocol), :mod:`.policies` and :mod:`.baselines` (the six policies),
-:mod:`.oracle`, :mod:`.slo`, :mod:`.report`, :mod:`.simulation` (:func:`simulate`),
+drain), :mod:`.preemption` (spot tiers and their preemptions) and :mod:`.outcome` (what
+a replay produced), :mod:`.view` (what a policy sees, the Policy protocol),
+:mod:`.policies` and :mod:`.baselines` (the six policies), :mod:`.oracle`, :mod:`.slo`,
+:mod:`.report`, :mod:`.simulation` (:func:`simulate`),
 :mod:`.plot` (matplotlib, lazy), :mod:`.cli`.
 """
 
@@ -45,6 +46,7 @@ from llmfleet_fleetsim.policies import (
     StaticPolicy,
     make_policy,
 )
+from llmfleet_fleetsim.preemption import Preempted, Preemptions
 from llmfleet_fleetsim.report import Report, Settings
 from llmfleet_fleetsim.simulation import fleet_profile, simulate
 from llmfleet_fleetsim.slo import Slo
@@ -74,6 +76,8 @@ __all__ = [
     "Outcome",
     "Point",
     "Policy",
+    "Preempted",
+    "Preemptions",
     "Report",
     "Schedule",
     "Settings",

@@ -33,15 +33,20 @@ The rules, as a real cluster would apply them:
   ``num_requests_running``, ``kv_cache_usage_perc``, and the gateway's pending prefill
   tokens: the router's number), and so is the gateway queue; a policy sees a sample
   ``lag_s`` after it was taken.
+* With ``preemptions`` (:mod:`.preemption`), the replicas above an on-demand floor run on
+  spot and get preemption notices: a replica under notice takes no new request, what is
+  still in its engine at the end of the notice is lost, and a replacement starts at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Sequence
 
 from llmfleet_fleetsim.outcome import Change, Outcome, Point
+from llmfleet_fleetsim.preemption import Preempted, Preemptions, SpotMarket, spot_count
 from llmfleet_fleetsim.replica import FleetReplica, routing_settings
 from llmfleet_fleetsim.trace import Trace
 from llmfleet_fleetsim.view import FleetView, Policy
@@ -68,6 +73,7 @@ class Fleet:
         startup_s: float,
         lag_s: float,
         routing: RoutingSettings | None = None,
+        preemptions: Preemptions | None = None,
     ) -> None:
         self.trace = trace
         self.profile = profile
@@ -91,6 +97,16 @@ class Fleet:
         self.delivered: deque[Sample] = deque()
         self.gateway_seen: int | None = None
         self.timeline: list[Point] = []
+        self.preemptions = preemptions
+        self.market: SpotMarket | None = None
+        self.floor = 0
+        """The on-demand floor, read at each scrape (with ``preemptions``)."""
+        self.lost = [False] * n
+        self.preempted: dict[str, Preempted] = {}
+        """Every notice so far, by replica."""
+        if preemptions is not None:
+            self.market = SpotMarket(preemptions.rate_per_hour, preemptions.seed)
+            self.floor = preemptions.on_demand(0.0)
 
     # -- replicas ----------------------------------------------------------------------
 
@@ -168,6 +184,59 @@ class Fleet:
         ends = [end for r in self.alive if (end := r.engine.next_event_time()) is not None]
         return min(ends, default=math.inf)
 
+    # -- preemptions (only with ``preemptions``) ----------------------------------------
+
+    def spot_replicas(self) -> list[FleetReplica]:
+        """The replicas on spot and not under notice: all but the oldest ``floor``."""
+        return [r for r in self.alive if r.cut_at is None][self.floor :]
+
+    def next_notice(self) -> float:
+        """When the next preemption notice falls if the fleet stays as it is."""
+        if self.market is None:
+            return math.inf
+        return self.market.next_notice(len(self.spot_replicas()))
+
+    def next_cut(self) -> float:
+        """When the first notice in progress ends."""
+        return min((r.cut_at for r in self.alive if r.cut_at is not None), default=math.inf)
+
+    def preempt(self, now: float, notice_at: float) -> None:
+        """Spend the spot exposure up to ``now``; give the notice due then, and end the
+        notices that end then (their engines advanced to ``now`` already)."""
+        assert self.market is not None
+        assert self.preemptions is not None
+        self.market.elapse(now)
+        if now >= notice_at:
+            victim = self.market.pick(self.spot_replicas())
+            if victim is not None:
+                self.notice(victim, now, self.preemptions.notice_s)
+        for replica in [r for r in self.alive if r.cut_at is not None and r.cut_at <= now]:
+            self.cut(replica, now)
+
+    def notice(self, replica: FleetReplica, now: float, notice_s: float) -> None:
+        """``replica``'s node is going: no new request, a replacement at once (unless the
+        replica was already going: a scale-down victim)."""
+        replaced = not replica.draining
+        replica.cut_at = now + notice_s
+        self.preempted[replica.name] = Preempted(now, replica.name, 0)
+        replica.draining = True
+        if not (replica.ready and replica.engine.has_work()):
+            self.cut(replica, now)
+        if replaced:
+            self.create(now)
+
+    def cut(self, replica: FleetReplica, now: float) -> None:
+        """The end of ``replica``'s notice: what its engine still holds is lost."""
+        engine = replica.engine
+        lost = [int(seq.request.request_id) for seq in (*engine.running, *engine.waiting)]
+        for index in lost:
+            self.lost[index] = True
+        self.unfinished -= len(lost)
+        self.preempted[replica.name] = dataclasses.replace(
+            self.preempted[replica.name], lost=len(lost)
+        )
+        self.remove(replica, now)
+
     # -- requests ----------------------------------------------------------------------
 
     def advance(self, now: float) -> None:
@@ -237,7 +306,13 @@ class Fleet:
             )  # fmt: skip
             self.in_transit.append((visible, sample))
         self.in_transit.append((visible, len(self.gateway)))
-        self.timeline.append(Point(now, in_flight, len(self.gateway), ready, len(self.alive)))
+        spot = 0
+        if self.preemptions is not None:
+            self.floor = self.preemptions.on_demand(now)
+            noticed = sum(1 for r in self.alive if r.cut_at is not None)
+            spot = spot_count(len(self.alive) - noticed, noticed, self.floor)
+        point = Point(now, in_flight, len(self.gateway), ready, len(self.alive), spot)
+        self.timeline.append(point)
 
     def view(self, now: float, history_s: float) -> FleetView:
         while self.in_transit and self.in_transit[0][0] <= now:
@@ -264,6 +339,7 @@ def run(
     max_drain_s: float = 3600.0,
     initial_replicas: int | None = None,
     routing: RoutingSettings | None = None,
+    preemptions: Preemptions | None = None,
 ) -> Outcome:
     """Replay ``trace`` through a fleet scaled by ``policy`` (see the module docstring).
 
@@ -271,11 +347,12 @@ def run(
     ready replicas and ends when the last request has finished, or ``max_drain_s`` after
     the last arrival (requests still unanswered then count as failed). A policy sees the
     samples of the last ``history_s`` seconds. The router uses ``routing`` (default:
-    :func:`routing_settings` of ``profile``).
+    :func:`routing_settings` of ``profile``). With ``preemptions``, the replicas above its
+    on-demand floor are on spot and preempted (:mod:`.preemption`); without it, none is.
     """
     if startup_s < 0 or scrape_s <= 0 or lag_s < 0 or policy.period_s <= 0:
         raise ValueError("startup_s and lag_s must be >= 0; scrape_s and the period > 0")
-    fleet = Fleet(trace, profile, startup_s, lag_s, routing)
+    fleet = Fleet(trace, profile, startup_s, lag_s, routing, preemptions)
     warm = policy.initial_replicas if initial_replicas is None else initial_replicas
     for _ in range(warm):
         fleet.create(0.0, warm=True)
@@ -295,12 +372,17 @@ def run(
         t_ready = fleet.starting[0].ready_at if fleet.starting else inf
         t_scrape, t_tick = scrapes * scrape_s, ticks * policy.period_s
         t_free = fleet.next_step_end() if fleet.gateway and fleet.saturated else inf
-        now = min(t_arrival, t_ready, t_scrape, t_tick, t_free)
+        t_notice = t_cut = inf
+        if preemptions is not None:
+            t_notice, t_cut = fleet.next_notice(), fleet.next_cut()
+        now = min(t_arrival, t_ready, t_scrape, t_tick, t_free, t_notice, t_cut)
         if now > deadline:
             now = deadline
             fleet.advance(now)
             break
         fleet.advance(now)  # a slot freed at t_free went to the gateway queue there
+        if preemptions is not None:
+            fleet.preempt(now, t_notice)
         if now == t_ready:
             fleet.become_ready(now)
         elif now == t_arrival:
@@ -340,6 +422,8 @@ def run(
         changes=tuple(changes),
         capacity_delays=delays,
         timeline=tuple(fleet.timeline),
+        lost=tuple(fleet.lost) if preemptions is not None else (),
+        preempted=tuple(fleet.preempted.values()),
     )
 
 

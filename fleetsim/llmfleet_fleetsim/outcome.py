@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmfleet_fleetsim.preemption import Preempted
+
 
 @dataclass(frozen=True)
 class Change:
@@ -29,6 +31,8 @@ class Point:
     ready: int
     total: int
     """Every replica that costs GPU time: ready, starting and draining."""
+    spot: int = 0
+    """Of ``total``, those on spot (0 when the replay models no tiers)."""
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,6 @@ class Outcome:
     capacity_delays: tuple[float, ...]
     """Per scale-up: seconds from the first sample asking for it to a new replica Ready."""
     timeline: tuple[Point, ...]
+    lost: tuple[bool, ...] = ()
+    """Per trace request: lost with a preempted replica (empty: no preemptions modelled)."""
+    preempted: tuple[Preempted, ...] = ()

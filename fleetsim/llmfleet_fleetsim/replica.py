@@ -33,10 +33,11 @@ def routing_settings(profile: Profile) -> RoutingSettings:
 
 class FleetReplica:
     """One replica of the fleet: its engine, the gateway's accounting of what it sent there,
-    the gateway's last scrape of its metrics, and its life (created, ready, draining)."""
+    the gateway's last scrape of its metrics, and its life (created, ready, draining, the end
+    of a preemption notice)."""
 
     __slots__ = (
-        "created_at", "draining", "engine", "kv_cache_usage", "last_end", "name",
+        "created_at", "cut_at", "draining", "engine", "kv_cache_usage", "last_end", "name",
         "prompt_tokens_sent", "ready", "ready_at", "routed", "running", "scraped_at", "serial",
         "waiting",
     )  # fmt: skip
@@ -51,6 +52,8 @@ class FleetReplica:
         self.ready_at = ready_at
         self.ready = False
         self.draining = False
+        self.cut_at: float | None = None
+        """The end of its preemption notice (None: no notice)."""
         self.last_end = created_at
         self.waiting: int | None = None
         self.running: int | None = None
