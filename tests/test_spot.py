@@ -25,10 +25,11 @@ from hypothesis import strategies as st
 from llmfleet_contract.api import ConditionType, LLMDeployment
 from llmfleet_operator.children import children
 from llmfleet_operator.handlers import Metrics, Runtime
+from llmfleet_operator.kube import ForbiddenError
 from llmfleet_operator.observe import Observed, compute_status
 from llmfleet_operator.placement import Split, eligible, split
 from llmfleet_operator.podspec import spot_tier
-from llmfleet_operator.reconcile import DOOMED_COST, reconcile
+from llmfleet_operator.reconcile import DOOMED_COST, _room, reconcile
 from llmfleet_operator.resources import DEPLOYMENT, LLMDEPLOYMENT, NODE, POD, Resource
 from tests.test_autoscaler import T0, condition, deployment, pod
 from tests.test_placement import node
@@ -191,10 +192,9 @@ def test_a_preemption_notice_drains_the_spot_pod_and_moves_its_replica_on_demand
     assert kube.objects[("Deployment", "llama-8b")]["spec"]["replicas"] == 2
     assert kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] == 0
     assert kube.deleted == ["b"]
-    # First in line for the spot workload's scale-down, then the workloads, then the drain.
-    first = kube.order.index("annotate b")
-    assert first < kube.order.index("apply Deployment") < kube.order.index("delete Pod b")
-    assert ("b", {"controller.kubernetes.io/pod-deletion-cost": str(DOOMED_COST)}) in kube.annotated
+    # The drain before the workloads: the ReplicaSet's replacement, Pending for want of a
+    # spot node, is then the pod the lower spot count removes.
+    assert kube.order.index("delete Pod b") < kube.order.index("apply Deployment")
     [drained] = [e for e in kube.events if e[1] == "Drained"]
     assert drained[2] == (
         "Drained pod b on node spot-1: preemption notice (karpenter.sh/disrupted); replaced"
@@ -254,19 +254,98 @@ def test_with_a_node_provisioner_a_pending_spot_pod_gets_its_time(
     assert found == shares
 
 
-def test_a_spot_pod_waiting_for_its_node_is_not_degraded_until_its_time_is_up() -> None:
-    obj = spotted(2, nodeProvisioningSeconds=120)
+def test_a_spot_pod_waiting_for_a_node_provisioner_is_not_degraded() -> None:
     waiting = engine("b", "", True, "")
     waiting["spec"].pop("nodeName")
     waiting["status"] = {
         "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
     }
-    waiting["metadata"]["creationTimestamp"] = (T0 - timedelta(seconds=60)).isoformat()
-    verdict = condition(compute_status(obj, Observed([], [waiting]), T0), ConditionType.DEGRADED)
-    assert verdict.status == "False"
-    later = T0 + timedelta(seconds=120)
-    verdict = condition(compute_status(obj, Observed([], [waiting]), later), ConditionType.DEGRADED)
-    assert (verdict.status, verdict.reason) == ("True", "Unschedulable")
+    for provisioning, expected in ((120, "False"), (0, "True")):
+        obj = spotted(2, nodeProvisioningSeconds=provisioning)
+        status = compute_status(obj, Observed([], [waiting]), T0)
+        assert condition(status, ConditionType.DEGRADED).status == expected
+
+
+def test_a_spot_pod_pending_past_its_time_is_the_one_removed() -> None:
+    kube = cluster(notice=False)
+    kube.nodes = kube.nodes[:1]  # no spot node
+    body = kube.objects[("LLMDeployment", "llama-8b")]
+    body["spec"]["placement"]["spot"]["nodeProvisioningSeconds"] = 120
+    body["spec"]["replicas"] = 3
+    for name, waited in (("old", 300), ("new", 10)):
+        pending = pod(name, ready_since=None, created=T0 - timedelta(seconds=waited))
+        pending["metadata"]["labels"] |= {
+            "llmfleet.io/deployment": "llama-8b",
+            "llmfleet.io/capacity": "spot",
+        }
+        pending["spec"] = {"containers": []}
+        kube.pods.append(pending)
+    kube.pods.pop(1)  # the spot pod of cluster(): only the two Pending ones
+    reconcile(kube, "serving", "llama-8b", T0)
+    assert kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] == 1
+    cost = {"controller.kubernetes.io/pod-deletion-cost": str(DOOMED_COST)}
+    assert [name for name, annotations in kube.annotated if annotations == cost] == ["old"]
+
+
+class Unreadable(Cluster):
+    """The nodes cannot be listed (RBAC, an API error); pods cannot be deleted."""
+
+    def list(self, kind: Resource, namespace: str | None, selector: str) -> list[Any]:
+        if kind == NODE:
+            raise ForbiddenError(403, "nodes is forbidden")
+        return super().list(kind, namespace, selector)
+
+
+def test_without_the_nodes_the_shares_stay_as_they_are() -> None:
+    kube = cluster(notice=False)
+    kube.__class__ = Unreadable
+    kube.objects[("Deployment", "llama-8b")]["spec"]["replicas"] = 2  # spot had gone
+    kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] = 0
+    reconcile(kube, "serving", "llama-8b", T0)
+    assert kube.objects[("Deployment", "llama-8b")]["spec"]["replicas"] == 2
+    assert kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] == 0
+
+
+def test_no_spot_node_no_cluster_wide_listing_of_pods() -> None:
+    kube = cluster(notice=False)
+    kube.nodes = kube.nodes[:1]
+    listed: list[str] = []
+    plain = kube.list
+
+    def recording(kind: Resource, namespace: str | None, selector: str) -> list[Any]:
+        listed.append(f"{kind.kind} {namespace}")
+        return plain(kind, namespace, selector)
+
+    kube.list = recording  # type: ignore[method-assign]
+    reconcile(kube, "serving", "llama-8b", T0)
+    assert "Pod None" not in listed
+    assert kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] == 0
+
+
+def test_a_refused_drain_is_a_warning_and_the_status_is_still_written() -> None:
+    kube = cluster(notice=True)
+
+    def refused(kind: Resource, namespace: str, name: str) -> None:
+        raise ForbiddenError(
+            403, "the llmfleet operator may delete only the pods of its spot workloads"
+        )
+
+    kube.delete = refused  # type: ignore[method-assign]
+    reconcile(kube, "serving", "llama-8b", T0)
+    [warning] = [e for e in kube.events if e[1] == "Drained"]
+    assert warning[0] == "Warning"
+    assert warning[2].startswith("Could not drain pod b on node spot-1 (karpenter.sh/disrupted)")
+    assert "spotReplicas" in kube.objects[("LLMDeployment", "llama-8b")]["status"]
+
+
+def test_with_a_node_provisioner_the_room_is_not_capped() -> None:
+    kube = cluster(notice=False)
+    kube.objects[("LLMDeployment", "llama-8b")]["spec"]["placement"]["spot"][
+        "nodeProvisioningSeconds"
+    ] = 120
+    obj = spotted(2, nodeProvisioningSeconds=120)
+    assert _room(kube, obj, []) is None
+    assert _room(kube, spotted(2), []) is not None
 
 
 @pytest.mark.parametrize("tainted", [True, False])

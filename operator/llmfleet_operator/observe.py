@@ -129,17 +129,15 @@ def stuck_containers(pods: list[Manifest]) -> dict[Reason, list[tuple[str, str]]
     return found
 
 
-def _provisioning(obj: LLMDeployment, pod: Manifest, now: datetime) -> bool:
-    """Whether ``pod`` is a spot pod still within the time a node provisioner is given
-    (``spec.placement.spot.nodeProvisioningSeconds``): Pending there is expected."""
+def _provisioning(obj: LLMDeployment, pod: Manifest) -> bool:
+    """Whether ``pod`` is a spot pod waiting for a node provisioner
+    (``spec.placement.spot.nodeProvisioningSeconds``): Pending is expected there, and one
+    Pending past that time falls back on demand (:func:`.reconcile._spot`)."""
     spot = obj.spec.placement.spot
-    if spot is None or not spot.node_provisioning_seconds or not is_spot(pod):
-        return False
-    created = datetime.fromisoformat(pod["metadata"]["creationTimestamp"])
-    return (now - created).total_seconds() < spot.node_provisioning_seconds
+    return spot is not None and bool(spot.node_provisioning_seconds) and is_spot(pod)
 
 
-def degraded(obj: LLMDeployment, observed: Observed, now: datetime) -> Verdict:
+def degraded(obj: LLMDeployment, observed: Observed) -> Verdict:
     """Degraded when pods cannot be placed or keep crashing; the message has the numbers."""
     placement, parallelism = obj.spec.placement, obj.spec.parallelism
     resource, per_pod = placement.gpu_resource_name, parallelism.gpus_per_pod
@@ -155,7 +153,7 @@ def degraded(obj: LLMDeployment, observed: Observed, now: datetime) -> Verdict:
     refused = next(filter(None, map(replica_failure, observed.workloads)), None)
     if refused:
         return Verdict(TRUE, Reason.FAILED_CREATE, refused)
-    stuck = [p for p in unschedulable(observed.pods) if not _provisioning(obj, p, now)]
+    stuck = [p for p in unschedulable(observed.pods) if not _provisioning(obj, p)]
     short_of_gpus = [
         p
         for p in stuck
@@ -284,7 +282,7 @@ def compute_status(obj: LLMDeployment, observed: Observed, now: datetime) -> LLM
         if rolling
         else Verdict(FALSE, Reason.ROLLOUT_COMPLETE)
     )
-    trouble = degraded(obj, observed, now)
+    trouble = degraded(obj, observed)
     verdicts = {
         ConditionType.READY: ready_verdict,
         ConditionType.PROGRESSING: progress,

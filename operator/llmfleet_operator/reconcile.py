@@ -13,6 +13,7 @@ and a Warning Event until it is gone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -71,7 +72,8 @@ Manifest = dict[str, Any]
 log = logging.getLogger("llmfleet.reconcile")
 
 DOOMED_COST = -1_000_000
-"""The pod-deletion-cost of a spot pod on a node about to be preempted: removed first."""
+"""The pod-deletion-cost of a spot pod Pending past its node provisioning time: the one a
+lower spot count removes."""
 
 CONFLICT_RECHECK_SECONDS = 30.0
 """How soon a reconcile blocked by an object it does not own looks again (that object's
@@ -265,6 +267,7 @@ def reconcile(
             now,
         )
         return CONFLICT_RECHECK_SECONDS
+    _drain(kube, body, doomed)
     for kind, child in todo.delete:
         kube.delete(kind, namespace, child)
         kube.event(
@@ -290,7 +293,6 @@ def reconcile(
     finally:  # one Event per reason, not one per child: each is a write to the API server
         for reason, messages in said.items():
             kube.event(body, EventType.NORMAL, reason, "; ".join(messages))
-    _drain(kube, body, doomed)
     workloads = [
         live
         for kind, manifest in desired
@@ -357,8 +359,11 @@ def _room(kube: Kube, obj: LLMDeployment, pods: list[Manifest]) -> Room | None:
         return sum(1 for p in pods if not p["spec"].get("nodeName") and is_spot(p) == spot)
 
     found = room(obj, nodes, managed, unbound(False))
-    if obj.spec.placement.spot is None:
+    spot = obj.spec.placement.spot
+    if spot is None:
         return found
+    if spot.node_provisioning_seconds:
+        return None  # a node provisioner adds nodes for Pending pods: the room is unknown
     return found + room(spot_tier(obj), nodes, managed, unbound(True))
 
 
@@ -371,62 +376,77 @@ def _spot(
     now: datetime,
 ) -> tuple[Split, dict[str, tuple[str, str]]]:
     """How the replicas are shared between on demand and spot, and the spot pods to drain:
-    those on a node with a preemption notice (pod name to node and taint), made first in
-    line for the spot workload's scale-down (deletion cost).
+    those on a node with a preemption notice (pod name to node and taint).
 
     Spot holds the spot replicas running on spot nodes without a notice, plus, only when
-    more are wanted, the room left on those nodes (the one cluster-wide listing of pods);
-    with ``nodeProvisioningSeconds``, all that is wanted but the pods Pending longer."""
+    more are wanted and a spot node exists, the room left on those nodes (the one
+    cluster-wide listing of pods); with ``nodeProvisioningSeconds``, all that is wanted but
+    the pods Pending longer, which are made first in line for the spot workload's
+    scale-down (deletion cost). Without the nodes or the pods (RBAC, an API error) the
+    shares stay as they are."""
     spot = obj.spec.placement.spot
     assert spot is not None
-    total, wanted = desired_replicas(obj), max(0, desired_replicas(obj) - spot.on_demand_replicas)
+    total = desired_replicas(obj)
+    wanted = max(0, total - spot.on_demand_replicas)
+    serving = [pod for pod in pods if is_spot(pod) and is_serving(pod)]
+    kind = LEADER_WORKER_SET if obj.spec.parallelism.nodes_per_group > 1 else DEPLOYMENT
+    name = obj.metadata.name
+    on_demand, spot_now = (
+        None if (live := found.get((kind, child_name(kind, name, tier)))) is None
+        else (live.get("spec") or {}).get("replicas")
+        for tier in (False, True)
+    )  # fmt: skip
     try:
         nodes = kube.list(NODE, None, "")
-    except KubeError:  # nothing known of the nodes: spot as far as wanted
-        return split(total, spot.on_demand_replicas, wanted, None, 0), {}
+    except KubeError:
+        ready = sum(1 for pod in serving if serving_url(pod))
+        return split(total, spot.on_demand_replicas, spot_now or 0, on_demand, ready), {}
     going = {node["metadata"]["name"]: taint for node in nodes if (taint := notice(node, notices))}
     doomed = {
         pod["metadata"]["name"]: (where, going[where])
         for pod in pods
         if is_spot(pod) and not terminating(pod) and (where := pod["spec"].get("nodeName")) in going
     }
-    _set_deletion_costs(
-        kube, obj.metadata.namespace or "", pods, dict.fromkeys(doomed, DOOMED_COST)
-    )
     tier = spot_tier(obj)
     usable = [n for n in nodes if n["metadata"]["name"] not in going]
     spot_nodes = {n["metadata"]["name"] for n in usable if eligible(n, tier.spec.placement)}
-    serving = [pod for pod in pods if is_spot(pod) and is_serving(pod)]
     fits = sum(1 for pod in serving if pod["spec"].get("nodeName") in spot_nodes)
     if spot.node_provisioning_seconds:
         waited = now.timestamp() - spot.node_provisioning_seconds
-        stuck = sum(
-            1
+        stuck = [
+            pod["metadata"]["name"]
             for pod in serving
             if not pod["spec"].get("nodeName")
             and datetime.fromisoformat(pod["metadata"]["creationTimestamp"]).timestamp() < waited
+        ]
+        _set_deletion_costs(
+            kube, obj.metadata.namespace or "", pods, dict.fromkeys(stuck, DOOMED_COST)
         )
-        fits = wanted - stuck
-    elif fits < wanted:
-        try:
+        fits = wanted - len(stuck)
+    elif fits < wanted and spot_nodes:
+        with contextlib.suppress(KubeError):  # unknown room: none added
             fits += room(tier, usable, kube.list(POD, None, labels.OWNER), 0).replicas
-        except KubeError:
-            fits = wanted
     ready = sum(1 for pod in serving if serving_url(pod) and pod["metadata"]["name"] not in doomed)
-    kind = LEADER_WORKER_SET if obj.spec.parallelism.nodes_per_group > 1 else DEPLOYMENT
-    current = found.get((kind, child_name(kind, obj.metadata.name)))
-    on_demand = None if current is None else (current.get("spec") or {}).get("replicas")
     return split(total, spot.on_demand_replicas, fits, on_demand, ready), doomed
 
 
 def _drain(kube: Kube, body: Manifest, doomed: dict[str, tuple[str, str]]) -> None:
     """Delete (gracefully: the engine finishes its streams) the spot pods on nodes about to
-    be preempted. Not an eviction: the node goes whatever the disruption budget says."""
-    namespace = body["metadata"]["namespace"]
+    be preempted, before the workloads are applied: the ReplicaSet's replacement, Pending
+    where spot has no room left, is then the pod a lower spot count removes. Not an
+    eviction: the node goes whatever the disruption budget says. A refused delete is a
+    Warning Event; the reconcile goes on."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for pod, (node, taint) in doomed.items():
-        kube.delete(POD, namespace, pod)
+        try:
+            kube.delete(POD, namespace, pod)
+        except KubeError as err:
+            message = f"Could not drain pod {pod} on node {node} ({taint}): {err}"
+            log.warning("%s/%s: %s", namespace, name, message)
+            kube.event(body, EventType.WARNING, EventReason.DRAINED, message)
+            continue
         message = f"Drained pod {pod} on node {node}: preemption notice ({taint}); replaced"
-        log.info("%s/%s: %s", namespace, body["metadata"]["name"], message)
+        log.info("%s/%s: %s", namespace, name, message)
         kube.event(body, EventType.NORMAL, EventReason.DRAINED, message)
 
 
