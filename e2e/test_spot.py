@@ -10,7 +10,8 @@ drains that pod at once (an Event says so), both streams end with every token, t
 comes back on demand, and the status counts 2 on demand. When the notice is lifted the
 replica moves back to spot, and the fleet never has fewer than two ready replicas while it
 does. Meanwhile two clients of the official ``openai`` client stream through the real
-gateway, one completion after another: none is lost through either move.
+gateway, one completion after another: none is lost through either move. Last, spot is
+removed from the spec: the spot replica goes only once a second on-demand one is ready.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kit import apply_ready, pods, wait_for
-from kubernetes.client import ApiClient, CoreV1Api
+from kit import apply, apply_ready, pods, wait_for
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
 from localop import LocalOperator, kubectl
 from manifests import gpu_node
 from openai import OpenAI
@@ -154,3 +155,20 @@ def test_a_spot_nodes_preemption_drains_its_replica_with_no_stream_lost(
     # Ready pods not being deleted: the on-demand one went only once the spot one was ready.
     assert min(lowest) >= 2
     assert load.errors == []  # the gateway's clients lost nothing through both moves
+
+    # Spot removed from the spec: the spot replica goes once on demand covers it.
+    del manifest["spec"]["placement"]
+    apply(kubeconfig, namespace, manifest)
+    lowest.clear()
+
+    def on_demand_only() -> bool:
+        serving = pods(api_client, namespace, name)
+        lowest.append(sum(1 for p in serving if _pod_ready(p)))
+        spot = AppsV1Api(api_client).list_namespaced_deployment(
+            namespace, field_selector=f"metadata.name={name}-spot"
+        )
+        return not spot.items and len(serving) == 2 and lowest[-1] == 2
+
+    wait_for("two replicas on demand, no spot workload", on_demand_only, timeout=150)
+    assert min(lowest) >= 2
+    assert all(p.spec.node_name != spot_node for p in pods(api_client, namespace, name))

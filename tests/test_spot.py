@@ -148,6 +148,13 @@ class Cluster(MemoryKube):
     def list(self, kind: Resource, namespace: str | None, selector: str) -> list[Any]:
         return self.nodes if kind == NODE else super().list(kind, namespace, selector)
 
+    def patch(self, kind: Resource, namespace: str, name: str, body: Any) -> Any:
+        if kind == POD:
+            return super().patch(kind, namespace, name, body)
+        self.order.append(f"patch {kind.kind} {name}")
+        self.objects[(kind.kind, name)]["spec"] |= body["spec"]
+        return self.objects[(kind.kind, name)]
+
     def delete(self, kind: Resource, namespace: str, name: str) -> None:
         self.order.append(f"delete {kind.kind} {name}")
         if kind == POD:
@@ -217,13 +224,32 @@ def test_only_the_configured_taints_are_notices() -> None:
     assert kube.deleted == []
 
 
-def test_removing_spot_deletes_the_spot_workload() -> None:
+def test_removing_spot_winds_the_spot_workload_down_as_on_demand_gets_ready() -> None:
     kube = cluster(notice=False)
     body = kube.objects[("LLMDeployment", "llama-8b")]
     del body["spec"]["placement"]["spot"]
+    reconcile(kube, "serving", "llama-8b", T0)  # one on-demand replica ready of two
+    assert kube.objects[("Deployment", "llama-8b")]["spec"]["replicas"] == 2
+    assert kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] == 1
+    kube.pods.append(engine("c", "od", False, "10.0.0.3"))  # the second one is ready
     reconcile(kube, "serving", "llama-8b", T0)
     assert ("Deployment", "llama-8b-spot") not in kube.objects
-    assert kube.objects[("Deployment", "llama-8b")]["spec"]["replicas"] == 2
+
+
+def test_the_spot_workload_shrinks_by_what_on_demand_covers() -> None:
+    kube = cluster(notice=False)
+    body = kube.objects[("LLMDeployment", "llama-8b")]
+    del body["spec"]["placement"]["spot"]
+    body["spec"]["replicas"] = 3
+    kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] = 2
+    kube.pods.append(engine("c", "od", False, "10.0.0.3"))  # two on demand ready of three
+    reconcile(kube, "serving", "llama-8b", T0)
+    assert kube.objects[("Deployment", "llama-8b-spot")]["spec"]["replicas"] == 1
+    [scaled] = [e for e in kube.events if e[1] == "Scaled" and "spot removed" in e[2]]
+    assert scaled[2] == (
+        "Scaled Deployment llama-8b-spot from 2 to 1: spot removed from the spec,"
+        " 2 on-demand replica(s) ready"
+    )
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,7 @@ def reconcile(
         )
         return CONFLICT_RECHECK_SECONDS
     _drain(kube, body, doomed)
+    kept = _wind_down_spot(kube, body, obj, existing, pods, todo)
     for kind, child in todo.delete:
         kube.delete(kind, namespace, child)
         kube.event(
@@ -298,7 +299,7 @@ def reconcile(
         for kind, manifest in desired
         if kind in WORKLOADS
         and (live := applied.get(key := (kind, manifest["metadata"]["name"])) or existing.get(key))
-    ]
+    ] + kept
     observed = Observed(
         workloads, pods, _largest_node_gpus(kube, obj.spec.placement.gpu_resource_name)
     )
@@ -428,6 +429,40 @@ def _spot(
             fits += room(tier, usable, kube.list(POD, None, labels.OWNER), 0).replicas
     ready = sum(1 for pod in serving if serving_url(pod) and pod["metadata"]["name"] not in doomed)
     return split(total, spot.on_demand_replicas, fits, on_demand, ready), doomed
+
+
+def _wind_down_spot(
+    kube: Kube,
+    body: Manifest,
+    obj: LLMDeployment,
+    existing: dict[Key, Manifest | None],
+    pods: list[Manifest],
+    todo: Plan,
+) -> list[Manifest]:
+    """Once ``spec.placement.spot`` is removed, the spot workload goes as the on-demand one
+    gets ready, not at once: it keeps the replicas the ready on-demand ones do not cover
+    yet (taken out of ``todo``'s deletions while any is kept). Returns it while kept."""
+    if obj.spec.placement.spot is not None:
+        return []
+    kind = LEADER_WORKER_SET if obj.spec.parallelism.nodes_per_group > 1 else DEPLOYMENT
+    key = (kind, child_name(kind, obj.metadata.name, spot=True))
+    live = existing.get(key)
+    if live is None:
+        return []
+    ready = sum(1 for pod in pods if not is_spot(pod) and serving_url(pod))
+    now = int((live.get("spec") or {}).get("replicas") or 0)
+    keep = max(0, min(now, desired_replicas(obj) - ready))
+    if keep == 0:
+        return []
+    todo.delete.remove(key)
+    if keep < now:
+        kube.patch(kind, body["metadata"]["namespace"], key[1], {"spec": {"replicas": keep}})
+        message = (
+            f"Scaled {kind.kind} {key[1]} from {now} to {keep}: spot removed from the spec,"
+            f" {ready} on-demand replica(s) ready"
+        )
+        kube.event(body, EventType.NORMAL, EventReason.SCALED, message)
+    return [live]
 
 
 def _drain(kube: Kube, body: Manifest, doomed: dict[str, tuple[str, str]]) -> None:
