@@ -128,6 +128,31 @@ def test_gpu_seconds_integrate_the_groups_held_between_events() -> None:
     assert total() is None
 
 
+def test_gpu_seconds_on_spot_and_the_spot_price_are_their_own_series() -> None:
+    now = [0.0]
+    held = GpuSeconds(clock=lambda: now[0])
+    registry = CollectorRegistry()
+    registry.register(held)
+    labels = {"namespace": "team", "llmdeployment": "llama"}
+    placement = {
+        "gpuHourPrice": "4.00",
+        "spot": {"nodeSelector": {"s": "1"}, "gpuHourPrice": "1.60"},
+    }
+    spec = {"parallelism": {"tensorParallelSize": 2}, "placement": placement}
+    held.observe(("team", "llama"), {"spec": spec, "status": {"replicas": 3, "spotReplicas": 2}})
+    now[0] = 10.0
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert sample("llmfleet_operator_gpu_seconds_total") == 60.0  # 3 groups of 2 GPUs
+    assert sample("llmfleet_operator_spot_gpu_seconds_total") == 40.0  # 2 of them on spot
+    assert sample("llmfleet_operator_gpu_hour_price") == 4.0
+    assert sample("llmfleet_operator_spot_gpu_hour_price") == 1.6
+    held.observe(("team", "llama"), {"spec": {}, "status": {"replicas": 1}})
+    assert sample("llmfleet_operator_spot_gpu_hour_price") is None
+
+
 def test_the_gpu_hour_price_from_the_spec_else_the_operators_default() -> None:
     held = GpuSeconds()
     registry = CollectorRegistry()

@@ -69,14 +69,20 @@ RATES = {
         'llmdeployment="llama",llmdeployment_namespace="team",model="llama",tenant="t/b"',
     ): 0.5,
     ("llmfleet_operator_gpu_seconds_total", 'llmdeployment="llama",namespace="team"'): 8.0,
+    # A quarter of them on spot nodes.
+    ("llmfleet_operator_spot_gpu_seconds_total", 'llmdeployment="llama",namespace="team"'): 2.0,
 }
 BORN = (
     ("llmfleet_gateway_requests_total", 'model="llama",tenant="t/c"', 1),
     ("llmfleet_gateway_tokens_total", 'model="llama",kind="prompt",tenant="t/c"', 50),
 )
 """Series that appear during the window with their first count in them."""
-PRICE = 'llmfleet_operator_gpu_hour_price{llmdeployment="llama",namespace="team"} 7.2'
-"""The operator's export of the LLMDeployment's spec.placement.gpuHourPrice."""
+PRICE = (
+    'llmfleet_operator_gpu_hour_price{llmdeployment="llama",namespace="team"} 7.2\n'
+    'llmfleet_operator_spot_gpu_hour_price{llmdeployment="llama",namespace="team"} 3.6'
+)
+"""The operator's export of the LLMDeployment's spec.placement.gpuHourPrice and
+spec.placement.spot.gpuHourPrice."""
 
 
 @pytest.fixture
@@ -171,11 +177,13 @@ def test_usage_from_a_real_prometheus(prometheus: str, capsys: pytest.CaptureFix
     assert main(["--prometheus", prometheus, "--since", "1h", "--tenant", "t/b"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["tenant", "model"]
-    assert lines[0].endswith("cost (USD)")  # the LLMDeployment's own price: 7.2 a GPU-hour
+    assert lines[0].endswith("cost (USD)")  # the LLMDeployment's own prices
     [line] = lines[1:]
     cells = line.split()
     assert cells[0] == "t/b"
-    assert float(cells[-1]) == pytest.approx(float(cells[-2]) * 7.2, rel=0.01, abs=0.01)
+    # 7.2 a GPU-hour on demand, 3.6 for the quarter of the GPU-seconds held on spot.
+    blended = (7.2 * 6 + 3.6 * 2) / 8
+    assert float(cells[-1]) == pytest.approx(float(cells[-2]) * blended, rel=0.02, abs=0.01)
 
 
 def test_a_prometheus_that_does_not_answer_is_a_message(

@@ -132,57 +132,82 @@ class Statuses(Collector):
 class GpuSeconds(Collector):
     """Each LLMDeployment's GPU-seconds so far: its serving groups (``status.replicas``: every
     group that exists, started or not, holds its GPUs) times a group's GPUs (tensor x
-    pipeline parallel), integrated between its watch events. What ``llmfleet usage`` splits
+    pipeline parallel), integrated between its watch events; and of those, the ones its
+    ready spot replicas held (``status.spotReplicas``). What ``llmfleet usage`` splits
     between tenants. Counted from this process's start: Prometheus' ``increase`` reads
     across a restart or a change of leader."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._held: dict[tuple[str, str], tuple[float, float, float]] = {}
-        """(since, GPUs held since then, GPU-seconds before then) by LLMDeployment."""
-        self._prices: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], tuple[float, tuple[float, float], tuple[float, float]]]
+        self._held = {}
+        """(since, GPUs held since then, GPU-seconds before then) by LLMDeployment; each of
+        the last two as (all, on spot)."""
+        self._prices: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        """(a GPU-hour's price, on spot) by LLMDeployment."""
         self.default_price: float | None = None
         """A GPU-hour's price where ``spec.placement.gpuHourPrice`` is unset (None: none)."""
 
     def observe(self, key: tuple[str, str], body: Mapping[str, Any] | None) -> None:
         """The object as a watch event shows it (None: deleted)."""
         now = self._clock()
-        since, gpus, total = self._held.get(key, (now, 0.0, 0.0))
+        since, gpus, total = self._held.get(key, (now, (0.0, 0.0), (0.0, 0.0)))
         if body is None:
             self._held.pop(key, None)
             self._prices.pop(key, None)
             return
-        given = ((body.get("spec") or {}).get("placement") or {}).get("gpuHourPrice")
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        placement = spec.get("placement") or {}
+        given = placement.get("gpuHourPrice")
         price = float(given) if given is not None else self.default_price
-        if price is None:
-            self._prices.pop(key, None)
-        else:
-            self._prices[key] = price
-        parallelism = (body.get("spec") or {}).get("parallelism") or {}
+        spot_given = (placement.get("spot") or {}).get("gpuHourPrice")
+        self._prices[key] = (price, None if spot_given is None else float(spot_given))
+        parallelism = spec.get("parallelism") or {}
         group = parallelism.get("tensorParallelSize", 1) * parallelism.get(
             "pipelineParallelSize", 1
         )
-        held = float((body.get("status") or {}).get("replicas") or 0) * group
-        self._held[key] = (now, held, total + (now - since) * gpus)
+        replicas = float(status.get("replicas") or 0)
+        spot = min(replicas, float(status.get("spotReplicas") or 0))
+        spent = tuple(t + (now - since) * g for t, g in zip(total, gpus, strict=True))
+        self._held[key] = (now, (replicas * group, spot * group), (spent[0], spent[1]))
 
     def collect(self) -> Iterator[Metric]:
-        found = CounterMetricFamily(
-            "llmfleet_operator_gpu_seconds",
-            "GPU-seconds each LLMDeployment's serving groups held.",
-            labels=["namespace", "llmdeployment"],
-        )
         now = self._clock()
-        for (namespace, name), (since, gpus, total) in sorted(self._held.items()):
-            found.add_metric([namespace, name], total + (now - since) * gpus)
-        prices = GaugeMetricFamily(
-            "llmfleet_operator_gpu_hour_price",
-            "What a GPU-hour of each LLMDeployment costs (spec.placement.gpuHourPrice, else"
-            " the operator's --gpu-hour-price).",
-            labels=["namespace", "llmdeployment"],
-        )
-        for (namespace, name), price in sorted(self._prices.items()):
-            prices.add_metric([namespace, name], price)
-        yield from (found, prices)
+        held = [
+            (
+                "llmfleet_operator_gpu_seconds",
+                "GPU-seconds each LLMDeployment's serving groups held.",
+            ),
+            (
+                "llmfleet_operator_spot_gpu_seconds",
+                "Of those, the GPU-seconds its ready replicas on spot nodes held.",
+            ),
+        ]
+        for index, (name, text) in enumerate(held):
+            found = CounterMetricFamily(name, text, labels=["namespace", "llmdeployment"])
+            for (namespace, deployment), (since, gpus, total) in sorted(self._held.items()):
+                found.add_metric(
+                    [namespace, deployment], total[index] + (now - since) * gpus[index]
+                )
+            yield found
+        prices = [
+            (
+                "llmfleet_operator_gpu_hour_price",
+                "What a GPU-hour of each LLMDeployment costs (spec.placement.gpuHourPrice, else"
+                " the operator's --gpu-hour-price).",
+            ),
+            (
+                "llmfleet_operator_spot_gpu_hour_price",
+                "What a GPU-hour of each LLMDeployment costs on spot nodes"
+                " (spec.placement.spot.gpuHourPrice).",
+            ),
+        ]
+        for index, (name, text) in enumerate(prices):
+            gauge = GaugeMetricFamily(name, text, labels=["namespace", "llmdeployment"])
+            for (namespace, deployment), found_prices in sorted(self._prices.items()):
+                if (value := found_prices[index]) is not None:
+                    gauge.add_metric([namespace, deployment], value)
+            yield gauge
 
 
 class Signals(Collector):

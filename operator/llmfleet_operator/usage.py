@@ -18,7 +18,9 @@ its tenants bring. A window in which an LLMDeployment served nobody shows its GP
 as ``(idle)``. So the tenants' GPU-seconds add up to the fleet's. Cost is GPU-hours times
 ``--gpu-hour-price``, else each LLMDeployment's price as the operator exports it
 (``llmfleet_operator_gpu_hour_price``: its ``spec.placement.gpuHourPrice``, or the operator's
-``--gpu-hour-price``).
+``--gpu-hour-price``); the GPU-seconds its ready spot replicas held
+(``llmfleet_operator_spot_gpu_seconds_total``) at its spot price where it has one
+(``spec.placement.spot.gpuHourPrice``).
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ class Usage:
             ): value
             for labels, value in self._increase("llmfleet_gateway_busy_seconds_total", by)
         }
-        prices = dict.fromkeys(held, price) if price is not None else self._prices()
+        prices = dict.fromkeys(held, price) if price is not None else self._prices(held)
         for (tenant, model), share in attribute(held, busy, prices).items():
             found = row(tenant, model)
             found.busy_seconds, found.gpu_seconds, found.cost = (
@@ -195,9 +197,30 @@ class Usage:
             )
         return sorted(rows.values(), key=lambda r: (r.tenant, r.model))
 
-    def _prices(self) -> dict[Deployment, float]:
-        """Each LLMDeployment's GPU-hour price, as the operator last exported it."""
-        last = f"last_over_time(llmfleet_operator_gpu_hour_price[{self._window}])"
+    def _prices(self, held: Mapping[Deployment, float]) -> dict[Deployment, float]:
+        """Each LLMDeployment's GPU-hour price as the operator last exported it; with a spot
+        price too, the window's mean of the two, weighted by the GPU-seconds ``held`` on
+        spot (``llmfleet_operator_spot_gpu_seconds_total``)."""
+        prices = self._last("llmfleet_operator_gpu_hour_price")
+        spot_prices = self._last("llmfleet_operator_spot_gpu_hour_price")
+        if not spot_prices:
+            return prices
+        on_spot = {
+            (labels.get("namespace", ""), labels.get("llmdeployment", "")): value
+            for labels, value in self._increase(
+                "llmfleet_operator_spot_gpu_seconds_total", ("namespace", "llmdeployment")
+            )
+        }
+        for deployment, spot_price in spot_prices.items():
+            price, total = prices.get(deployment), held.get(deployment, 0.0)
+            if price is not None and total > 0:
+                spot = min(total, on_spot.get(deployment, 0.0))
+                prices[deployment] = (price * (total - spot) + spot_price * spot) / total
+        return prices
+
+    def _last(self, metric: str) -> dict[Deployment, float]:
+        """Each LLMDeployment's last value of ``metric`` in the window."""
+        last = f"last_over_time({metric}[{self._window}])"
         return {
             (labels.get("namespace", ""), labels.get("llmdeployment", "")): value
             for labels, value in self._query(f"max by (namespace, llmdeployment) ({last})")

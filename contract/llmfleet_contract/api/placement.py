@@ -132,6 +132,11 @@ class SpotSpec(ApiModel):
     on_demand_replicas: Annotated[int, Field(ge=0, le=10_000)] = 1
     """Replicas kept on on-demand nodes whatever spot offers (fewer when fewer are
     wanted)."""
+    gpu_hour_price: (
+        Annotated[str, Field(pattern=r"^[0-9]{1,9}(\.[0-9]{1,6})?$", max_length=16)] | None
+    ) = None
+    """What one of these GPUs costs an hour on a spot node (``"1.60"``): ``llmfleet usage``
+    prices the GPU-hours of the ready spot replicas with it. Unset: the on-demand price."""
     node_provisioning_seconds: Annotated[int, Field(ge=0, le=3_600)] = 0
     """With a node provisioner that adds spot nodes for Pending pods (Karpenter, the
     cluster autoscaler): spot replicas are asked for whether or not a spot node has room,
