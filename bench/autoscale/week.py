@@ -27,7 +27,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from llmfleet_fleetsim.forecast import ForecastPolicy, ScheduledPolicy
 from llmfleet_fleetsim.outcome import Outcome
 from llmfleet_fleetsim.policies import LlmfleetPolicy, StaticPolicy
 from llmfleet_fleetsim.preemption import Preemptions
+from llmfleet_fleetsim.report import flips
 from llmfleet_fleetsim.slo import meets
 from llmfleet_fleetsim.trace import Trace
 from llmfleet_fleetsim.view import Policy
@@ -189,8 +189,6 @@ def score(
     gpus = spec().parallelism.gpus_per_group
     per_week = SCRAPE_S * gpus * WEEK_SPEED / 3600
     scored = [c for c in outcome.changes if offset <= c.time < end]
-    flips = sum(1 for a, b in pairwise(scored)
-                if (a.after > a.before) != (b.after > b.before))  # fmt: skip
     preempted = [n for n in outcome.preempted if offset <= n.time < end]
     return {
         "requests": total,
@@ -202,7 +200,7 @@ def score(
         "peak_replicas": peak,
         "mean_replicas": held / max(1, len(points)),
         "changes": len(scored),
-        "flips": flips,
+        "flips": flips(scored),
     }
 
 

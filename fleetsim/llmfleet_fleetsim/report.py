@@ -22,6 +22,7 @@ Definitions (also in each field's docstring):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from llmfleet_fleetsim.oracle import Oracle, starting_seconds
@@ -142,10 +143,10 @@ class Report:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-def flips(outcome: Outcome) -> int:
+def flips(changes: Iterable[Change]) -> int:
     """Changes whose direction differs from the previous change's."""
     count, previous = 0, 0
-    for change in outcome.changes:
+    for change in changes:
         direction = 1 if change.after > change.before else -1
         if previous and direction != previous:
             count += 1
@@ -201,7 +202,7 @@ def build(
         peak_replicas=max((p.total for p in outcome.timeline), default=0),
         scale_ups=sum(1 for c in outcome.changes if c.after > c.before),
         scale_downs=sum(1 for c in outcome.changes if c.after < c.before),
-        direction_flips=flips(outcome),
+        direction_flips=flips(outcome.changes),
         time_to_capacity_median_s=percentile(delays, 0.5),
         time_to_capacity_max_s=max(delays, default=None),
         capacity_rps=capacity_rps,

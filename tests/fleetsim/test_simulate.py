@@ -147,7 +147,7 @@ def test_hpa_holds_replicas_for_300_s_after_the_load_ends(spec: LLMDeploymentSpe
 def test_flips_count_changes_of_direction() -> None:
     changes = [Change(0, 1, 2), Change(1, 2, 3), Change(2, 3, 2), Change(3, 2, 4), Change(4, 4, 5)]
     outcome = Outcome(0.0, (), (), (), 0.0, tuple(changes), (), ())
-    assert flips(outcome) == 2
+    assert flips(outcome.changes) == 2
 
 
 def test_report_json_has_the_numbers(spec: LLMDeploymentSpec) -> None:
