@@ -68,6 +68,11 @@ def desired_replicas(obj: LLMDeployment) -> int:
     return max(scaling.min_replicas, min(scaling.max_replicas, wanted))
 
 
+def workload_kind(obj: LLMDeployment) -> Resource:
+    """A Deployment when a serving group fits on one node, else a LeaderWorkerSet."""
+    return DEPLOYMENT if obj.spec.parallelism.nodes_per_group == 1 else LEADER_WORKER_SET
+
+
 def child_name(kind: Resource, name: str, spot: bool = False) -> str:
     """The name of ``name``'s child of ``kind`` (its spot workload's with ``spot``).
 
@@ -123,7 +128,7 @@ def workload(
     if spot:
         selector[labels.CAPACITY] = labels.SPOT
     rollout = obj.spec.serving.rollout
-    if obj.spec.parallelism.nodes_per_group == 1:
+    if workload_kind(obj) == DEPLOYMENT:
         strategy: Manifest = {"type": rollout.strategy.value}
         if rollout.strategy == RolloutStrategy.ROLLING_UPDATE:
             strategy["rollingUpdate"] = {

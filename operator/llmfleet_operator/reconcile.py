@@ -37,7 +37,13 @@ from llmfleet_contract.api import (
 )
 from llmfleet_contract.pods import is_serving, serving_url, terminating
 from llmfleet_operator.autoscaler import Autoscaler, builtin, without_scaling
-from llmfleet_operator.children import child_keys, child_name, children, desired_replicas
+from llmfleet_operator.children import (
+    child_keys,
+    child_name,
+    children,
+    desired_replicas,
+    workload_kind,
+)
 from llmfleet_operator.kube import ClientError, Kube, KubeError
 from llmfleet_operator.observe import (
     FALSE,
@@ -59,7 +65,6 @@ from llmfleet_operator.placement import (
 )
 from llmfleet_operator.podspec import spot_tier
 from llmfleet_operator.resources import (
-    DEPLOYMENT,
     LEADER_WORKER_SET,
     LLMDEPLOYMENT,
     NODE,
@@ -390,7 +395,7 @@ def _spot(
     total = desired_replicas(obj)
     wanted = max(0, total - spot.on_demand_replicas)
     serving = [pod for pod in pods if is_spot(pod) and is_serving(pod)]
-    kind = LEADER_WORKER_SET if obj.spec.parallelism.nodes_per_group > 1 else DEPLOYMENT
+    kind = workload_kind(obj)
     name = obj.metadata.name
     on_demand, spot_now = (
         None if (live := found.get((kind, child_name(kind, name, tier)))) is None
@@ -444,7 +449,7 @@ def _wind_down_spot(
     yet (taken out of ``todo``'s deletions while any is kept). Returns it while kept."""
     if obj.spec.placement.spot is not None:
         return []
-    kind = LEADER_WORKER_SET if obj.spec.parallelism.nodes_per_group > 1 else DEPLOYMENT
+    kind = workload_kind(obj)
     key = (kind, child_name(kind, obj.metadata.name, spot=True))
     live = existing.get(key)
     if live is None:
