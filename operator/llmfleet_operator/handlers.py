@@ -168,8 +168,8 @@ class GpuSeconds(Collector):
         )
         replicas = float(status.get("replicas") or 0)
         spot = min(replicas, float(status.get("spotReplicas") or 0))
-        spent = tuple(t + (now - since) * g for t, g in zip(total, gpus, strict=True))
-        self._held[key] = (now, (replicas * group, spot * group), (spent[0], spent[1]))
+        spent = (total[0] + (now - since) * gpus[0], total[1] + (now - since) * gpus[1])
+        self._held[key] = (now, (replicas * group, spot * group), spent)
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
